@@ -1,0 +1,952 @@
+//! One client connection: its socket, its phase, its read buffer (held only while a request
+//! is being read), its output queue and its one deadline. Every phase change happens in this
+//! module; `LIFECYCLE.md` beside it draws the state machine.
+//!
+//! Edge-triggered: reads and writes loop until `WouldBlock`, each loop capped by a named
+//! constant; a capped loop puts the connection on the worker's `again` list for the next turn.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+
+use crate::config::Config;
+use crate::http::{self, DateCache, Head, HttpError, Method};
+use crate::hub::{Hub, Message, Subscribe, WaiterRef};
+use crate::metrics::{Metrics, Proto};
+use crate::proto::{self, talk, Action, Ctx, Reply, Request, StreamStart};
+use crate::{debug, error};
+
+/// Bytes asked of the socket per read call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Reads per readiness event before yielding to other connections.
+const MAX_READS_PER_EVENT: usize = 32;
+/// `writev` calls per flush before yielding to other connections.
+const MAX_WRITES_PER_FLUSH: usize = 32;
+/// Segments handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+/// How long a closing connection keeps draining its input so its last reply is not reset.
+const LINGER_MS: u64 = 2000;
+/// Read buffers kept for reuse per worker.
+const POOL_MAX: usize = 256;
+/// A read buffer larger than this is not returned to the pool.
+const POOL_BUF_MAX: usize = 64 * 1024;
+
+/// What the server owns and every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub hub: Hub,
+    pub metrics: Arc<Metrics>,
+    pub open: std::sync::atomic::AtomicUsize,
+}
+
+/// A token names a connection: its slab key, and a generation so a reused key does not
+/// receive its predecessor's events or deadlines.
+pub fn token(key: usize, gen: u32) -> usize {
+    key | ((gen as usize) << 32)
+}
+
+/// The slab key and generation of a token.
+pub fn untoken(token: usize) -> (usize, u32) {
+    (token & 0xffff_ffff, (token >> 32) as u32)
+}
+
+/// One piece of output.
+pub enum Seg {
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Seg {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Static(b) => b,
+            Seg::Owned(v) => v,
+            Seg::Shared(a) => a,
+        }
+    }
+}
+
+/// Output waiting for the socket: segments, and how far into the first one was written.
+#[derive(Default)]
+pub struct Out {
+    segs: VecDeque<Seg>,
+    offset: usize,
+    len: usize,
+}
+
+/// What a flush achieved.
+#[derive(Debug, PartialEq, Eq)]
+enum Flushed {
+    /// Everything queued was written.
+    Empty,
+    /// The socket would block; a writable event will come.
+    Blocked,
+    /// The write loop hit its cap; flush again next turn.
+    Again,
+}
+
+impl Out {
+    fn push(&mut self, seg: Seg) {
+        let n = seg.bytes().len();
+        if n > 0 {
+            self.len += n;
+            self.segs.push_back(seg);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.segs.front() else {
+                break;
+            };
+            let left = front.bytes().len() - self.offset;
+            if n >= left {
+                n -= left;
+                self.offset = 0;
+                self.segs.pop_front();
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+    }
+
+    fn write_to(&mut self, sock: &mut TcpStream, metrics: &Metrics) -> io::Result<Flushed> {
+        for _ in 0..MAX_WRITES_PER_FLUSH {
+            if self.segs.is_empty() {
+                return Ok(Flushed::Empty);
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (i, seg) in self.segs.iter().take(MAX_IOVECS).enumerate() {
+                let b = seg.bytes();
+                iov[i] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
+                n = i + 1;
+            }
+            match sock.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => {
+                    metrics.bytes_written.add(w as u64);
+                    self.advance(w);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(if self.segs.is_empty() {
+            Flushed::Empty
+        } else {
+            Flushed::Again
+        })
+    }
+}
+
+/// A Talk stream: where it listens and what it has not yet written.
+pub struct Stream {
+    channel: Arc<str>,
+    name: Box<str>,
+    /// Highest `seq` queued to this stream; older mail is skipped.
+    cursor: u64,
+    /// Records waiting to be framed into the next chunk.
+    pending: Vec<Arc<[u8]>>,
+    pending_bytes: usize,
+}
+
+/// The phase of a connection (see LIFECYCLE.md).
+pub enum Phase {
+    /// Waiting for a request head; idle keep-alive when it holds no buffer.
+    Head,
+    /// The head is parsed; waiting for the whole body.
+    Body(Head),
+    /// A Talk stream: the response never ends while the server runs.
+    Streaming(Box<Stream>),
+    /// Write what is queued, then shut the socket and drain input until EOF or linger.
+    Closing { lingering: bool },
+}
+
+/// What the caller must do with the connection after a handler ran.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Keep,
+    Close,
+}
+
+/// The worker's deadlines: a min-heap of (deadline, key, generation). Stale entries are
+/// harmless: expiry re-checks the connection's generation and current deadline. A
+/// connection keeps at most one entry per distinct earlier deadline (see `Local::arm`).
+#[derive(Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(u64, usize, u32)>>,
+}
+
+impl Timers {
+    /// The earliest entry, if any.
+    pub fn next(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Pops an entry due at `now`.
+    pub fn pop_due(&mut self, now: u64) -> Option<(usize, u32, u64)> {
+        match self.heap.peek() {
+            Some(Reverse((t, _, _))) if *t <= now => {
+                let Reverse((t, k, g)) = self.heap.pop()?;
+                Some((k, g, t))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+/// A worker's state that connections use: everything but the slab of connections.
+pub struct Local {
+    pub worker: usize,
+    pub shared: Arc<Shared>,
+    /// Milliseconds since the worker started, read once per loop turn.
+    pub now: u64,
+    pub timers: Timers,
+    /// Keys with output to flush this turn.
+    pub pending: Vec<usize>,
+    /// Keys whose read or write loop hit its cap: serve them again next turn.
+    pub again: Vec<usize>,
+    /// Channel → keys of this worker's waiters there.
+    pub subs: HashMap<Arc<str>, Vec<usize>>,
+    pool: Vec<Vec<u8>>,
+    pub date: DateCache,
+    pub shutting_down: bool,
+}
+
+impl Local {
+    pub fn new(worker: usize, shared: Arc<Shared>) -> Local {
+        Local {
+            worker,
+            shared,
+            now: 0,
+            timers: Timers::default(),
+            pending: Vec::new(),
+            again: Vec::new(),
+            subs: HashMap::new(),
+            pool: Vec::new(),
+            date: DateCache::default(),
+            shutting_down: false,
+        }
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        self.pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+    }
+
+    fn give_buf(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < POOL_MAX && buf.capacity() <= POOL_BUF_MAX {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    fn ms(d: std::time::Duration) -> u64 {
+        d.as_millis().min(u64::MAX as u128) as u64
+    }
+}
+
+/// One client connection.
+pub struct Conn {
+    sock: TcpStream,
+    gen: u32,
+    phase: Phase,
+    buf: Option<Vec<u8>>,
+    out: Out,
+    /// When the current phase times out (ms since the worker started).
+    deadline: u64,
+    /// The earliest deadline with an entry in the timer heap (0: none).
+    armed: u64,
+    /// A request on this connection carried `Head:` (Talk's headless clients).
+    headless: bool,
+    /// On `Local::pending` already.
+    queued: bool,
+}
+
+impl Conn {
+    /// A new connection: it must send a request head within `--header-timeout`.
+    pub fn new(sock: TcpStream, gen: u32, key: usize, local: &mut Local) -> Conn {
+        let mut c = Conn {
+            sock,
+            gen,
+            phase: Phase::Head,
+            buf: None,
+            out: Out::default(),
+            deadline: 0,
+            armed: 0,
+            headless: false,
+            queued: false,
+        };
+        let t = local.now + Local::ms(local.shared.config.header_timeout);
+        c.set_deadline(key, t, local);
+        c
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+
+    pub fn gen(&self) -> u32 {
+        self.gen
+    }
+
+    fn token(&self, key: usize) -> usize {
+        token(key, self.gen)
+    }
+
+    fn set_deadline(&mut self, key: usize, t: u64, local: &mut Local) {
+        self.deadline = t;
+        if self.armed == 0 || t < self.armed {
+            local.timers.heap.push(Reverse((t, key, self.gen)));
+            self.armed = t;
+        }
+    }
+
+    fn mark_pending(&mut self, key: usize, local: &mut Local) {
+        if !self.queued {
+            self.queued = true;
+            local.pending.push(key);
+        }
+    }
+
+    /// A timer entry for this connection came due. Fires the deadline if it has passed,
+    /// or re-arms the entry for a later deadline.
+    pub fn on_timer(&mut self, key: usize, entry: u64, local: &mut Local) -> Next {
+        if entry == self.armed {
+            self.armed = 0;
+        }
+        if self.deadline > local.now {
+            if self.armed == 0 {
+                let t = self.deadline;
+                self.set_deadline(key, t, local);
+            }
+            return Next::Keep;
+        }
+        self.on_deadline(key, local)
+    }
+
+    fn on_deadline(&mut self, key: usize, local: &mut Local) -> Next {
+        let m = &local.shared.metrics;
+        match &mut self.phase {
+            Phase::Head if self.buf.is_none() => {
+                m.idle_timeouts.inc();
+                Next::Close
+            }
+            Phase::Head | Phase::Body(_) => {
+                m.header_timeouts.inc();
+                debug!("closing a connection: request not complete within the header timeout");
+                Next::Close
+            }
+            Phase::Streaming(s) => {
+                s.pending.push(Arc::from(talk::noop_record(
+                    local.shared.config.talk_terminator.byte(),
+                )));
+                s.pending_bytes += 5;
+                let t = local.now + Local::ms(local.shared.config.talk_keepalive);
+                self.set_deadline(key, t, local);
+                self.mark_pending(key, local);
+                Next::Keep
+            }
+            Phase::Closing { .. } => Next::Close,
+        }
+    }
+
+    /// The socket is readable (or its peer hung up).
+    pub fn on_readable(&mut self, key: usize, local: &mut Local) -> Next {
+        match self.phase {
+            Phase::Streaming(_) | Phase::Closing { .. } => return self.discard_input(key, local),
+            Phase::Head | Phase::Body(_) => {}
+        }
+        let limit = local.shared.config.max_head_bytes + local.shared.config.max_body_bytes + 1024;
+        let was_idle = self.buf.is_none();
+        let mut buf = self.buf.take().unwrap_or_else(|| local.take_buf());
+        let mut eof = false;
+        let mut capped = true;
+        for _ in 0..MAX_READS_PER_EVENT {
+            if buf.len() >= limit {
+                capped = false;
+                break;
+            }
+            let len = buf.len();
+            buf.resize(len + READ_CHUNK, 0);
+            match self.sock.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    eof = true;
+                    capped = false;
+                    break;
+                }
+                Ok(n) => buf.truncate(len + n),
+                Err(e) => {
+                    buf.truncate(len);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            capped = false;
+                            break;
+                        }
+                        io::ErrorKind::Interrupted => {}
+                        _ => {
+                            local.give_buf(buf);
+                            return Next::Close;
+                        }
+                    }
+                }
+            }
+        }
+        if capped {
+            local.again.push(key);
+        }
+        if buf.is_empty() {
+            local.give_buf(buf);
+        } else {
+            if matches!(self.phase, Phase::Head) && was_idle {
+                // The first bytes of a request: it must now complete within the header timeout.
+                let t = local.now + Local::ms(local.shared.config.header_timeout);
+                self.set_deadline(key, t, local);
+            }
+            self.buf = Some(buf);
+        }
+        let next = self.process(key, local, !capped);
+        if eof && next == Next::Keep {
+            // The client finished sending. Answer what it asked, then close.
+            if matches!(self.phase, Phase::Head | Phase::Body(_)) {
+                if self.out.is_empty() {
+                    return Next::Close;
+                }
+                self.phase = Phase::Closing { lingering: false };
+            }
+        }
+        next
+    }
+
+    /// Reads and drops input: a stream's client has nothing more to say; a closing
+    /// connection drains until its peer's EOF.
+    fn discard_input(&mut self, key: usize, local: &mut Local) -> Next {
+        let mut scratch = [0u8; 4096];
+        for _ in 0..MAX_READS_PER_EVENT {
+            match self.sock.read(&mut scratch) {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        local.again.push(key);
+        Next::Keep
+    }
+
+    /// Answers every complete request in the buffer, in order.
+    /// `drained`: the socket had no more data when the buffer was last filled.
+    fn process(&mut self, key: usize, local: &mut Local, drained: bool) -> Next {
+        loop {
+            let Some(mut buf) = self.buf.take() else {
+                return Next::Keep;
+            };
+            let step = self.step(key, &mut buf, local, drained);
+            if buf.is_empty() {
+                local.give_buf(buf);
+                if matches!(self.phase, Phase::Head) {
+                    let t = local.now + Local::ms(local.shared.config.idle_timeout);
+                    self.set_deadline(key, t, local);
+                }
+            } else {
+                self.buf = Some(buf);
+            }
+            match step {
+                Step::Continue => continue,
+                Step::Wait => return Next::Keep,
+                Step::Close => return Next::Close,
+            }
+        }
+    }
+
+    /// One step of reading a request: parse the head, or complete the body and answer.
+    fn step(&mut self, key: usize, buf: &mut Vec<u8>, local: &mut Local, drained: bool) -> Step {
+        let config = &local.shared.config;
+        match std::mem::replace(&mut self.phase, Phase::Head) {
+            Phase::Head => match http::parse_head(buf, config.max_head_bytes) {
+                Ok(None) => Step::Wait,
+                Ok(Some(head)) => {
+                    self.headless |= head.headless;
+                    if head
+                        .content_length
+                        .is_some_and(|n| n > config.max_body_bytes as u64)
+                    {
+                        local.shared.metrics.bodies_too_large.inc();
+                        return self.fail(key, HttpError::BodyTooLarge, local);
+                    }
+                    let body_due = head.chunked || head.content_length.is_some_and(|n| n > 0);
+                    if head.expect_continue && body_due && buf.len() == head.len {
+                        self.out.push(Seg::Static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+                        self.mark_pending(key, local);
+                    }
+                    self.phase = Phase::Body(head);
+                    Step::Continue
+                }
+                Err(e) => {
+                    match e {
+                        HttpError::HeadTooLarge => local.shared.metrics.heads_too_large.inc(),
+                        _ => local.shared.metrics.bad_requests.inc(),
+                    }
+                    self.fail(key, e, local)
+                }
+            },
+            Phase::Body(head) => {
+                let mut decoded = Vec::new();
+                let (body_range, consumed) = if let Some(n) = head.content_length {
+                    let end = head.len + n as usize;
+                    if buf.len() < end {
+                        self.phase = Phase::Body(head);
+                        return Step::Wait;
+                    }
+                    (head.len..end, end)
+                } else if head.chunked {
+                    match http::decode_chunked(
+                        &buf[head.len..],
+                        config.max_body_bytes,
+                        &mut decoded,
+                    ) {
+                        Ok(None) => {
+                            self.phase = Phase::Body(head);
+                            return Step::Wait;
+                        }
+                        Ok(Some(n)) => (0..decoded.len(), head.len + n),
+                        Err(e) => {
+                            if e == HttpError::BodyTooLarge {
+                                local.shared.metrics.bodies_too_large.inc();
+                            } else {
+                                local.shared.metrics.bad_requests.inc();
+                            }
+                            return self.fail(key, e, local);
+                        }
+                    }
+                } else if head.method == Method::Post && head.path.of(buf) == b"/push" {
+                    // Talk's headless push: no framing; the body is what the client sent,
+                    // up to the start of its next push.
+                    let rest = &buf[head.len..];
+                    let end =
+                        memchr::memmem::find(rest, b"POST /push HTTP/1.").unwrap_or(rest.len());
+                    let waiting =
+                        end == 0 && http::form_get(head.query.of(buf), "message").is_none();
+                    if waiting || (!drained && end == rest.len()) {
+                        if rest.len() > config.max_body_bytes {
+                            local.shared.metrics.bodies_too_large.inc();
+                            return self.fail(key, HttpError::BodyTooLarge, local);
+                        }
+                        self.phase = Phase::Body(head);
+                        return Step::Wait;
+                    }
+                    if end > config.max_body_bytes {
+                        local.shared.metrics.bodies_too_large.inc();
+                        return self.fail(key, HttpError::BodyTooLarge, local);
+                    }
+                    (head.len..head.len + end, head.len + end)
+                } else {
+                    (head.len..head.len, head.len)
+                };
+                let body: &[u8] = if head.chunked {
+                    &decoded[body_range]
+                } else {
+                    &buf[body_range]
+                };
+                let next = self.answer(key, &head, buf, body, local);
+                buf.drain(..consumed.min(buf.len()));
+                match next {
+                    Next::Close => Step::Close,
+                    Next::Keep if matches!(self.phase, Phase::Head) => Step::Continue,
+                    Next::Keep => Step::Wait,
+                }
+            }
+            other => {
+                self.phase = other;
+                Step::Wait
+            }
+        }
+    }
+
+    /// Answers a client fault: the status, a short reason, and close.
+    fn fail(&mut self, key: usize, e: HttpError, local: &mut Local) -> Step {
+        debug!("client fault: {} {}", e.status(), e.reason());
+        local.shared.metrics.request(Proto::Other, e.status());
+        let reply = Reply::text(e.status(), e.reason());
+        self.queue_reply(reply, Method::Get, 1, false, local);
+        self.phase = Phase::Closing { lingering: false };
+        self.mark_pending(key, local);
+        Step::Wait
+    }
+
+    /// Routes one complete request and queues its answer.
+    fn answer(
+        &mut self,
+        key: usize,
+        head: &Head,
+        buf: &[u8],
+        body: &[u8],
+        local: &mut Local,
+    ) -> Next {
+        let shared = local.shared.clone();
+        let ctx = Ctx {
+            hub: &shared.hub,
+            config: &shared.config,
+            metrics: &shared.metrics,
+        };
+        let req = Request {
+            head,
+            buf,
+            body,
+            headless: self.headless,
+        };
+        let (proto, action) = proto::handle(&ctx, &req);
+        let keep_alive = head.keep_alive && !local.shutting_down;
+        match action {
+            Action::Reply(reply) => {
+                shared.metrics.request(proto, reply.status);
+                self.queue_reply(reply, head.method, head.minor, keep_alive, local);
+                self.phase = if keep_alive {
+                    Phase::Head
+                } else {
+                    Phase::Closing { lingering: false }
+                };
+            }
+            Action::Stream(start) => {
+                if let Err(reply) = self.start_stream(key, start, local) {
+                    shared.metrics.request(proto, reply.status);
+                    self.queue_reply(reply, head.method, head.minor, keep_alive, local);
+                    self.phase = if keep_alive {
+                        Phase::Head
+                    } else {
+                        Phase::Closing { lingering: false }
+                    };
+                } else {
+                    shared.metrics.request(proto, 200);
+                }
+            }
+        }
+        self.mark_pending(key, local);
+        Next::Keep
+    }
+
+    /// Renders a reply into the output queue.
+    fn queue_reply(
+        &mut self,
+        reply: Reply,
+        method: Method,
+        minor: u8,
+        keep_alive: bool,
+        local: &Local,
+    ) {
+        if reply.raw {
+            self.out.push(match reply.body {
+                std::borrow::Cow::Borrowed(b) => Seg::Static(b),
+                std::borrow::Cow::Owned(v) => Seg::Owned(v),
+            });
+            return;
+        }
+        let mut out = Vec::with_capacity(192 + reply.body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(http::reason(reply.status).as_bytes());
+        out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
+        out.extend_from_slice(local.date.get());
+        out.extend_from_slice(b"\r\nAccess-Control-Allow-Origin: ");
+        out.extend_from_slice(local.shared.config.cors_origin.as_bytes());
+        if !reply.content_type.is_empty() {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(reply.content_type.as_bytes());
+        }
+        if reply.status != 204 && reply.status >= 200 {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
+        }
+        for (name, value) in &reply.headers {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"\r\nConnection: close");
+        } else if minor == 0 {
+            out.extend_from_slice(b"\r\nConnection: keep-alive");
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        if method != Method::Head && reply.status != 204 {
+            out.extend_from_slice(&reply.body);
+        }
+        self.out.push(Seg::Owned(out));
+    }
+
+    /// Turns this connection into a Talk stream: subscribe, send the head and the `noop`
+    /// greeting (with any `since` backlog in the same chunk).
+    fn start_stream(
+        &mut self,
+        key: usize,
+        start: StreamStart,
+        local: &mut Local,
+    ) -> Result<(), Reply> {
+        let shared = local.shared.clone();
+        let sub = Subscribe {
+            worker: local.worker,
+            token: self.token(key),
+            since: start.since,
+            talk_name: Some(&start.name),
+        };
+        let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
+            shared.metrics.waiters_refused.inc();
+            Reply::hub_error(e)
+        })?;
+        let channel = match local.subs.get_key_value(start.channel.as_str()) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(start.channel.as_str()),
+        };
+        local.subs.entry(channel.clone()).or_default().push(key);
+        if self.headless {
+            self.out.push(Seg::Static(talk::HEADLESS_PULL_HEAD));
+        } else {
+            let mut h = Vec::with_capacity(256);
+            h.extend_from_slice(b"HTTP/1.1 200 OK\r\nServer: tidings\r\nDate: ");
+            h.extend_from_slice(local.date.get());
+            h.extend_from_slice(b"\r\nAccess-Control-Allow-Origin: ");
+            h.extend_from_slice(shared.config.cors_origin.as_bytes());
+            h.extend_from_slice(
+                b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            self.out.push(Seg::Owned(h));
+        }
+        let term = shared.config.talk_terminator.byte();
+        let mut stream = Stream {
+            channel,
+            name: start.name.into_boxed_str(),
+            cursor: subscribed.cursor,
+            pending: vec![Arc::from(talk::noop_record(term))],
+            pending_bytes: 5,
+        };
+        for msg in &subscribed.backlog {
+            stream.push(msg, term, &shared.metrics);
+        }
+        self.phase = Phase::Streaming(Box::new(stream));
+        shared.metrics.streaming.inc();
+        self.frame_pending();
+        let t = local.now + Local::ms(shared.config.talk_keepalive);
+        self.set_deadline(key, t, local);
+        Ok(())
+    }
+
+    /// Frames every pending record of a stream into one chunk, if the socket has taken
+    /// everything before it (so a client reading the socket sees whole, batched chunks).
+    fn frame_pending(&mut self) {
+        let Phase::Streaming(s) = &mut self.phase else {
+            return;
+        };
+        if s.pending.is_empty() || !self.out.is_empty() {
+            return;
+        }
+        let mut size = Vec::with_capacity(8);
+        http::chunk_size_line(s.pending_bytes, &mut size);
+        self.out.push(Seg::Owned(size));
+        for r in s.pending.drain(..) {
+            self.out.push(Seg::Shared(r));
+        }
+        s.pending_bytes = 0;
+        self.out.push(Seg::Static(b"\r\n"));
+    }
+
+    /// Queues a published message to this connection if it is a stream that wants it.
+    /// Closes a reader whose queued bytes pass `--max-output-bytes`.
+    pub fn deliver(&mut self, key: usize, msg: &Arc<Message>, local: &mut Local) -> Next {
+        let Phase::Streaming(s) = &mut self.phase else {
+            return Next::Keep;
+        };
+        if msg.seq <= s.cursor {
+            return Next::Keep;
+        }
+        s.cursor = msg.seq;
+        if !talk::wants(msg, &s.name) {
+            return Next::Keep;
+        }
+        let term = local.shared.config.talk_terminator.byte();
+        if !s.push(msg, term, &local.shared.metrics) {
+            return Next::Keep;
+        }
+        if self.out.len + s.pending_bytes > local.shared.config.max_output_bytes {
+            local.shared.metrics.slow_readers_closed.inc();
+            debug!(
+                "closing a slow reader: {} bytes queued",
+                self.out.len + s.pending_bytes
+            );
+            return Next::Close;
+        }
+        self.mark_pending(key, local);
+        Next::Keep
+    }
+
+    /// Ends a Talk stream replaced by a newer one of the same name: final chunk, close.
+    pub fn end_stream(&mut self, key: usize, local: &mut Local) -> Next {
+        if !matches!(self.phase, Phase::Streaming(_)) {
+            return Next::Keep;
+        }
+        self.finish_stream(key, local);
+        Next::Keep
+    }
+
+    fn finish_stream(&mut self, key: usize, local: &mut Local) {
+        self.frame_pending();
+        if let Phase::Streaming(s) = &mut self.phase {
+            // Records still pending behind a blocked socket are dropped with the stream.
+            s.pending.clear();
+        }
+        self.out.push(Seg::Static(talk::LAST_CHUNK));
+        self.leave_stream(key, local);
+        self.phase = Phase::Closing { lingering: false };
+        self.mark_pending(key, local);
+    }
+
+    /// Unsubscribes a stream from its channel, locally and in the hub.
+    fn leave_stream(&mut self, key: usize, local: &mut Local) {
+        let Phase::Streaming(s) = &self.phase else {
+            return;
+        };
+        let mut last = false;
+        if let Some(keys) = local.subs.get_mut(&s.channel) {
+            if let Some(i) = keys.iter().position(|&k| k == key) {
+                keys.swap_remove(i);
+            }
+            if keys.is_empty() {
+                local.subs.remove(&s.channel);
+                last = true;
+            }
+        }
+        let me = WaiterRef {
+            worker: local.worker,
+            token: self.token(key),
+        };
+        local
+            .shared
+            .hub
+            .unsubscribe(&s.channel, me, last, Some(&s.name));
+        local.shared.metrics.streaming.dec();
+    }
+
+    /// The server is stopping: end streams with their final chunk, close idle connections,
+    /// let replies in flight finish.
+    pub fn begin_shutdown(&mut self, key: usize, local: &mut Local) -> Next {
+        match self.phase {
+            Phase::Streaming(_) => {
+                self.finish_stream(key, local);
+                Next::Keep
+            }
+            Phase::Head | Phase::Body(_) if self.out.is_empty() => Next::Close,
+            Phase::Head | Phase::Body(_) => {
+                self.phase = Phase::Closing { lingering: false };
+                Next::Keep
+            }
+            Phase::Closing { .. } => Next::Keep,
+        }
+    }
+
+    /// Writes what is queued (framing a stream's pending records first).
+    pub fn flush(&mut self, key: usize, local: &mut Local) -> Next {
+        self.queued = false;
+        loop {
+            self.frame_pending();
+            match self.out.write_to(&mut self.sock, &local.shared.metrics) {
+                Err(_) => return Next::Close,
+                Ok(Flushed::Blocked) => return Next::Keep,
+                Ok(Flushed::Again) => {
+                    self.mark_pending(key, local);
+                    return Next::Keep;
+                }
+                Ok(Flushed::Empty) => {
+                    let more = matches!(&self.phase, Phase::Streaming(s) if !s.pending.is_empty());
+                    if more {
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        if let Phase::Closing { lingering } = &mut self.phase {
+            if !*lingering {
+                *lingering = true;
+                let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                let t = local.now + LINGER_MS;
+                self.set_deadline(key, t, local);
+                return self.discard_input(key, local);
+            }
+        }
+        Next::Keep
+    }
+
+    /// Releases what the connection holds. Call once, when the connection leaves the slab.
+    pub fn close(mut self, key: usize, local: &mut Local) {
+        if matches!(self.phase, Phase::Streaming(_)) {
+            self.leave_stream(key, local);
+        }
+        if let Some(buf) = self.buf.take() {
+            local.give_buf(buf);
+        }
+        local.shared.metrics.connections_open.dec();
+        local
+            .shared
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a connection is a Talk stream (for the metrics of a closing worker).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.phase, Phase::Streaming(_))
+    }
+}
+
+impl Stream {
+    /// Adds a message's record; false (and counted) when it cannot be framed.
+    fn push(&mut self, msg: &Message, term: u8, metrics: &Metrics) -> bool {
+        match talk::record(msg, term) {
+            Some(r) => {
+                self.pending_bytes += r.len();
+                self.pending.push(r);
+                metrics.messages_delivered.inc();
+                true
+            }
+            None => {
+                metrics.messages_unframeable.inc();
+                false
+            }
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Wait,
+    Close,
+}
+
+/// Logs an internal invariant break (never a client's doing).
+pub fn internal(what: &str, metrics: &Metrics) {
+    metrics.internal_errors.inc();
+    error!("internal error: {what}");
+}

@@ -1,0 +1,564 @@
+//! HTTP/1.x pieces over `httparse`: request heads as offsets into the read buffer, body
+//! framing (Content-Length, chunked, the Talk headless push), query and form decoding,
+//! response heads, and a cached `Date`. Pure code: no sockets.
+
+use std::borrow::Cow;
+
+/// Most header lines in one request head; more is answered 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// A byte range of the read buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn within(buf: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    /// The bytes of this span in `buf` (empty if out of range).
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Other,
+}
+
+/// A parsed request head. Header values are spans into the buffer it was parsed from.
+#[derive(Clone, Copy, Debug)]
+pub struct Head {
+    pub method: Method,
+    /// The target's path, before any `?`, still percent-encoded.
+    pub path: Span,
+    /// The query string after `?` (empty if none).
+    pub query: Span,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// A `Head:` header was present (Talk's headless clients send `Head: less`).
+    pub headless: bool,
+    pub authorization: Option<Span>,
+    pub content_type: Option<Span>,
+    pub if_none_match: Option<Span>,
+    pub request_headers: Option<Span>,
+}
+
+/// A request the server will not serve, with the answer it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// 431: the head passed `--max-head-bytes` or `MAX_HEADERS`.
+    HeadTooLarge,
+    /// 413: the body passed `--max-body-bytes`.
+    BodyTooLarge,
+    /// 400 with the reason.
+    Malformed(&'static str),
+    /// 501: a transfer coding other than chunked.
+    NotImplemented(&'static str),
+}
+
+impl HttpError {
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::HeadTooLarge => 431,
+            HttpError::BodyTooLarge => 413,
+            HttpError::Malformed(_) => 400,
+            HttpError::NotImplemented(_) => 501,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            HttpError::HeadTooLarge => "request head too large",
+            HttpError::BodyTooLarge => "request body too large",
+            HttpError::Malformed(r) | HttpError::NotImplemented(r) => r,
+        }
+    }
+}
+
+fn eq_ignore_case(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Parses a request head at the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete and still within `max_head` bytes.
+pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > max_head {
+                Err(HttpError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(httparse::Error::Version) => {
+            return Err(HttpError::Malformed("unsupported HTTP version"))
+        }
+        Err(_) => return Err(HttpError::Malformed("malformed request head")),
+    };
+    if len > max_head {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "OPTIONS" => Method::Options,
+        _ => Method::Other,
+    };
+    let target = req.path.unwrap_or("").as_bytes();
+    // Absolute-form targets (`http://host/path`) are reduced to their path.
+    let target = match memchr::memmem::find(target, b"://") {
+        Some(i) if !target.starts_with(b"/") => {
+            let after = &target[i + 3..];
+            memchr::memchr(b'/', after).map_or(&after[after.len()..], |j| &after[j..])
+        }
+        _ => target,
+    };
+    if !target.starts_with(b"/") && target != b"*" {
+        return Err(HttpError::Malformed("request target must start with /"));
+    }
+    let (path, query) = match memchr::memchr(b'?', target) {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &target[target.len()..]),
+    };
+    let minor = req.version.unwrap_or(1);
+    let mut head = Head {
+        method,
+        path: Span::within(buf, path),
+        query: Span::within(buf, query),
+        minor,
+        len,
+        content_length: None,
+        chunked: false,
+        keep_alive: minor >= 1,
+        expect_continue: false,
+        headless: false,
+        authorization: None,
+        content_type: None,
+        if_none_match: None,
+        request_headers: None,
+    };
+    let mut transfer_encoding = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = trim(h.value);
+        if eq_ignore_case(name, "content-length") {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(HttpError::Malformed("invalid Content-Length"))?;
+            if head.content_length.is_some_and(|old| old != n) {
+                return Err(HttpError::Malformed("conflicting Content-Length headers"));
+            }
+            head.content_length = Some(n);
+        } else if eq_ignore_case(name, "transfer-encoding") {
+            transfer_encoding = true;
+            let last = value.rsplit(|&b| b == b',').next().map(trim).unwrap_or(b"");
+            if !eq_ignore_case(last, "chunked") {
+                return Err(HttpError::NotImplemented(
+                    "only the chunked transfer coding is supported",
+                ));
+            }
+            head.chunked = true;
+        } else if eq_ignore_case(name, "connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if eq_ignore_case(token, "close") {
+                    head.keep_alive = false;
+                } else if eq_ignore_case(token, "keep-alive") && minor == 0 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if eq_ignore_case(name, "expect") {
+            if eq_ignore_case(value, "100-continue") && minor >= 1 {
+                head.expect_continue = true;
+            }
+        } else if eq_ignore_case(name, "head") {
+            head.headless = true;
+        } else if eq_ignore_case(name, "authorization") {
+            head.authorization = Some(Span::within(buf, value));
+        } else if eq_ignore_case(name, "content-type") {
+            head.content_type = Some(Span::within(buf, value));
+        } else if eq_ignore_case(name, "if-none-match") {
+            head.if_none_match = Some(Span::within(buf, value));
+        } else if eq_ignore_case(name, "access-control-request-headers") {
+            head.request_headers = Some(Span::within(buf, value));
+        }
+    }
+    if transfer_encoding && head.content_length.is_some() {
+        return Err(HttpError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(Some(head))
+}
+
+/// Decodes a chunked body at the start of `buf` into `out`, once it is complete.
+///
+/// ```text
+/// chunked-body = *chunk last-chunk trailer-section CRLF
+/// chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+/// last-chunk   = 1*("0") [ chunk-ext ] CRLF
+/// ```
+///
+/// Returns `Ok(None)` while incomplete, `Ok(Some(n))` with the encoded length `n` when the
+/// whole body has arrived (and is then in `out`). A decoded body over `max` is refused.
+/// Each call scans chunk heads only, skipping data, so re-scanning a growing buffer is cheap.
+pub fn decode_chunked(
+    buf: &[u8],
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<Option<usize>, HttpError> {
+    const BAD: HttpError = HttpError::Malformed("malformed chunked body");
+    let mut pos = 0;
+    let mut total = 0usize;
+    let mut chunks: Vec<(usize, usize)> = Vec::new();
+    loop {
+        let Some(eol) = memchr::memmem::find(&buf[pos..], b"\r\n") else {
+            return if buf.len() - pos > 1024 {
+                Err(BAD)
+            } else {
+                Ok(None)
+            };
+        };
+        let line = &buf[pos..pos + eol];
+        let size_text = line.split(|&b| b == b';').next().map(trim).unwrap_or(b"");
+        if size_text.is_empty() || size_text.len() > 15 {
+            return Err(BAD);
+        }
+        let mut size = 0usize;
+        for &b in size_text {
+            let d = (b as char).to_digit(16).ok_or(BAD)? as usize;
+            size = size * 16 + d;
+        }
+        pos += eol + 2;
+        if size == 0 {
+            // Trailer section: header lines until an empty line.
+            loop {
+                let Some(eol) = memchr::memmem::find(&buf[pos..], b"\r\n") else {
+                    return if buf.len() - pos > 1024 {
+                        Err(BAD)
+                    } else {
+                        Ok(None)
+                    };
+                };
+                pos += eol + 2;
+                if eol == 0 {
+                    out.clear();
+                    out.reserve(total);
+                    for (start, len) in chunks {
+                        out.extend_from_slice(&buf[start..start + len]);
+                    }
+                    return Ok(Some(pos));
+                }
+            }
+        }
+        total = total.checked_add(size).ok_or(HttpError::BodyTooLarge)?;
+        if total > max {
+            return Err(HttpError::BodyTooLarge);
+        }
+        if buf.len() < pos + size + 2 {
+            return Ok(None);
+        }
+        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+            return Err(BAD);
+        }
+        chunks.push((pos, size));
+        pos += size + 2;
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Decodes `%XX` escapes and `+` (as a space). Malformed escapes are kept as sent, as
+/// Talk's reference clients do not always encode what they send.
+pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.iter().any(|&b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// The pairs of a query string or form body (`a=1&b=2`), undecoded.
+pub fn form_pairs(s: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    s.split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match memchr::memchr(b'=', p) {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (p, &p[p.len()..]),
+        })
+}
+
+/// The decoded value of the first pair named `key` (keys compare after decoding).
+pub fn form_get<'a>(s: &'a [u8], key: &str) -> Option<Cow<'a, [u8]>> {
+    form_pairs(s)
+        .find(|(k, _)| percent_decode(k).as_ref() == key.as_bytes())
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// The standard reason phrase of a status.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// The `Date` header value, formatted at most once a second.
+pub struct DateCache {
+    secs: u64,
+    text: [u8; 29],
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        let mut d = DateCache {
+            secs: u64::MAX,
+            text: [b' '; 29],
+        };
+        d.update();
+        d
+    }
+}
+
+impl DateCache {
+    /// Refreshes the text if the second changed. Call once per loop turn.
+    pub fn update(&mut self) {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if secs != self.secs {
+            self.secs = secs;
+            self.text = imf_fixdate(secs);
+        }
+    }
+
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`
+    pub fn get(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+/// Formats an IMF-fixdate (RFC 9110 5.6.7).
+pub fn imf_fixdate(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = (secs / 86400) as i64;
+    let (y, m, d) = crate::time::civil_from_days(days);
+    let rem = secs % 86400;
+    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+    let mut out = [0u8; 29];
+    let two = |n: u64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    out[0..3].copy_from_slice(DAYS[(days.rem_euclid(7)) as usize]);
+    out[3..5].copy_from_slice(b", ");
+    out[5..7].copy_from_slice(&two(d as u64));
+    out[7] = b' ';
+    out[8..11].copy_from_slice(MONTHS[(m - 1) as usize]);
+    out[11] = b' ';
+    let y = y as u64;
+    out[12..14].copy_from_slice(&two(y / 100 % 100));
+    out[14..16].copy_from_slice(&two(y % 100));
+    out[16] = b' ';
+    out[17..19].copy_from_slice(&two(hh));
+    out[19] = b':';
+    out[20..22].copy_from_slice(&two(mm));
+    out[22] = b':';
+    out[23..25].copy_from_slice(&two(ss));
+    out[25..29].copy_from_slice(b" GMT");
+    out
+}
+
+/// Writes a chunk-size line: lowercase hex, CRLF.
+pub fn chunk_size_line(len: usize, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> Head {
+        parse_head(s.as_bytes(), 16384).unwrap().unwrap()
+    }
+
+    #[test]
+    fn parses_target_and_flags() {
+        let raw =
+            "GET /pull?name=a%20b&channel=c HTTP/1.1\r\nHead: less\r\nConnection: close\r\n\r\n";
+        let h = head(raw);
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.path.of(raw.as_bytes()), b"/pull");
+        assert_eq!(h.query.of(raw.as_bytes()), b"name=a%20b&channel=c");
+        assert!(h.headless);
+        assert!(!h.keep_alive);
+        assert_eq!(h.len, raw.len());
+    }
+
+    #[test]
+    fn http10_keep_alive_rules() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.1\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn incomplete_and_limits() {
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 1024)
+            .unwrap()
+            .is_none());
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse_head(big.as_bytes(), 1024).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+        let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            parse_head(req.as_bytes(), 1 << 20).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+    }
+
+    #[test]
+    fn bad_framing_is_refused() {
+        let cases = [
+            "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "GET nopath HTTP/1.1\r\n\r\n",
+            "GARBAGE\r\n\r\n",
+        ];
+        for c in cases {
+            assert_eq!(
+                parse_head(c.as_bytes(), 1024).unwrap_err().status(),
+                400,
+                "{c}"
+            );
+        }
+        let gzip = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(parse_head(gzip.as_bytes(), 1024).unwrap_err().status(), 501);
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        let mut out = Vec::new();
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        assert_eq!(
+            decode_chunked(body, 100, &mut out).unwrap(),
+            Some(body.len() - 4)
+        );
+        assert_eq!(out, b"Wikipedia");
+        for cut in 0..body.len() - 4 {
+            assert_eq!(
+                decode_chunked(&body[..cut], 100, &mut out).unwrap(),
+                None,
+                "cut {cut}"
+            );
+        }
+        assert_eq!(
+            decode_chunked(body, 5, &mut out).unwrap_err(),
+            HttpError::BodyTooLarge
+        );
+        assert!(decode_chunked(b"zz\r\n", 100, &mut out).is_err());
+        assert!(decode_chunked(b"2\r\nabX\r\n", 100, &mut out).is_err());
+        assert!(decode_chunked(b"fffffffffffffffffff\r\n", 100, &mut out).is_err());
+    }
+
+    #[test]
+    fn form_decoding_is_lenient() {
+        assert_eq!(percent_decode(b"a%20b+c").as_ref(), b"a b c");
+        assert_eq!(percent_decode(b"100%").as_ref(), b"100%");
+        assert_eq!(percent_decode(b"%zz%4").as_ref(), b"%zz%4");
+        assert_eq!(percent_decode(b"%e2%9c%93").as_ref(), "✓".as_bytes());
+        let q = b"name=bob&message=hi%21&empty=&flag";
+        assert_eq!(form_get(q, "message").unwrap().as_ref(), b"hi!");
+        assert_eq!(form_get(q, "empty").unwrap().as_ref(), b"");
+        assert_eq!(form_get(q, "flag").unwrap().as_ref(), b"");
+        assert!(form_get(q, "nope").is_none());
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(&imf_fixdate(784111777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&imf_fixdate(1709210096), b"Thu, 29 Feb 2024 12:34:56 GMT");
+    }
+}

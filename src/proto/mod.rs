@@ -1,0 +1,195 @@
+//! Protocols: turn a parsed request into an `Action` (reply now, open a stream, park), and
+//! render messages into each protocol's bytes. Pure functions over the hub: no sockets.
+
+pub mod talk;
+
+use std::borrow::Cow;
+
+use crate::config::Config;
+use crate::http::{self, Head, Method};
+use crate::hub::{Hub, HubError};
+use crate::metrics::{Metrics, Proto};
+
+/// What the server needs from its surroundings to answer a request.
+pub struct Ctx<'a> {
+    pub hub: &'a Hub,
+    pub config: &'a Config,
+    pub metrics: &'a Metrics,
+}
+
+/// One complete request: its head, the buffer the head's spans point into, and its body.
+pub struct Request<'a> {
+    pub head: &'a Head,
+    pub buf: &'a [u8],
+    pub body: &'a [u8],
+    /// This request, or an earlier one on its connection, carried a `Head:` header.
+    pub headless: bool,
+}
+
+impl<'a> Request<'a> {
+    pub fn path(&self) -> &'a [u8] {
+        self.head.path.of(self.buf)
+    }
+
+    pub fn query(&self) -> &'a [u8] {
+        self.head.query.of(self.buf)
+    }
+
+    /// A parameter from the query string, or else from a form-encoded body.
+    pub fn param(&self, name: &str) -> Option<Cow<'a, [u8]>> {
+        http::form_get(self.query(), name).or_else(|| {
+            if self.is_form() || self.head.content_type.is_none() {
+                http::form_get(self.body, name)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn is_form(&self) -> bool {
+        self.head.content_type.is_some_and(|s| {
+            let v = s.of(self.buf);
+            v.len() >= 33 && v[..33].eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        })
+    }
+}
+
+/// A response decided now.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Cow<'static, [u8]>,
+    pub headers: Vec<(&'static str, String)>,
+    /// The body is the whole response, byte-exact, with no head added (Talk headless push).
+    pub raw: bool,
+}
+
+impl Reply {
+    pub fn new(
+        status: u16,
+        content_type: &'static str,
+        body: impl Into<Cow<'static, [u8]>>,
+    ) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+            raw: false,
+        }
+    }
+
+    /// A short `text/plain` answer: the error bodies of every protocol.
+    pub fn text(status: u16, text: impl Into<Cow<'static, str>>) -> Reply {
+        let mut body = match text.into() {
+            Cow::Borrowed(s) => s.as_bytes().to_vec(),
+            Cow::Owned(s) => s.into_bytes(),
+        };
+        body.push(b'\n');
+        Reply::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The answer to a refusal by the hub.
+    pub fn hub_error(e: HubError) -> Reply {
+        Reply::text(503, e.to_string()).header("Retry-After", "1")
+    }
+}
+
+/// Open a Talk stream.
+#[derive(Debug)]
+pub struct StreamStart {
+    pub channel: String,
+    pub name: String,
+    pub since: Option<u64>,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Action {
+    Reply(Reply),
+    Stream(StreamStart),
+}
+
+/// Checks a channel name (PROTOCOLS.md 0.3): 1–255 bytes of UTF-8 without control characters.
+pub fn channel_name(raw: &[u8]) -> Result<&str, Reply> {
+    let name =
+        std::str::from_utf8(raw).map_err(|_| Reply::text(400, "channel name is not UTF-8"))?;
+    if name.is_empty() || name.len() > 255 {
+        return Err(Reply::text(400, "channel name must be 1 to 255 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Reply::text(400, "channel name holds a control character"));
+    }
+    Ok(name)
+}
+
+fn method_not_allowed(allow: &'static str) -> Reply {
+    Reply::text(405, "method not allowed").header("Allow", allow)
+}
+
+/// Routes a request to its protocol. Returns the protocol (for metrics) and the action.
+pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
+    let path = req.path();
+    let method = req.head.method;
+    if method == Method::Options {
+        return (Proto::Other, Action::Reply(preflight(ctx, req)));
+    }
+    let reply = match path {
+        b"/pull" => {
+            return (
+                Proto::Talk,
+                match method {
+                    Method::Get => talk::pull(ctx, req),
+                    _ => Action::Reply(method_not_allowed("GET, OPTIONS")),
+                },
+            )
+        }
+        b"/push" => {
+            return (
+                Proto::Talk,
+                Action::Reply(match method {
+                    Method::Get | Method::Post => talk::push(ctx, req),
+                    _ => method_not_allowed("GET, POST, OPTIONS"),
+                }),
+            )
+        }
+        b"/health" => match method {
+            Method::Get | Method::Head => Reply::text(200, "ok"),
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
+        b"/metrics" => match method {
+            Method::Get | Method::Head => Reply::new(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                ctx.metrics.render().into_bytes(),
+            ),
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
+        _ => Reply::text(404, "not found"),
+    };
+    (Proto::Other, Action::Reply(reply))
+}
+
+/// The answer to a CORS preflight (`OPTIONS`).
+fn preflight(ctx: &Ctx<'_>, req: &Request<'_>) -> Reply {
+    let _ = ctx;
+    let mut r = Reply::new(204, "", Vec::new())
+        .header("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS")
+        .header("Access-Control-Max-Age", "86400");
+    let asked = req.head.request_headers.map(|s| s.of(req.buf)).filter(|v| {
+        v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b",- _".contains(&b))
+    });
+    let allow = match asked {
+        Some(v) if !v.is_empty() => String::from_utf8_lossy(v).into_owned(),
+        _ => "Authorization, Content-Type, If-None-Match, Head".to_string(),
+    };
+    r.headers.push(("Access-Control-Allow-Headers", allow));
+    r
+}

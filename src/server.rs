@@ -1,0 +1,202 @@
+//! Starting and stopping a server, and the thread-safe `Handle` through which a program that
+//! embeds tidings publishes into channels.
+//!
+//! ```no_run
+//! use tidings::{Config, Draft, Server};
+//!
+//! let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+//! let server = Server::start(config).expect("start");
+//! println!("serving on {}", server.local_addr());
+//! let handle = server.handle();
+//! std::thread::spawn(move || {
+//!     // From any thread: every Talk stream, comet get and QST pull on "alerts" sees it.
+//!     handle.publish("alerts", Draft::with_body("door open")).expect("publish");
+//! });
+//! server.handle().shutdown();
+//! server.join();
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::conn::Shared;
+use crate::hub::{Draft, Hub, HubError, Limits, Mailbox, Origin};
+use crate::info;
+use crate::metrics::Metrics;
+use crate::reactor::{WakerNotify, Worker, WAKER};
+
+/// Connections waiting to be accepted, per listener (the kernel caps it at somaxconn).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A running server: its worker threads and what they share.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable, thread-safe handle on a running server.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// Why `Handle::publish` refused a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    BadChannel(String),
+    TooLarge,
+    Hub(HubError),
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::BadChannel(why) => write!(f, "bad channel name: {why}"),
+            PublishError::TooLarge => f.write_str("message larger than --max-message-bytes"),
+            PublishError::Hub(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+impl Handle {
+    /// Stores a message in a channel and wakes its subscribers on every worker.
+    /// Returns the message's `seq`.
+    pub fn publish(&self, channel: &str, draft: Draft) -> Result<u64, PublishError> {
+        crate::proto::channel_name(channel.as_bytes()).map_err(|r| {
+            PublishError::BadChannel(String::from_utf8_lossy(&r.body).trim().to_string())
+        })?;
+        if draft.size() > self.shared.config.max_message_bytes {
+            return Err(PublishError::TooLarge);
+        }
+        let stored = self
+            .shared
+            .hub
+            .publish(channel, vec![draft], Origin::Embedded, false)
+            .map_err(PublishError::Hub)?;
+        Ok(stored.last().map_or(0, |m| m.seq))
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Begins a clean shutdown: stop accepting, end streams, answer parked requests, flush.
+    pub fn shutdown(&self) {
+        self.shared.hub.shutdown_all();
+    }
+}
+
+fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+impl Server {
+    /// Binds the listeners and starts the workers. Returns once the server accepts.
+    pub fn start(config: Config) -> io::Result<Server> {
+        crate::log::set_level(config.log_level);
+        let workers = config.workers.clamp(1, crate::hub::MAX_WORKERS);
+        let mut polls = Vec::with_capacity(workers);
+        let mut mailboxes = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            mailboxes.push(Arc::new(Mailbox::new(Box::new(WakerNotify(waker)))));
+            polls.push(poll);
+        }
+        // The first listener decides the port (port 0 asks the OS); the rest share it.
+        let first = listener(config.listen)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(listener(addr)?);
+        }
+        let metrics = Arc::new(Metrics::default());
+        let limits = Limits {
+            channel_capacity: config.channel_capacity,
+            channel_bytes: config.channel_bytes,
+            channel_idle: config.channel_idle,
+            max_channels: config.max_channels,
+            max_waiters: config.max_streams_per_channel,
+            queue_capacity: config.queue_capacity,
+            qst_max_tries: config.qst_max_tries,
+        };
+        let hub = Hub::new(limits, mailboxes.clone(), metrics.clone());
+        let shared = Arc::new(Shared {
+            config,
+            hub,
+            metrics,
+            open: Default::default(),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for (id, ((poll, listener), mailbox)) in
+            polls.into_iter().zip(listeners).zip(mailboxes).enumerate()
+        {
+            let worker = Worker::new(id, poll, listener, mailbox, shared.clone())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("tidings-worker-{id}"))
+                .spawn(move || worker.run())?;
+            threads.push(thread);
+        }
+        info!("tidings serving on {addr} with {workers} workers");
+        Ok(Server {
+            addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// The address the server listens on (with the port the OS chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Waits for every worker to finish (after `Handle::shutdown`).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit. Returns the new limit.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other precondition.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct we own; no other precondition.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur as u64)
+}
