@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http::{self, DateCache, Head, HttpError, Method};
 use crate::hub::{Hub, Message, Subscribe, WaiterRef};
 use crate::metrics::{Metrics, Proto};
-use crate::proto::{self, talk, Action, Ctx, Reply, Request, StreamStart};
+use crate::proto::{self, talk, Action, Ctx, Park, Reply, Request, StreamStart};
 use crate::{debug, error};
 
 /// Bytes asked of the socket per read call.
@@ -39,7 +39,19 @@ pub struct Shared {
     pub config: Config,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
+    pub auth: proto::auth::Auth,
     pub open: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            hub: &self.hub,
+            config: &self.config,
+            metrics: &self.metrics,
+            auth: &self.auth,
+        }
+    }
 }
 
 /// A token names a connection: its slab key, and a generation so a reused key does not
@@ -162,12 +174,24 @@ pub struct Stream {
     pending_bytes: usize,
 }
 
+/// A request held until its channel has something for it (comet `get`, QST long-poll).
+pub struct Parked {
+    channel: Arc<str>,
+    park: Park,
+    /// The request's method, version and keep-alive, for the answer's head.
+    method: Method,
+    minor: u8,
+    keep_alive: bool,
+}
+
 /// The phase of a connection (see LIFECYCLE.md).
 pub enum Phase {
     /// Waiting for a request head; idle keep-alive when it holds no buffer.
     Head,
     /// The head is parsed; waiting for the whole body.
     Body(Head),
+    /// Holding a request; pipelined input waits in the buffer.
+    Parked(Box<Parked>),
     /// A Talk stream: the response never ends while the server runs.
     Streaming(Box<Stream>),
     /// Write what is queued, then shut the socket and drain input until EOF or linger.
@@ -260,6 +284,41 @@ impl Local {
             buf.clear();
             self.pool.push(buf);
         }
+    }
+
+    /// Adds a waiter to this worker's list for a channel; returns the shared channel name.
+    fn join_channel(&mut self, channel: &str, key: usize) -> Arc<str> {
+        let name = match self.subs.get_key_value(channel) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(channel),
+        };
+        self.subs.entry(name.clone()).or_default().push(key);
+        name
+    }
+
+    /// Removes a waiter from this worker's list and from the hub.
+    fn leave_channel(
+        &mut self,
+        channel: &Arc<str>,
+        key: usize,
+        token: usize,
+        talk_name: Option<&str>,
+    ) {
+        let mut last = false;
+        if let Some(keys) = self.subs.get_mut(channel) {
+            if let Some(i) = keys.iter().position(|&k| k == key) {
+                keys.swap_remove(i);
+            }
+            if keys.is_empty() {
+                self.subs.remove(channel);
+                last = true;
+            }
+        }
+        let me = WaiterRef {
+            worker: self.worker,
+            token,
+        };
+        self.shared.hub.unsubscribe(channel, me, last, talk_name);
     }
 
     fn ms(d: std::time::Duration) -> u64 {
@@ -368,6 +427,10 @@ impl Conn {
                 self.mark_pending(key, local);
                 Next::Keep
             }
+            Phase::Parked(_) => {
+                m.long_poll_timeouts.inc();
+                self.unpark(key, local, true)
+            }
             Phase::Closing { .. } => Next::Close,
         }
     }
@@ -376,7 +439,7 @@ impl Conn {
     pub fn on_readable(&mut self, key: usize, local: &mut Local) -> Next {
         match self.phase {
             Phase::Streaming(_) | Phase::Closing { .. } => return self.discard_input(key, local),
-            Phase::Head | Phase::Body(_) => {}
+            Phase::Head | Phase::Body(_) | Phase::Parked(_) => {}
         }
         let limit = local.shared.config.max_head_bytes + local.shared.config.max_body_bytes + 1024;
         let was_idle = self.buf.is_none();
@@ -426,6 +489,11 @@ impl Conn {
                 self.set_deadline(key, t, local);
             }
             self.buf = Some(buf);
+        }
+        if matches!(self.phase, Phase::Parked(_)) {
+            // A parked client that hangs up is dropped at once; anything it pipelined
+            // waits in the buffer until the parked request is answered.
+            return if eof { Next::Close } else { Next::Keep };
         }
         let next = self.process(key, local, !capped);
         if eof && next == Next::Keep {
@@ -607,11 +675,7 @@ impl Conn {
         local: &mut Local,
     ) -> Next {
         let shared = local.shared.clone();
-        let ctx = Ctx {
-            hub: &shared.hub,
-            config: &shared.config,
-            metrics: &shared.metrics,
-        };
+        let ctx = shared.ctx();
         let req = Request {
             head,
             buf,
@@ -643,9 +707,107 @@ impl Conn {
                     shared.metrics.request(proto, 200);
                 }
             }
+            Action::Park(park) => {
+                let parked = Parked {
+                    channel: Arc::from(""),
+                    park,
+                    method: head.method,
+                    minor: head.minor,
+                    keep_alive,
+                };
+                match self.park(key, parked, local) {
+                    Ok(()) => {
+                        // Answered at once if a message slipped in before the subscription.
+                        if let Some(reply) = proto::resume(&ctx, self.parked_park(), false) {
+                            shared.metrics.request(proto, reply.status);
+                            self.answer_parked(key, reply, local);
+                        }
+                    }
+                    Err(reply) => {
+                        shared.metrics.request(proto, reply.status);
+                        self.queue_reply(reply, head.method, head.minor, keep_alive, local);
+                        self.phase = if keep_alive {
+                            Phase::Head
+                        } else {
+                            Phase::Closing { lingering: false }
+                        };
+                    }
+                }
+            }
         }
         self.mark_pending(key, local);
         Next::Keep
+    }
+
+    fn parked_park(&self) -> &Park {
+        match &self.phase {
+            Phase::Parked(p) => &p.park,
+            _ => unreachable!("parked_park on a connection that is not parked"),
+        }
+    }
+
+    /// Subscribes a held request to its channel and parks the connection.
+    fn park(&mut self, key: usize, mut parked: Parked, local: &mut Local) -> Result<(), Reply> {
+        let shared = local.shared.clone();
+        let sub = Subscribe {
+            worker: local.worker,
+            token: self.token(key),
+            since: None,
+            talk_name: None,
+        };
+        shared
+            .hub
+            .subscribe(&parked.park.channel, sub)
+            .map_err(|e| {
+                shared.metrics.waiters_refused.inc();
+                Reply::hub_error(e)
+            })?;
+        parked.channel = local.join_channel(&parked.park.channel, key);
+        let t = local.now + Local::ms(parked.park.timeout);
+        self.phase = Phase::Parked(Box::new(parked));
+        shared.metrics.parked.inc();
+        self.set_deadline(key, t, local);
+        Ok(())
+    }
+
+    /// Re-checks a parked request (its channel changed, or it timed out) and answers it
+    /// when there is something to say.
+    fn unpark(&mut self, key: usize, local: &mut Local, timed_out: bool) -> Next {
+        let shared = local.shared.clone();
+        let Phase::Parked(p) = &self.phase else {
+            return Next::Keep;
+        };
+        let Some(reply) = proto::resume(&shared.ctx(), &p.park, timed_out) else {
+            return Next::Keep;
+        };
+        let proto = match p.park.kind {
+            proto::ParkKind::Comet { .. } => Proto::Comet,
+        };
+        shared.metrics.request(proto, reply.status);
+        self.answer_parked(key, reply, local);
+        self.mark_pending(key, local);
+        // Serve whatever the client pipelined behind the parked request.
+        match self.process(key, local, true) {
+            Next::Close => Next::Close,
+            Next::Keep => Next::Keep,
+        }
+    }
+
+    /// Answers the parked request and returns the connection to reading requests.
+    fn answer_parked(&mut self, key: usize, reply: Reply, local: &mut Local) {
+        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return;
+        };
+        local.leave_channel(&p.channel, key, self.token(key), None);
+        local.shared.metrics.parked.dec();
+        let keep_alive = p.keep_alive && !local.shutting_down;
+        self.queue_reply(reply, p.method, p.minor, keep_alive, local);
+        if keep_alive {
+            let t = local.now + Local::ms(local.shared.config.idle_timeout);
+            self.set_deadline(key, t, local);
+        } else {
+            self.phase = Phase::Closing { lingering: false };
+        }
     }
 
     /// Renders a reply into the output queue.
@@ -718,11 +880,7 @@ impl Conn {
             shared.metrics.waiters_refused.inc();
             Reply::hub_error(e)
         })?;
-        let channel = match local.subs.get_key_value(start.channel.as_str()) {
-            Some((name, _)) => name.clone(),
-            None => Arc::from(start.channel.as_str()),
-        };
-        local.subs.entry(channel.clone()).or_default().push(key);
+        let channel = local.join_channel(&start.channel, key);
         if self.headless {
             self.out.push(Seg::Static(talk::HEADLESS_PULL_HEAD));
         } else {
@@ -777,6 +935,9 @@ impl Conn {
     /// Queues a published message to this connection if it is a stream that wants it.
     /// Closes a reader whose queued bytes pass `--max-output-bytes`.
     pub fn deliver(&mut self, key: usize, msg: &Arc<Message>, local: &mut Local) -> Next {
+        if matches!(self.phase, Phase::Parked(_)) {
+            return self.unpark(key, local, false);
+        }
         let Phase::Streaming(s) = &mut self.phase else {
             return Next::Keep;
         };
@@ -829,24 +990,7 @@ impl Conn {
         let Phase::Streaming(s) = &self.phase else {
             return;
         };
-        let mut last = false;
-        if let Some(keys) = local.subs.get_mut(&s.channel) {
-            if let Some(i) = keys.iter().position(|&k| k == key) {
-                keys.swap_remove(i);
-            }
-            if keys.is_empty() {
-                local.subs.remove(&s.channel);
-                last = true;
-            }
-        }
-        let me = WaiterRef {
-            worker: local.worker,
-            token: self.token(key),
-        };
-        local
-            .shared
-            .hub
-            .unsubscribe(&s.channel, me, last, Some(&s.name));
+        local.leave_channel(&s.channel, key, self.token(key), Some(&s.name));
         local.shared.metrics.streaming.dec();
     }
 
@@ -862,6 +1006,13 @@ impl Conn {
             Phase::Head | Phase::Body(_) => {
                 self.phase = Phase::Closing { lingering: false };
                 Next::Keep
+            }
+            Phase::Parked(_) => {
+                let next = self.unpark(key, local, true);
+                if next == Next::Keep && !matches!(self.phase, Phase::Closing { .. }) {
+                    self.phase = Phase::Closing { lingering: false };
+                }
+                next
             }
             Phase::Closing { .. } => Next::Keep,
         }
@@ -902,8 +1053,13 @@ impl Conn {
 
     /// Releases what the connection holds. Call once, when the connection leaves the slab.
     pub fn close(mut self, key: usize, local: &mut Local) {
-        if matches!(self.phase, Phase::Streaming(_)) {
-            self.leave_stream(key, local);
+        match &self.phase {
+            Phase::Streaming(_) => self.leave_stream(key, local),
+            Phase::Parked(p) => {
+                local.leave_channel(&p.channel, key, self.token(key), None);
+                local.shared.metrics.parked.dec();
+            }
+            _ => {}
         }
         if let Some(buf) = self.buf.take() {
             local.give_buf(buf);

@@ -137,11 +137,16 @@ impl Server {
             queue_capacity: config.queue_capacity,
             qst_max_tries: config.qst_max_tries,
         };
+        let auth = match &config.credentials {
+            Some(path) => crate::proto::auth::Auth::load(path)?,
+            None => crate::proto::auth::Auth::default(),
+        };
         let hub = Hub::new(limits, mailboxes.clone(), metrics.clone());
         let shared = Arc::new(Shared {
             config,
             hub,
             metrics,
+            auth,
             open: Default::default(),
         });
         let mut threads = Vec::with_capacity(workers);

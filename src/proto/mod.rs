@@ -1,9 +1,13 @@
 //! Protocols: turn a parsed request into an `Action` (reply now, open a stream, park), and
 //! render messages into each protocol's bytes. Pure functions over the hub: no sockets.
 
+pub mod auth;
+pub mod comet;
+pub mod qst;
 pub mod talk;
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::http::{self, Head, Method};
@@ -15,6 +19,18 @@ pub struct Ctx<'a> {
     pub hub: &'a Hub,
     pub config: &'a Config,
     pub metrics: &'a Metrics,
+    pub auth: &'a auth::Auth,
+}
+
+impl Ctx<'_> {
+    /// `Ok` if the request may use the channel; else the `401` to answer (and counted).
+    /// Call before anything with a side effect.
+    pub fn authorize(&self, channel: &str, req: &Request<'_>) -> Result<(), Reply> {
+        let authorization = req.head.authorization.map(|s| s.of(req.buf));
+        self.auth
+            .check(channel, authorization)
+            .inspect_err(|_| self.metrics.auth_failures.inc())
+    }
 }
 
 /// One complete request: its head, the buffer the head's spans point into, and its body.
@@ -109,11 +125,38 @@ pub struct StreamStart {
     pub since: Option<u64>,
 }
 
+/// Hold a request until its channel has something for it, or its timeout.
+#[derive(Debug)]
+pub struct Park {
+    pub channel: String,
+    pub timeout: Duration,
+    pub kind: ParkKind,
+}
+
+#[derive(Debug)]
+pub enum ParkKind {
+    /// A comet `get` after `cursor`.
+    Comet {
+        cursor: u64,
+        callback: Option<String>,
+    },
+}
+
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Action {
     Reply(Reply),
     Stream(StreamStart),
+    Park(Park),
+}
+
+/// The answer to a parked request once its channel changed, or at its timeout (then
+/// always `Some`). `None`: keep waiting. The connection subscribes before the first call,
+/// so nothing published after the park was decided can be missed.
+pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
+    match park.kind {
+        ParkKind::Comet { .. } => comet::resume(ctx, park, timed_out),
+    }
 }
 
 /// Checks a channel name (PROTOCOLS.md 0.3): 1–255 bytes of UTF-8 without control characters.
@@ -157,6 +200,15 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
                     Method::Get | Method::Post => talk::push(ctx, req),
                     _ => method_not_allowed("GET, POST, OPTIONS"),
                 }),
+            )
+        }
+        b"/comet" => {
+            return (
+                Proto::Comet,
+                match method {
+                    Method::Get | Method::Post | Method::Head => comet::handle(ctx, req),
+                    _ => Action::Reply(method_not_allowed("GET, HEAD, POST, OPTIONS")),
+                },
             )
         }
         b"/health" => match method {

@@ -71,7 +71,7 @@ fn channel(req: &Request<'_>) -> Result<String, Reply> {
 }
 
 /// `GET /pull?name=N[&channel=C][&since=S]`: opens a stream.
-pub fn pull(_ctx: &Ctx<'_>, req: &Request<'_>) -> Action {
+pub fn pull(ctx: &Ctx<'_>, req: &Request<'_>) -> Action {
     let start = || -> Result<StreamStart, Reply> {
         let name = text_param(req, "name")?
             .filter(|n| !n.is_empty())
@@ -89,8 +89,10 @@ pub fn pull(_ctx: &Ctx<'_>, req: &Request<'_>) -> Action {
                     .map_err(|_| Reply::text(400, "since must be a non-negative integer"))?,
             ),
         };
+        let channel = channel(req)?;
+        ctx.authorize(&channel, req)?;
         Ok(StreamStart {
-            channel: channel(req)?,
+            channel,
             name,
             since,
         })
@@ -105,6 +107,8 @@ pub fn pull(_ctx: &Ctx<'_>, req: &Request<'_>) -> Action {
 /// stores `message` from `name` in the channel, for every stream but the sender's.
 pub fn push(ctx: &Ctx<'_>, req: &Request<'_>) -> Reply {
     let publish = || -> Result<(), Reply> {
+        let channel = channel(req)?;
+        ctx.authorize(&channel, req)?;
         let message = req
             .param("message")
             .ok_or_else(|| Reply::text(400, "message is required"))?;
@@ -116,7 +120,6 @@ pub fn push(ctx: &Ctx<'_>, req: &Request<'_>) -> Reply {
         }
         let from = text_param(req, "name")?.unwrap_or_default();
         let to = text_param(req, "to")?.unwrap_or_default();
-        let channel = channel(req)?;
         let draft = Draft {
             from,
             to,
