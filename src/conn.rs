@@ -782,6 +782,7 @@ impl Conn {
         };
         let proto = match p.park.kind {
             proto::ParkKind::Comet { .. } => Proto::Comet,
+            proto::ParkKind::Qst(_) => Proto::Qst,
         };
         shared.metrics.request(proto, reply.status);
         self.answer_parked(key, reply, local);

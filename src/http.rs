@@ -314,14 +314,23 @@ fn hex(b: u8) -> Option<u8> {
 /// Decodes `%XX` escapes and `+` (as a space). Malformed escapes are kept as sent, as
 /// Talk's reference clients do not always encode what they send.
 pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
-    if !s.iter().any(|&b| b == b'%' || b == b'+') {
+    decode(s, true)
+}
+
+/// Decodes `%XX` escapes in a URL path (where `+` is itself). Malformed escapes are kept.
+pub fn percent_decode_path(s: &[u8]) -> Cow<'_, [u8]> {
+    decode(s, false)
+}
+
+fn decode(s: &[u8], plus_is_space: bool) -> Cow<'_, [u8]> {
+    if !s.iter().any(|&b| b == b'%' || (plus_is_space && b == b'+')) {
         return Cow::Borrowed(s);
     }
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
         match s[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h * 16 + l);
@@ -548,6 +557,7 @@ mod tests {
         assert_eq!(percent_decode(b"100%").as_ref(), b"100%");
         assert_eq!(percent_decode(b"%zz%4").as_ref(), b"%zz%4");
         assert_eq!(percent_decode(b"%e2%9c%93").as_ref(), "✓".as_bytes());
+        assert_eq!(percent_decode_path(b"a+b%2Fc").as_ref(), b"a+b/c");
         let q = b"name=bob&message=hi%21&empty=&flag";
         assert_eq!(form_get(q, "message").unwrap().as_ref(), b"hi!");
         assert_eq!(form_get(q, "empty").unwrap().as_ref(), b"");

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::Metrics;
+pub use queue::Ack;
 use queue::Queue;
 
 /// Workers are named by a bit in a `u64` on each channel.
@@ -128,7 +129,7 @@ pub struct Channel {
     talk_names: HashMap<Box<str>, WaiterRef>,
     last_id: Option<String>,
     last_active: Instant,
-    pub(crate) queue: Option<Queue>,
+    queue: Option<Queue>,
 }
 
 impl Channel {
@@ -184,6 +185,14 @@ impl Channel {
         dropped
     }
 
+    /// Makes the channel a QST queue, keeping what it holds now and everything later.
+    fn make_queue(&mut self) {
+        if self.queue.is_none() {
+            let acked = self.log.front().map_or(self.clock, |m| m.seq - 1);
+            self.queue = Some(Queue::new(acked));
+        }
+    }
+
     fn idle(&self) -> bool {
         self.log.is_empty() && self.waiters == 0 && self.queue.is_none()
     }
@@ -197,6 +206,14 @@ pub struct Read {
     pub clock: u64,
     /// Retention dropped a message with `seq > cursor`: the reader missed it.
     pub missed: bool,
+}
+
+/// What a QST pull got.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub messages: Vec<Arc<Message>>,
+    /// The `ETag` to send: the last message's id, or the last acknowledged id.
+    pub etag: Option<String>,
 }
 
 /// What `Hub::subscribe` returns to the new waiter.
@@ -227,6 +244,8 @@ pub struct Hub {
     hasher: RandomState,
     id_prefix: u64,
     id_counter: AtomicU64,
+    /// QST v1 `setaddress`: the address each account's gateway last reported.
+    addresses: Mutex<HashMap<String, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -257,6 +276,7 @@ impl Hub {
             hasher,
             id_prefix: h.finish(),
             id_counter: AtomicU64::new(0),
+            addresses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -348,18 +368,18 @@ impl Hub {
         let mut wake = 0u64;
         let stored =
             self.with_channel(channel, |ch| -> Result<Vec<Arc<Message>>, HubError> {
-                if queue && ch.queue.is_none() {
-                    ch.queue = Some(Queue::new(ch.log.back().map_or(0, |m| m.seq)));
-                    // The messages it holds when it becomes a queue are kept until acknowledged.
-                    if let Some(q) = ch.queue.as_mut() {
-                        q.reset_to_before(ch.log.front().map_or(0, |m| m.seq));
-                    }
+                if queue {
+                    ch.make_queue();
                 }
                 if let Some(q) = ch.queue.as_ref() {
-                    prepared
-                        .retain(|m| !ch.log.iter().any(|old| old.id == m.id) || m.id.is_empty());
-                    let pending = q.pending(&ch.log);
-                    if pending + prepared.len() > self.limits.queue_capacity {
+                    // A retried push is idempotent: ids the channel (or this batch) already
+                    // holds are not stored again.
+                    let mut seen = std::collections::HashSet::new();
+                    prepared.retain(|m| {
+                        seen.insert(m.id.clone()) && !ch.log.iter().any(|old| old.id == m.id)
+                    });
+                    if q.pending(&ch.log) + prepared.len() > self.limits.queue_capacity {
+                        self.metrics.queue_full.inc();
                         return Err(HubError::QueueFull);
                     }
                 }
@@ -529,24 +549,51 @@ impl Hub {
             .flatten()
     }
 
-    /// Runs `f` on a channel under its lock, creating it (QST pulls and acks).
-    pub(crate) fn with_queue<R>(
+    /// A QST pull: applies the acknowledgements, then takes the pending messages, oldest
+    /// first, at most `max`. Makes the channel a queue. With `ack: None` (a parked pull
+    /// re-checking) nothing is acknowledged.
+    pub fn qst_pull(
         &self,
         channel: &str,
-        f: impl FnOnce(&mut Channel, &Limits) -> R,
-    ) -> Result<R, HubError> {
+        ack: Option<&Ack<'_>>,
+        max: usize,
+    ) -> Result<Pulled, HubError> {
         self.with_channel(channel, |ch| {
-            if ch.queue.is_none() {
-                let mut q = Queue::new(0);
-                q.reset_to_before(ch.log.front().map_or(0, |m| m.seq));
-                ch.queue = Some(q);
-            }
+            ch.make_queue();
             ch.last_active = Instant::now();
-            let r = f(ch, &self.limits);
+            let Channel { queue, log, .. } = &mut *ch;
+            let Some(q) = queue.as_mut() else {
+                return Pulled::default();
+            };
+            let mut counts = ack.map(|a| q.ack(log, a)).unwrap_or_default();
+            let messages = q.take(log, max, self.limits.qst_max_tries, &mut counts);
+            let etag = messages
+                .last()
+                .map(|m| m.id.clone())
+                .or_else(|| q.acked_id().map(str::to_string));
+            self.metrics.qst_acked.add(counts.acked);
+            self.metrics.qst_failed.add(counts.failed);
+            self.metrics.qst_expired.add(counts.expired);
             let dropped = ch.retain(&self.limits);
             self.metrics.messages_dropped_retention.add(dropped);
-            r
+            Pulled { messages, etag }
         })
+    }
+
+    /// Stores the address a v1 gateway reported for its account. At most `--max-channels`
+    /// accounts are remembered; past that a new account is refused.
+    pub fn set_address(&self, account: &str, address: &str) -> Result<(), HubError> {
+        let mut addresses = lock(&self.addresses);
+        if !addresses.contains_key(account) && addresses.len() >= self.limits.max_channels {
+            return Err(HubError::TooManyChannels);
+        }
+        addresses.insert(account.to_string(), address.to_string());
+        Ok(())
+    }
+
+    /// The address a v1 gateway last reported for its account.
+    pub fn address(&self, account: &str) -> Option<String> {
+        lock(&self.addresses).get(account).cloned()
     }
 
     /// Removes channels idle past `--channel-idle`: no messages, no waiters, no queue.
@@ -574,20 +621,6 @@ impl Hub {
     /// Number of channels in the hub.
     pub fn channel_count(&self) -> usize {
         self.channel_count.load(Ordering::Relaxed) as usize
-    }
-}
-
-impl Channel {
-    pub(crate) fn log(&self) -> &VecDeque<Arc<Message>> {
-        &self.log
-    }
-
-    pub(crate) fn log_mut(&mut self) -> (&mut VecDeque<Arc<Message>>, &mut usize) {
-        (&mut self.log, &mut self.bytes)
-    }
-
-    pub(crate) fn name(&self) -> &Arc<str> {
-        &self.name
     }
 }
 

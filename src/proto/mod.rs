@@ -140,6 +140,8 @@ pub enum ParkKind {
         cursor: u64,
         callback: Option<String>,
     },
+    /// A QST `long-polling=true` pull.
+    Qst(qst::Pull),
 }
 
 /// What to do with a request.
@@ -156,6 +158,7 @@ pub enum Action {
 pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
     match park.kind {
         ParkKind::Comet { .. } => comet::resume(ctx, park, timed_out),
+        ParkKind::Qst(_) => qst::resume(ctx, park, timed_out),
     }
 }
 
@@ -182,6 +185,9 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
     let method = req.head.method;
     if method == Method::Options {
         return (Proto::Other, Action::Reply(preflight(ctx, req)));
+    }
+    if let Some(action) = qst::handle(ctx, req) {
+        return (Proto::Qst, action);
     }
     let reply = match path {
         b"/pull" => {

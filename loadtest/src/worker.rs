@@ -1,0 +1,965 @@
+//! The hidden `worker` subcommand: one child process that opens its share of
+//! the idle Talk streams, watches them all with one mio `Poll`, and notes when
+//! each stream receives the fan-out messages the parent announces.
+//!
+//! Parent → worker (stdin), one command a line:
+//!   `ARM <token>`                      start watching for a record equal to `<token>`
+//!   `COLLECT <token> <t0_ns> <deadline_ns>`  report once every armed stream has it, or at the deadline
+//!   `QUIT`                             report final counters and exit (also on stdin EOF)
+//! Worker → parent (stdout), one message a line:
+//!   `PROGRESS up=… failed=… inflight=… retries=…`        about once a second while connecting
+//!   `READY up=… failed=… head_notes=… retries=… connect_ms=…`   every stream is up or has failed
+//!   `ARMED <token> expected=…`
+//!   `RESULT <token> expected=… received=… gone=… dups=… lat_us=<comma-separated>`
+//!   `BYE live=… closed=… keepalives=… min_keepalives=… unexpected=… proto_errors=…`
+//! Human-readable problems go to stderr, prefixed `[worker N]`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::args::Args;
+use crate::chunked::{ChunkParser, Status};
+use crate::http::{check_pull_head, escape, head_end, pull_request, MAX_HEAD};
+use crate::sys::{now_ns, raise_nofile_limit};
+
+const WAKE: Token = Token(usize::MAX);
+/// How many problems of each kind a worker prints before it only counts them.
+const PRINT_LIMIT: usize = 5;
+
+pub struct Config {
+    pub index: usize,
+    pub server: SocketAddr,
+    pub streams: usize,
+    /// Global index of this worker's first stream (names and source choice).
+    pub offset: usize,
+    pub channel: String,
+    pub sources: Vec<IpAddr>,
+    pub run_id: String,
+    pub term: u8,
+    pub inflight: usize,
+    pub retries: u32,
+    pub connect_timeout_ns: u64,
+}
+
+impl Config {
+    pub fn from_args(argv: &[String]) -> Result<Config, String> {
+        let a = Args::parse(
+            argv,
+            &[
+                "index",
+                "server",
+                "streams",
+                "offset",
+                "channel",
+                "sources",
+                "run-id",
+                "terminator",
+                "inflight",
+                "retries",
+                "connect-timeout-ms",
+            ],
+            &[],
+        )?;
+        let server: SocketAddr = a
+            .required("server")?
+            .parse()
+            .map_err(|e| format!("--server: {e}"))?;
+        let sources = a
+            .required("sources")?
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|e| format!("--sources `{s}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if sources.is_empty() {
+            return Err("--sources is empty".into());
+        }
+        Ok(Config {
+            index: a.num("index", 0)?,
+            server,
+            streams: a.num("streams", 0)?,
+            offset: a.num("offset", 0)?,
+            channel: a.str_or("channel", "loadtest"),
+            sources,
+            run_id: a.str_or("run-id", "x"),
+            term: crate::parse_terminator(&a.str_or("terminator", "nul"))?,
+            inflight: a.num::<usize>("inflight", 1000)?.max(1),
+            retries: a.num("retries", 3)?,
+            connect_timeout_ns: a.num::<u64>("connect-timeout-ms", 15_000)? * 1_000_000,
+        })
+    }
+}
+
+/// The name of stream `global` of run `run_id`.
+pub fn stream_name(run_id: &str, global: usize) -> String {
+    format!("lt-{run_id}-{global}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not started, or waiting for a retry.
+    Idle,
+    Connecting,
+    /// Connected; this many request bytes written.
+    Writing(usize),
+    /// Reading the reply head.
+    Head,
+    /// Head read; waiting for the first `noop` record.
+    FirstNoop,
+    Up,
+    /// Was up; the server ended it or the connection broke.
+    Closed,
+    /// Never came up.
+    Failed,
+}
+
+impl Phase {
+    fn in_flight(self) -> bool {
+        matches!(
+            self,
+            Phase::Connecting | Phase::Writing(_) | Phase::Head | Phase::FirstNoop
+        )
+    }
+}
+
+struct Conn {
+    sock: Option<TcpStream>,
+    phase: Phase,
+    attempts: u32,
+    started_ns: u64,
+    /// Reply head bytes gathered over several reads (rare).
+    head: Vec<u8>,
+    parser: ChunkParser,
+    /// Keep-alive `noop` records after the first one.
+    noops: u32,
+}
+
+/// The fan-out message being watched for.
+struct Expect {
+    token: Vec<u8>,
+    /// Per stream: `NOT_ARMED`, `0` (waiting) or the arrival time.
+    arrivals: Vec<u64>,
+    expected: usize,
+    received: usize,
+    /// Armed streams that closed before the message arrived.
+    gone: usize,
+    dups: usize,
+    /// `(t0_ns, deadline_ns)` once the parent asked for the result.
+    collect: Option<(u64, u64)>,
+}
+
+const NOT_ARMED: u64 = u64::MAX;
+
+enum Cmd {
+    Arm(String),
+    Collect(String, u64, u64),
+    Quit,
+    Bad(String),
+}
+
+fn parse_cmd(line: &str) -> Cmd {
+    let mut w = line.split_whitespace();
+    match w.next() {
+        Some("ARM") => match w.next() {
+            Some(t) => Cmd::Arm(t.to_string()),
+            None => Cmd::Bad(line.to_string()),
+        },
+        Some("COLLECT") => {
+            let t = w.next();
+            let t0 = w.next().and_then(|x| x.parse().ok());
+            let dl = w.next().and_then(|x| x.parse().ok());
+            match (t, t0, dl) {
+                (Some(t), Some(t0), Some(dl)) => Cmd::Collect(t.to_string(), t0, dl),
+                _ => Cmd::Bad(line.to_string()),
+            }
+        }
+        Some("QUIT") => Cmd::Quit,
+        _ => Cmd::Bad(line.to_string()),
+    }
+}
+
+struct Worker {
+    cfg: Config,
+    poll: Poll,
+    conns: Vec<Conn>,
+    pending: VecDeque<usize>,
+    retry: BinaryHeap<Reverse<(u64, usize)>>,
+    inflight: usize,
+    up: usize,
+    failed: usize,
+    closed: usize,
+    retries: usize,
+    head_notes: usize,
+    proto_errors: usize,
+    unexpected: usize,
+    fail_reasons: BTreeMap<String, usize>,
+    retry_reasons: BTreeMap<String, usize>,
+    close_reasons: BTreeMap<String, usize>,
+    expect: Option<Expect>,
+    started_ns: u64,
+    ready_sent: bool,
+}
+
+/// Sends one line to the parent; exits if the parent is gone.
+fn send(line: &str) {
+    let mut out = io::stdout().lock();
+    if out
+        .write_all(line.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+        .is_err()
+    {
+        std::process::exit(3);
+    }
+}
+
+fn reason(e: &io::Error) -> String {
+    e.to_string()
+}
+
+/// A non-blocking socket bound to `src` (port chosen at connect time) with a
+/// connect to `server` in progress.
+fn open_socket(src: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(
+        Domain::for_address(server),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
+    // Close with RST: no TIME_WAIT left behind, so runs can follow each other
+    // without exhausting the ephemeral ports.
+    sock.set_linger(Some(Duration::ZERO))?;
+    // Let connect() pick the port for the whole 4-tuple rather than bind().
+    let one: libc::c_int = 1;
+    // SAFETY: a valid fd and a pointer to a c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    sock.bind(&SocketAddr::new(src, 0).into())?;
+    match sock.connect(&server.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
+}
+
+/// Writes from `*done` on; `Ok(true)` once the whole request is out.
+fn write_some(sock: &mut TcpStream, req: &[u8], done: &mut usize) -> io::Result<bool> {
+    while *done < req.len() {
+        match sock.write(&req[*done..]) {
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn bump(map: &mut BTreeMap<String, usize>, key: &str) -> usize {
+    let n = map.entry(key.to_string()).or_insert(0);
+    *n += 1;
+    *n
+}
+
+impl Worker {
+    fn new(cfg: Config) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let conns = (0..cfg.streams)
+            .map(|_| Conn {
+                sock: None,
+                phase: Phase::Idle,
+                attempts: 0,
+                started_ns: 0,
+                head: Vec::new(),
+                parser: ChunkParser::new(cfg.term),
+                noops: 0,
+            })
+            .collect();
+        Ok(Worker {
+            pending: (0..cfg.streams).collect(),
+            conns,
+            poll,
+            cfg,
+            retry: BinaryHeap::new(),
+            inflight: 0,
+            up: 0,
+            failed: 0,
+            closed: 0,
+            retries: 0,
+            head_notes: 0,
+            proto_errors: 0,
+            unexpected: 0,
+            fail_reasons: BTreeMap::new(),
+            retry_reasons: BTreeMap::new(),
+            close_reasons: BTreeMap::new(),
+            expect: None,
+            started_ns: now_ns(),
+            ready_sent: false,
+        })
+    }
+
+    fn say(&self, msg: &str) {
+        eprintln!("[worker {}] {msg}", self.cfg.index);
+    }
+
+    fn request(&self, idx: usize) -> Vec<u8> {
+        let name = stream_name(&self.cfg.run_id, self.cfg.offset + idx);
+        pull_request(&name, &self.cfg.channel)
+    }
+
+    fn live(&self) -> usize {
+        self.up - self.closed
+    }
+
+    /// Starts (or restarts) the connect of stream `idx`.
+    fn start(&mut self, idx: usize) {
+        let global = self.cfg.offset + idx;
+        let src = self.cfg.sources[global % self.cfg.sources.len()];
+        let server = self.cfg.server;
+        self.conns[idx].attempts += 1;
+        match open_socket(src, server) {
+            Ok(mut sock) => {
+                if let Err(e) = self.poll.registry().register(
+                    &mut sock,
+                    Token(idx),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    self.attempt_failed(idx, &format!("register: {e}"), true);
+                    return;
+                }
+                let c = &mut self.conns[idx];
+                c.sock = Some(sock);
+                c.phase = Phase::Connecting;
+                c.started_ns = now_ns();
+                c.head.clear();
+                c.parser = ChunkParser::new(self.cfg.term);
+                self.inflight += 1;
+            }
+            Err(e) => {
+                self.attempt_failed(idx, &format!("connect from {src}: {}", reason(&e)), true)
+            }
+        }
+    }
+
+    fn drop_socket(&mut self, idx: usize) {
+        if let Some(mut s) = self.conns[idx].sock.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+    }
+
+    /// An attempt to bring stream `idx` up failed.
+    fn attempt_failed(&mut self, idx: usize, why: &str, retryable: bool) {
+        self.drop_socket(idx);
+        let c = &mut self.conns[idx];
+        if c.phase.in_flight() {
+            self.inflight -= 1;
+        }
+        c.phase = Phase::Idle;
+        if retryable && c.attempts <= self.cfg.retries {
+            self.retries += 1;
+            // 50 ms, 100 ms, 200 ms, … capped at 2 s
+            let backoff_ms = (50u64 << (c.attempts - 1).min(6)).min(2000);
+            self.retry
+                .push(Reverse((now_ns() + backoff_ms * 1_000_000, idx)));
+            if bump(&mut self.retry_reasons, why) <= 2 {
+                self.say(&format!(
+                    "stream {} attempt {} failed ({why}); retrying",
+                    self.cfg.offset + idx,
+                    self.conns[idx].attempts
+                ));
+            }
+        } else {
+            self.conns[idx].phase = Phase::Failed;
+            self.failed += 1;
+            if bump(&mut self.fail_reasons, why) <= PRINT_LIMIT {
+                self.say(&format!(
+                    "stream {} FAILED after {} attempt(s): {why}",
+                    self.cfg.offset + idx,
+                    self.conns[idx].attempts
+                ));
+            }
+        }
+    }
+
+    /// A stream that was up ended.
+    fn stream_closed(&mut self, idx: usize, why: &str) {
+        self.drop_socket(idx);
+        self.conns[idx].phase = Phase::Closed;
+        self.closed += 1;
+        if let Some(x) = self.expect.as_mut() {
+            if x.arrivals[idx] == 0 {
+                x.gone += 1;
+            }
+        }
+        if bump(&mut self.close_reasons, why) <= PRINT_LIMIT {
+            self.say(&format!(
+                "stream {} (up) CLOSED: {why}",
+                self.cfg.offset + idx
+            ));
+        }
+    }
+
+    /// Something went wrong on the connection of `idx`: retry if it was
+    /// still coming up, count it closed if it was up.
+    fn conn_lost(&mut self, idx: usize, why: &str) {
+        match self.conns[idx].phase {
+            Phase::Up => self.stream_closed(idx, why),
+            p if p.in_flight() => self.attempt_failed(idx, why, true),
+            _ => {}
+        }
+    }
+
+    /// A protocol violation on `idx`: not retried.
+    fn proto_error(&mut self, idx: usize, why: &str) {
+        self.proto_errors += 1;
+        match self.conns[idx].phase {
+            Phase::Up => self.stream_closed(idx, &format!("protocol error: {why}")),
+            _ => self.attempt_failed(idx, &format!("protocol error: {why}"), false),
+        }
+    }
+
+    fn on_event(&mut self, idx: usize, ev: &Event, buf: &mut [u8]) {
+        if idx >= self.conns.len() {
+            return;
+        }
+        if self.conns[idx].phase == Phase::Connecting {
+            if !(ev.is_writable() || ev.is_error() || ev.is_read_closed() || ev.is_write_closed()) {
+                return;
+            }
+            let Some(sock) = self.conns[idx].sock.as_ref() else {
+                return;
+            };
+            match sock.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    self.attempt_failed(idx, &reason(&e), true);
+                    return;
+                }
+                Ok(None) => {}
+            }
+            match sock.peer_addr() {
+                Ok(_) => self.conns[idx].phase = Phase::Writing(0),
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => {
+                    self.attempt_failed(idx, &reason(&e), true);
+                    return;
+                }
+            }
+        }
+        if let Phase::Writing(done) = self.conns[idx].phase {
+            let req = self.request(idx);
+            let mut done = done;
+            let sock = self.conns[idx]
+                .sock
+                .as_mut()
+                .expect("socket of a connected stream");
+            let outcome = write_some(sock, &req, &mut done).and_then(|complete| {
+                if complete {
+                    self.poll
+                        .registry()
+                        .reregister(sock, Token(idx), Interest::READABLE)?;
+                }
+                Ok(complete)
+            });
+            match outcome {
+                Ok(true) => {
+                    // The re-registration reports data that is already there.
+                    self.conns[idx].phase = Phase::Head;
+                }
+                Ok(false) => self.conns[idx].phase = Phase::Writing(done),
+                Err(e) => self.attempt_failed(idx, &format!("write: {}", reason(&e)), true),
+            }
+            return;
+        }
+        match self.conns[idx].phase {
+            Phase::Head | Phase::FirstNoop | Phase::Up => self.read_all(idx, buf),
+            _ => {}
+        }
+    }
+
+    /// Reads until `WouldBlock` (mio is edge-triggered).
+    fn read_all(&mut self, idx: usize, buf: &mut [u8]) {
+        loop {
+            let Some(sock) = self.conns[idx].sock.as_mut() else {
+                return;
+            };
+            match sock.read(buf) {
+                Ok(0) => {
+                    let why = match self.conns[idx].phase {
+                        Phase::Up => "server closed the connection",
+                        Phase::Head => "closed before the reply head",
+                        _ => "closed before the first noop",
+                    };
+                    self.conn_lost(idx, why);
+                    return;
+                }
+                Ok(n) => {
+                    let now = now_ns();
+                    if !self.absorb(idx, &buf[..n], now) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.conn_lost(idx, &reason(&e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes bytes read from stream `idx`. Returns false when the stream is
+    /// no longer readable (failed or closed).
+    fn absorb(&mut self, idx: usize, data: &[u8], now: u64) -> bool {
+        if self.conns[idx].phase != Phase::Head {
+            return self.feed(idx, data, now);
+        }
+        let c = &mut self.conns[idx];
+        let (head, rest): (Vec<u8>, Vec<u8>);
+        if c.head.is_empty() {
+            match head_end(data) {
+                Some(end) => {
+                    head = data[..end].to_vec();
+                    rest = data[end..].to_vec();
+                }
+                None => {
+                    c.head.extend_from_slice(data);
+                    return true;
+                }
+            }
+        } else {
+            c.head.extend_from_slice(data);
+            match head_end(&c.head) {
+                Some(end) => {
+                    rest = c.head[end..].to_vec();
+                    c.head.truncate(end);
+                    head = std::mem::take(&mut c.head);
+                }
+                None => {
+                    if c.head.len() > MAX_HEAD {
+                        self.proto_error(idx, "reply head longer than 16 KiB");
+                        return false;
+                    }
+                    return true;
+                }
+            }
+        }
+        match check_pull_head(&head) {
+            Ok(None) => {}
+            Ok(Some(note)) => {
+                self.head_notes += 1;
+                if self.head_notes <= PRINT_LIMIT {
+                    self.say(&format!("stream {}: {note}", self.cfg.offset + idx));
+                }
+            }
+            Err(why) => {
+                // A refusal (503 at the connection limit, …) is final.
+                self.attempt_failed(idx, &why, false);
+                return false;
+            }
+        }
+        self.conns[idx].phase = Phase::FirstNoop;
+        if rest.is_empty() {
+            true
+        } else {
+            self.feed(idx, &rest, now)
+        }
+    }
+
+    fn feed(&mut self, idx: usize, data: &[u8], now: u64) -> bool {
+        let awaiting_first = self.conns[idx].phase == Phase::FirstNoop;
+        let mut first: Option<Result<(), String>> = None;
+        let mut noops = 0u32;
+        let mut unexpected = 0usize;
+        let mut unexpected_sample: Option<String> = None;
+        let expect = &mut self.expect;
+        let c = &mut self.conns[idx];
+        let res = c.parser.feed(data, |chunk, rec| {
+            if awaiting_first && first.is_none() {
+                first = Some(if chunk == 0 && rec == b"noop" {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "first record is {:?} in chunk {chunk}, want \"noop\" in chunk 0",
+                        escape(rec, 60)
+                    ))
+                });
+                return;
+            }
+            if rec == b"noop" {
+                noops += 1;
+                return;
+            }
+            if let Some(x) = expect.as_mut() {
+                if rec == x.token.as_slice() {
+                    match x.arrivals[idx] {
+                        0 => {
+                            x.arrivals[idx] = now;
+                            x.received += 1;
+                        }
+                        NOT_ARMED => {}
+                        _ => x.dups += 1,
+                    }
+                    return;
+                }
+            }
+            unexpected += 1;
+            if unexpected_sample.is_none() {
+                unexpected_sample = Some(escape(rec, 80));
+            }
+        });
+        c.noops += noops;
+        if unexpected > 0 {
+            let before = self.unexpected;
+            self.unexpected += unexpected;
+            if before < PRINT_LIMIT {
+                self.say(&format!(
+                    "stream {}: unexpected record {:?}",
+                    self.cfg.offset + idx,
+                    unexpected_sample.unwrap_or_default()
+                ));
+            }
+        }
+        match first {
+            Some(Ok(())) => {
+                self.conns[idx].phase = Phase::Up;
+                self.up += 1;
+                self.inflight -= 1;
+            }
+            Some(Err(why)) => {
+                self.proto_error(idx, &why);
+                return false;
+            }
+            None => {}
+        }
+        match res {
+            Err(e) => {
+                self.proto_error(idx, &e.0);
+                false
+            }
+            Ok(Status::Ended) => {
+                self.conn_lost(idx, "server ended the stream (final 0-chunk)");
+                false
+            }
+            Ok(Status::Open) => true,
+        }
+    }
+
+    /// Starts connects while fewer than `inflight` are under way.
+    fn fill(&mut self) {
+        let now = now_ns();
+        while self.inflight < self.cfg.inflight {
+            if let Some(&Reverse((due, idx))) = self.retry.peek() {
+                if due <= now {
+                    self.retry.pop();
+                    self.start(idx);
+                    continue;
+                }
+            }
+            match self.pending.pop_front() {
+                Some(idx) => self.start(idx),
+                None => break,
+            }
+        }
+    }
+
+    /// Fails attempts that have taken too long.
+    fn check_timeouts(&mut self) {
+        let now = now_ns();
+        let limit = self.cfg.connect_timeout_ns;
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.phase.in_flight() && now.saturating_sub(c.started_ns) > limit)
+            .map(|(i, _)| i)
+            .collect();
+        for idx in late {
+            let what = match self.conns[idx].phase {
+                Phase::Connecting => "connect timed out",
+                Phase::Writing(_) => "request write timed out",
+                Phase::Head => "no reply head in time",
+                _ => "no first noop in time",
+            };
+            self.attempt_failed(idx, what, true);
+        }
+    }
+
+    fn connecting_done(&self) -> bool {
+        self.pending.is_empty() && self.retry.is_empty() && self.inflight == 0
+    }
+
+    fn handle(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Arm(token) => {
+                let mut arrivals = vec![NOT_ARMED; self.conns.len()];
+                let mut expected = 0;
+                for (i, c) in self.conns.iter().enumerate() {
+                    if c.phase == Phase::Up {
+                        arrivals[i] = 0;
+                        expected += 1;
+                    }
+                }
+                send(&format!("ARMED {token} expected={expected}"));
+                self.expect = Some(Expect {
+                    token: token.into_bytes(),
+                    arrivals,
+                    expected,
+                    received: 0,
+                    gone: 0,
+                    dups: 0,
+                    collect: None,
+                });
+            }
+            Cmd::Collect(token, t0, deadline) => match self.expect.as_mut() {
+                Some(x) if x.token == token.as_bytes() => x.collect = Some((t0, deadline)),
+                _ => send(&format!(
+                    "RESULT {token} expected=0 received=0 gone=0 dups=0 error=not-armed lat_us="
+                )),
+            },
+            Cmd::Quit => {
+                let mut keepalives = 0u64;
+                let mut min_keepalives = u32::MAX;
+                for c in self.conns.iter().filter(|c| c.phase == Phase::Up) {
+                    keepalives += u64::from(c.noops);
+                    min_keepalives = min_keepalives.min(c.noops);
+                }
+                if min_keepalives == u32::MAX {
+                    min_keepalives = 0;
+                }
+                self.print_reasons(false);
+                send(&format!(
+                    "BYE live={} closed={} keepalives={keepalives} min_keepalives={min_keepalives} unexpected={} proto_errors={}",
+                    self.live(),
+                    self.closed,
+                    self.unexpected,
+                    self.proto_errors
+                ));
+                return false;
+            }
+            Cmd::Bad(line) => self.say(&format!("unknown command {line:?}")),
+        }
+        true
+    }
+
+    /// Sends the result of the watched message once it is complete or late.
+    fn check_collect(&mut self) -> Option<u64> {
+        let x = self.expect.as_mut()?;
+        let (t0, deadline) = x.collect?;
+        let now = now_ns();
+        if x.received + x.gone < x.expected && now < deadline {
+            return Some(deadline - now);
+        }
+        let mut line = format!(
+            "RESULT {} expected={} received={} gone={} dups={} lat_us=",
+            String::from_utf8_lossy(&x.token),
+            x.expected,
+            x.received,
+            x.gone,
+            x.dups
+        );
+        let mut first = true;
+        for &t in &x.arrivals {
+            if t != 0 && t != NOT_ARMED {
+                if !first {
+                    line.push(',');
+                }
+                first = false;
+                line.push_str(&(t.saturating_sub(t0) / 1000).to_string());
+            }
+        }
+        send(&line);
+        x.collect = None;
+        None
+    }
+
+    /// Prints the counted reasons: of connect failures and retries
+    /// (`connecting`), or of streams closed after they were up.
+    fn print_reasons(&self, connecting: bool) {
+        let maps = if connecting {
+            vec![
+                ("failures", &self.fail_reasons),
+                ("retried", &self.retry_reasons),
+            ]
+        } else {
+            vec![("closed", &self.close_reasons)]
+        };
+        for (what, map) in maps {
+            if !map.is_empty() {
+                let list: Vec<String> = map.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+                self.say(&format!("{what}: {}", list.join("; ")));
+            }
+        }
+    }
+}
+
+/// Runs a worker; returns the process exit code.
+pub fn run(argv: &[String]) -> i32 {
+    let cfg = match Config::from_args(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return 2;
+        }
+    };
+    let limit = raise_nofile_limit();
+    if cfg.streams as u64 + 32 > limit {
+        eprintln!(
+            "[worker {}] {} streams need more than the open-file limit {limit}",
+            cfg.index, cfg.streams
+        );
+        return 2;
+    }
+    match run_worker(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            1
+        }
+    }
+}
+
+fn run_worker(cfg: Config) -> io::Result<()> {
+    let mut w = Worker::new(cfg)?;
+    let waker = Arc::new(Waker::new(w.poll.registry(), WAKE)?);
+    let (tx, rx) = mpsc::channel::<Cmd>();
+    {
+        let waker = Arc::clone(&waker);
+        std::thread::spawn(move || {
+            let stdin = io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(parse_cmd(line.trim_end())).is_err() {
+                            return;
+                        }
+                        let _ = waker.wake();
+                    }
+                }
+            }
+            let _ = tx.send(Cmd::Quit);
+            let _ = waker.wake();
+        });
+    }
+
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_progress = now_ns();
+    let mut last_timeout_scan = now_ns();
+    loop {
+        w.fill();
+        let connecting = !w.connecting_done();
+        let mut timeout_ns: u64 = if connecting {
+            if w.retry.is_empty() {
+                100_000_000
+            } else {
+                5_000_000
+            }
+        } else {
+            500_000_000
+        };
+        if let Some(left) = w.check_collect() {
+            timeout_ns = timeout_ns.min(left);
+        }
+        match w.poll.poll(
+            &mut events,
+            Some(Duration::from_nanos(timeout_ns.max(1_000_000))),
+        ) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let mut woke = false;
+        for ev in events.iter() {
+            if ev.token() == WAKE {
+                woke = true;
+            } else {
+                w.on_event(ev.token().0, ev, &mut buf);
+            }
+        }
+        w.check_collect();
+        if woke {
+            while let Ok(cmd) = rx.try_recv() {
+                if !w.handle(cmd) {
+                    return Ok(());
+                }
+            }
+        }
+        let now = now_ns();
+        if connecting {
+            if now - last_timeout_scan > 250_000_000 {
+                last_timeout_scan = now;
+                w.check_timeouts();
+            }
+            if now - last_progress > 1_000_000_000 {
+                last_progress = now;
+                send(&format!(
+                    "PROGRESS up={} failed={} inflight={} retries={}",
+                    w.up, w.failed, w.inflight, w.retries
+                ));
+            }
+        }
+        if !w.ready_sent && w.connecting_done() {
+            w.ready_sent = true;
+            send(&format!(
+                "READY up={} failed={} head_notes={} retries={} connect_ms={}",
+                w.up,
+                w.failed,
+                w.head_notes,
+                w.retries,
+                (now - w.started_ns) / 1_000_000
+            ));
+            if w.failed > 0 || w.retries > 0 {
+                w.print_reasons(true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert!(matches!(parse_cmd("ARM fanout-1-2"), Cmd::Arm(t) if t == "fanout-1-2"));
+        assert!(matches!(
+            parse_cmd("COLLECT tok 5 9"),
+            Cmd::Collect(t, 5, 9) if t == "tok"
+        ));
+        assert!(matches!(parse_cmd("COLLECT tok x 9"), Cmd::Bad(_)));
+        assert!(matches!(parse_cmd("QUIT"), Cmd::Quit));
+        assert!(matches!(parse_cmd("HELLO"), Cmd::Bad(_)));
+    }
+
+    #[test]
+    fn names_are_unique_per_run_and_index() {
+        assert_eq!(stream_name("ab", 7), "lt-ab-7");
+        assert_ne!(stream_name("ab", 7), stream_name("ab", 8));
+    }
+}
