@@ -217,6 +217,8 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
                 },
             )
         }
+        b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
+        b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
         b"/health" => match method {
             Method::Get | Method::Head => Reply::text(200, "ok"),
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
@@ -232,6 +234,20 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
         _ => Reply::text(404, "not found"),
     };
     (Proto::Other, Action::Reply(reply))
+}
+
+/// The browser comet client, compiled into the binary.
+pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
+/// The chat demo page, compiled into the binary.
+pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+
+fn static_file(method: Method, content_type: &'static str, body: &'static [u8]) -> Reply {
+    match method {
+        Method::Get | Method::Head => {
+            Reply::new(200, content_type, body).header("Cache-Control", "public, max-age=300")
+        }
+        _ => method_not_allowed("GET, HEAD, OPTIONS"),
+    }
 }
 
 /// The answer to a CORS preflight (`OPTIONS`).

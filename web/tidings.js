@@ -1,0 +1,1 @@
+// tidings comet client: see web/chat.html
