@@ -5,7 +5,7 @@
 //! (deliveries) → expire timers → flush pending writes. Connections that must close are
 //! closed where the handler says so. Only this module and `conn` make system calls.
 
-use std::io;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 const MAX_ACCEPTS_PER_EVENT: usize = 512;
 /// Readiness events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
+/// The whole answer to a connection past `--max-connections`.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n";
 /// How often worker 0 removes idle channels from the hub.
 const SWEEP_EVERY_MS: u64 = 1000;
 
@@ -195,6 +197,8 @@ impl Worker {
             {
                 shared.metrics.connections_refused.inc();
                 debug!("refusing a connection: --max-connections reached");
+                // Best effort: a fresh socket's send buffer is empty, so this never blocks.
+                let _ = (&sock).write(REFUSED);
                 drop(sock);
                 continue;
             }
