@@ -14,15 +14,24 @@ use std::time::Duration;
 use tidings::{Config, Draft, Server};
 
 fn main() {
-    let config = Config { workers: 1, ..Config::default() };
+    let config = Config {
+        workers: 1,
+        ..Config::default()
+    };
     let server = Server::start(config).expect("start tidings");
-    println!("tidings on {}; publishing to channel 'sensors' once a second", server.local_addr());
+    println!(
+        "tidings on {}; publishing to channel 'sensors' once a second",
+        server.local_addr()
+    );
 
     let handle = server.handle();
     let publisher = std::thread::spawn(move || {
         for reading in 0..u32::MAX {
             let body = format!("{{\"temperature\":{}}}", 20 + reading % 5);
-            let draft = Draft { from: "sensor-1".into(), ..Draft::with_body(body) };
+            let draft = Draft {
+                from: "sensor-1".into(),
+                ..Draft::with_body(body)
+            };
             match handle.publish("sensors", draft) {
                 Ok(seq) => println!("published reading {reading} as seq {seq}"),
                 Err(e) => eprintln!("publish failed: {e}"),

@@ -65,7 +65,7 @@ impl Mailbox {
     pub fn new(notify: Box<dyn Notify>) -> Mailbox {
         Mailbox {
             mail: Mutex::new(Vec::new()),
-            notify: notify,
+            notify,
         }
     }
 
@@ -236,7 +236,7 @@ pub struct Subscribe<'a> {
 }
 
 pub struct Hub {
-    shards: Box<[Mutex<HashMap<Arc<str>, Channel>>]>,
+    shards: Box<[Shard]>,
     mailboxes: Vec<Arc<Mailbox>>,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -247,6 +247,9 @@ pub struct Hub {
     /// QST v1 `setaddress`: the address each account's gateway last reported.
     addresses: Mutex<HashMap<String, String>>,
 }
+
+/// One lock's worth of channels.
+type Shard = Mutex<HashMap<Arc<str>, Channel>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a hub lock is a bug, but the data stays consistent enough
@@ -265,8 +268,7 @@ impl Hub {
     pub fn new(limits: Limits, mailboxes: Vec<Arc<Mailbox>>, metrics: Arc<Metrics>) -> Hub {
         assert!(mailboxes.len() <= MAX_WORKERS);
         let hasher = RandomState::new();
-        let mut h = hasher.build_hasher();
-        (std::process::id(), now_ms()).hash(&mut h);
+        let id_prefix = hasher.hash_one((std::process::id(), now_ms()));
         Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             mailboxes,
@@ -274,7 +276,7 @@ impl Hub {
             metrics,
             channel_count: AtomicU64::new(0),
             hasher,
-            id_prefix: h.finish(),
+            id_prefix,
             id_counter: AtomicU64::new(0),
             addresses: Mutex::new(HashMap::new()),
         }
@@ -288,10 +290,8 @@ impl Hub {
         &self.metrics
     }
 
-    fn shard(&self, name: &str) -> &Mutex<HashMap<Arc<str>, Channel>> {
-        let mut h = self.hasher.build_hasher();
-        name.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS]
     }
 
     /// A new globally unique message id, UUID-shaped.
