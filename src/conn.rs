@@ -255,10 +255,13 @@ pub struct Local {
     pool: Vec<Vec<u8>>,
     pub date: DateCache,
     pub shutting_down: bool,
+    /// The Talk `noop` record, shared by every stream of the worker.
+    noop: Arc<[u8]>,
 }
 
 impl Local {
     pub fn new(worker: usize, shared: Arc<Shared>) -> Local {
+        let noop = Arc::from(talk::noop_record(shared.config.talk_terminator.byte()));
         Local {
             worker,
             shared,
@@ -270,6 +273,7 @@ impl Local {
             pool: Vec::new(),
             date: DateCache::default(),
             shutting_down: false,
+            noop,
         }
     }
 
@@ -418,9 +422,7 @@ impl Conn {
                 Next::Close
             }
             Phase::Streaming(s) => {
-                s.pending.push(Arc::from(talk::noop_record(
-                    local.shared.config.talk_terminator.byte(),
-                )));
+                s.pending.push(local.noop.clone());
                 s.pending_bytes += 5;
                 let t = local.now + Local::ms(local.shared.config.talk_keepalive);
                 self.set_deadline(key, t, local);
@@ -448,7 +450,9 @@ impl Conn {
         let mut capped = true;
         for _ in 0..MAX_READS_PER_EVENT {
             if buf.len() >= limit {
-                capped = false;
+                // Full: read the rest once the requests in the buffer are answered (a
+                // parked connection reads again when it is answered).
+                capped = !matches!(self.phase, Phase::Parked(_));
                 break;
             }
             let len = buf.len();
@@ -533,6 +537,10 @@ impl Conn {
                 return Next::Keep;
             };
             let step = self.step(key, &mut buf, local, drained);
+            if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
+                // Nothing after a stream or a closing answer will be served.
+                buf.clear();
+            }
             if buf.is_empty() {
                 local.give_buf(buf);
                 if matches!(self.phase, Phase::Head) {
@@ -788,10 +796,9 @@ impl Conn {
         self.answer_parked(key, reply, local);
         self.mark_pending(key, local);
         // Serve whatever the client pipelined behind the parked request.
-        match self.process(key, local, true) {
-            Next::Close => Next::Close,
-            Next::Keep => Next::Keep,
-        }
+        // The socket may hold more than was read while parked: read again next turn.
+        local.again.push(key);
+        self.process(key, local, true)
     }
 
     /// Answers the parked request and returns the connection to reading requests.
@@ -900,7 +907,7 @@ impl Conn {
             channel,
             name: start.name.into_boxed_str(),
             cursor: subscribed.cursor,
-            pending: vec![Arc::from(talk::noop_record(term))],
+            pending: vec![local.noop.clone()],
             pending_bytes: 5,
         };
         for msg in &subscribed.backlog {
