@@ -172,6 +172,9 @@ pub struct Stream {
     /// Records waiting to be framed into the next chunk.
     pending: Vec<Arc<[u8]>>,
     pending_bytes: usize,
+    /// When a record was last queued (ms since the worker started): the keep-alive `noop`
+    /// is only for a stream quiet for a whole `--talk-keepalive`.
+    last_record: u64,
 }
 
 /// A request held until its channel has something for it (comet `get`, QST long-poll).
@@ -345,6 +348,9 @@ pub struct Conn {
     headless: bool,
     /// On `Local::pending` already.
     queued: bool,
+    /// Reading stopped because the output passed `--max-output-bytes`; resumes once the
+    /// client has read it.
+    backpressured: bool,
 }
 
 impl Conn {
@@ -360,6 +366,7 @@ impl Conn {
             armed: 0,
             headless: false,
             queued: false,
+            backpressured: false,
         };
         let t = local.now + Local::ms(local.shared.config.header_timeout);
         c.set_deadline(key, t, local);
@@ -422,10 +429,16 @@ impl Conn {
                 Next::Close
             }
             Phase::Streaming(s) => {
+                let interval = Local::ms(local.shared.config.talk_keepalive);
+                if local.now < s.last_record + interval {
+                    let t = s.last_record + interval;
+                    self.set_deadline(key, t, local);
+                    return Next::Keep;
+                }
                 s.pending.push(local.noop.clone());
-                s.pending_bytes += 5;
-                let t = local.now + Local::ms(local.shared.config.talk_keepalive);
-                self.set_deadline(key, t, local);
+                s.pending_bytes += local.noop.len();
+                s.last_record = local.now;
+                self.set_deadline(key, local.now + interval, local);
                 self.mark_pending(key, local);
                 Next::Keep
             }
@@ -442,6 +455,12 @@ impl Conn {
         match self.phase {
             Phase::Streaming(_) | Phase::Closing { .. } => return self.discard_input(key, local),
             Phase::Head | Phase::Body(_) | Phase::Parked(_) => {}
+        }
+        if self.out.len > local.shared.config.max_output_bytes {
+            // A pipelining client that does not read its answers: stop reading (TCP
+            // pushes back on it) until it has read them.
+            self.backpressured = true;
+            return Next::Keep;
         }
         let limit = local.shared.config.max_head_bytes + local.shared.config.max_body_bytes + 1024;
         let was_idle = self.buf.is_none();
@@ -533,6 +552,10 @@ impl Conn {
     /// `drained`: the socket had no more data when the buffer was last filled.
     fn process(&mut self, key: usize, local: &mut Local, drained: bool) -> Next {
         loop {
+            if self.out.len > local.shared.config.max_output_bytes {
+                self.backpressured = true;
+                return Next::Keep;
+            }
             let Some(mut buf) = self.buf.take() else {
                 return Next::Keep;
             };
@@ -908,10 +931,13 @@ impl Conn {
             name: start.name.into_boxed_str(),
             cursor: subscribed.cursor,
             pending: vec![local.noop.clone()],
-            pending_bytes: 5,
+            pending_bytes: local.noop.len(),
+            last_record: local.now,
         };
         for msg in &subscribed.backlog {
-            stream.push(msg, term, &shared.metrics);
+            if talk::wants(msg, &stream.name) {
+                stream.push(msg, term, &shared.metrics);
+            }
         }
         self.phase = Phase::Streaming(Box::new(stream));
         shared.metrics.streaming.inc();
@@ -960,6 +986,7 @@ impl Conn {
         if !s.push(msg, term, &local.shared.metrics) {
             return Next::Keep;
         }
+        s.last_record = local.now;
         if self.out.len + s.pending_bytes > local.shared.config.max_output_bytes {
             local.shared.metrics.slow_readers_closed.inc();
             debug!(
@@ -1039,6 +1066,9 @@ impl Conn {
                     return Next::Keep;
                 }
                 Ok(Flushed::Empty) => {
+                    if std::mem::take(&mut self.backpressured) {
+                        local.again.push(key);
+                    }
                     let more = matches!(&self.phase, Phase::Streaming(s) if !s.pending.is_empty());
                     if more {
                         continue;
