@@ -715,66 +715,46 @@ impl Conn {
         };
         let (proto, action) = proto::handle(&ctx, &req);
         let keep_alive = head.keep_alive && !local.shutting_down;
-        match action {
-            Action::Reply(reply) => {
-                shared.metrics.request(proto, reply.status);
-                self.queue_reply(reply, head.method, head.minor, keep_alive, local);
-                self.phase = if keep_alive {
-                    Phase::Head
-                } else {
-                    Phase::Closing { lingering: false }
-                };
-            }
-            Action::Stream(start) => {
-                if let Err(reply) = self.start_stream(key, start, local) {
-                    shared.metrics.request(proto, reply.status);
-                    self.queue_reply(reply, head.method, head.minor, keep_alive, local);
-                    self.phase = if keep_alive {
-                        Phase::Head
-                    } else {
-                        Phase::Closing { lingering: false }
-                    };
-                } else {
+        let mut next = Next::Keep;
+        let reply_now = match action {
+            Action::Reply(reply) => Some(reply),
+            Action::Stream(start) => match self.start_stream(key, start, local) {
+                Ok(()) => {
                     shared.metrics.request(proto, 200);
+                    None
                 }
-            }
+                Err(reply) => Some(reply),
+            },
             Action::Park(park) => {
+                let (method, minor) = (head.method, head.minor);
                 let parked = Parked {
                     channel: Arc::from(""),
                     park,
-                    method: head.method,
-                    minor: head.minor,
+                    method,
+                    minor,
                     keep_alive,
                 };
                 match self.park(key, parked, local) {
                     Ok(()) => {
                         // Answered at once if a message slipped in before the subscription.
-                        if let Some(reply) = proto::resume(&ctx, self.parked_park(), false) {
-                            shared.metrics.request(proto, reply.status);
-                            self.answer_parked(key, reply, local);
-                        }
+                        next = self.unpark(key, local, false);
+                        None
                     }
-                    Err(reply) => {
-                        shared.metrics.request(proto, reply.status);
-                        self.queue_reply(reply, head.method, head.minor, keep_alive, local);
-                        self.phase = if keep_alive {
-                            Phase::Head
-                        } else {
-                            Phase::Closing { lingering: false }
-                        };
-                    }
+                    Err(reply) => Some(reply),
                 }
             }
+        };
+        if let Some(reply) = reply_now {
+            shared.metrics.request(proto, reply.status);
+            self.queue_reply(reply, head.method, head.minor, keep_alive, local);
+            self.phase = if keep_alive {
+                Phase::Head
+            } else {
+                Phase::Closing { lingering: false }
+            };
         }
         self.mark_pending(key, local);
-        Next::Keep
-    }
-
-    fn parked_park(&self) -> &Park {
-        match &self.phase {
-            Phase::Parked(p) => &p.park,
-            _ => unreachable!("parked_park on a connection that is not parked"),
-        }
+        next
     }
 
     /// Subscribes a held request to its channel and parks the connection.
