@@ -858,7 +858,12 @@ impl Conn {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
+            // No control byte may reach a header value (it could end the header early).
+            out.extend(
+                value
+                    .bytes()
+                    .map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b }),
+            );
         }
         if !keep_alive {
             out.extend_from_slice(b"\r\nConnection: close");

@@ -128,7 +128,7 @@ impl Queue {
             let keep_id = self.acked_id.clone();
             self.advance(m.seq, &m.id);
             // A failure is not an acknowledgement: keep reporting the last acked id.
-            self.acked_id = keep_id.or_else(|| Some(m.id.clone()));
+            self.acked_id = keep_id;
         }
     }
 

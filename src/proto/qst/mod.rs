@@ -159,6 +159,14 @@ fn push(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str) -> Reply {
         Ok(d) => d,
         Err(e) => return Reply::text(400, format!("bad message batch: {e}")),
     };
+    // Ids travel back in `ETag` headers: a line break there would forge a header.
+    let control = |id: &String| id.chars().any(char::is_control);
+    if drafts.iter().any(|d| d.id.as_ref().is_some_and(control)) {
+        return Reply::text(
+            400,
+            "bad message batch: a message id holds a control character",
+        );
+    }
     if drafts
         .iter()
         .any(|d| d.size() > ctx.config.max_message_bytes)
