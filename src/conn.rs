@@ -521,11 +521,13 @@ impl Conn {
         let next = self.process(key, local, !capped);
         if eof && next == Next::Keep {
             // The client finished sending. Answer what it asked, then close.
-            if matches!(self.phase, Phase::Head | Phase::Body(_)) {
-                if self.out.is_empty() {
-                    return Next::Close;
-                }
-                self.phase = Phase::Closing { lingering: false };
+            match self.phase {
+                Phase::Head | Phase::Body(_) if self.out.is_empty() => return Next::Close,
+                Phase::Head | Phase::Body(_) => self.phase = Phase::Closing { lingering: false },
+                // A long-poll or stream whose client already hung up: the EOF has been
+                // read, so no later event would tell; drop it now.
+                Phase::Parked(_) | Phase::Streaming(_) => return Next::Close,
+                Phase::Closing { .. } => {}
             }
         }
         next
