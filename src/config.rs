@@ -39,6 +39,7 @@ pub struct Config {
     pub channel_idle: Duration,
     pub max_channels: usize,
     pub queue_capacity: usize,
+    pub queue_bytes: usize,
     pub qst_max_tries: u32,
     pub comet_max_messages: usize,
     pub max_message_bytes: usize,
@@ -68,6 +69,7 @@ impl Default for Config {
             channel_idle: Duration::from_secs(300),
             max_channels: 1_000_000,
             queue_capacity: 10_000,
+            queue_bytes: 64 << 20,
             qst_max_tries: 0,
             comet_max_messages: 100,
             max_message_bytes: 64 << 10,
@@ -135,6 +137,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
         "unacknowledged messages per QST queue before pushes get 503",
     ),
     (
+        "queue-bytes",
+        "N",
+        "bytes a QST queue channel may hold before pushes get 503",
+    ),
+    (
         "qst-max-tries",
         "N",
         "deliveries of an unacknowledged QST message before it is dropped (0: no cap)",
@@ -184,6 +191,7 @@ impl Config {
             "channel-idle" => secs(&self.channel_idle),
             "max-channels" => self.max_channels.to_string(),
             "queue-capacity" => self.queue_capacity.to_string(),
+            "queue-bytes" => self.queue_bytes.to_string(),
             "qst-max-tries" => self.qst_max_tries.to_string(),
             "comet-max-messages" => self.comet_max_messages.to_string(),
             "max-message-bytes" => self.max_message_bytes.to_string(),
@@ -253,6 +261,7 @@ impl Config {
             "channel-idle" => self.channel_idle = secs(flag, value)?,
             "max-channels" => self.max_channels = positive(flag, value)?,
             "queue-capacity" => self.queue_capacity = positive(flag, value)?,
+            "queue-bytes" => self.queue_bytes = positive(flag, value)?,
             "qst-max-tries" => {
                 self.qst_max_tries = u32::try_from(num(flag, value)?)
                     .map_err(|_| "--qst-max-tries: too large".to_string())?

@@ -135,6 +135,7 @@ impl Server {
             max_channels: config.max_channels,
             max_waiters: config.max_streams_per_channel,
             queue_capacity: config.queue_capacity,
+            queue_bytes: config.queue_bytes,
             qst_max_tries: config.qst_max_tries,
         };
         let auth = match &config.credentials {

@@ -113,6 +113,7 @@ pub struct Limits {
     pub max_channels: usize,
     pub max_waiters: usize,
     pub queue_capacity: usize,
+    pub queue_bytes: usize,
     pub qst_max_tries: u32,
 }
 
@@ -378,7 +379,10 @@ impl Hub {
                     prepared.retain(|m| {
                         seen.insert(m.id.clone()) && !ch.log.iter().any(|old| old.id == m.id)
                     });
-                    if q.pending(&ch.log) + prepared.len() > self.limits.queue_capacity {
+                    let bytes: usize = prepared.iter().map(Message::size).sum();
+                    if q.pending(&ch.log) + prepared.len() > self.limits.queue_capacity
+                        || ch.bytes + bytes > self.limits.queue_bytes
+                    {
                         self.metrics.queue_full.inc();
                         return Err(HubError::QueueFull);
                     }
@@ -644,6 +648,7 @@ mod tests {
             max_channels: 10,
             max_waiters: 10,
             queue_capacity: 5,
+            queue_bytes: 1 << 20,
             qst_max_tries: 0,
         }
     }
@@ -834,6 +839,28 @@ mod tests {
         .unwrap();
         assert_eq!(h.sweep(), 1);
         assert_eq!(h.channel_count(), 2);
+    }
+
+    #[test]
+    fn a_queue_refuses_a_batch_past_its_count_or_bytes_whole() {
+        let (h, _, _) = hub(1);
+        let batch = |n: usize, size: usize| -> Vec<Draft> {
+            (0..n).map(|_| Draft::with_body(vec![b'x'; size])).collect()
+        };
+        h.publish("q", batch(3, 10), Origin::Qst, true).unwrap();
+        // 3 pending + 3 > queue_capacity 5: nothing of the batch is stored.
+        assert_eq!(
+            h.publish("q", batch(3, 10), Origin::Qst, true).unwrap_err(),
+            HubError::QueueFull
+        );
+        assert_eq!(h.qst_pull("q", None, 100).unwrap().messages.len(), 3);
+        // A message that would take the channel past queue_bytes is refused too.
+        let big = batch(1, (1 << 20) + 1);
+        assert_eq!(
+            h.publish("q", big, Origin::Qst, true).unwrap_err(),
+            HubError::QueueFull
+        );
+        assert_eq!(h.qst_pull("q", None, 100).unwrap().messages.len(), 3);
     }
 
     #[test]
