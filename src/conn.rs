@@ -163,6 +163,40 @@ impl Out {
     }
 }
 
+/// A read buffer: storage that is zeroed once, when it grows, and how much of it holds
+/// input. Pooled buffers are reused without zeroing them again for every read.
+#[derive(Default)]
+pub struct ReadBuf {
+    store: Vec<u8>,
+    filled: usize,
+}
+
+impl std::ops::Deref for ReadBuf {
+    type Target = [u8];
+
+    /// The input read and not yet consumed.
+    fn deref(&self) -> &[u8] {
+        &self.store[..self.filled]
+    }
+}
+
+impl ReadBuf {
+    /// Room for at least `n` more bytes after the input.
+    fn spare(&mut self, n: usize) -> &mut [u8] {
+        if self.store.len() < self.filled + n {
+            self.store.resize(self.filled + n, 0);
+        }
+        &mut self.store[self.filled..]
+    }
+
+    /// Drops the first `n` bytes of input (a request that was answered).
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.filled);
+        self.store.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+}
+
 /// A Talk stream: where it listens and what it has not yet written.
 pub struct Stream {
     channel: Arc<str>,
@@ -255,7 +289,7 @@ pub struct Local {
     pub again: Vec<usize>,
     /// Channel → keys of this worker's waiters there.
     pub subs: HashMap<Arc<str>, Vec<usize>>,
-    pool: Vec<Vec<u8>>,
+    pool: Vec<ReadBuf>,
     pub date: DateCache,
     pub shutting_down: bool,
     /// The Talk `noop` record, shared by every stream of the worker.
@@ -280,15 +314,13 @@ impl Local {
         }
     }
 
-    fn take_buf(&mut self) -> Vec<u8> {
-        self.pool
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+    fn take_buf(&mut self) -> ReadBuf {
+        self.pool.pop().unwrap_or_default()
     }
 
-    fn give_buf(&mut self, mut buf: Vec<u8>) {
-        if self.pool.len() < POOL_MAX && buf.capacity() <= POOL_BUF_MAX {
-            buf.clear();
+    fn give_buf(&mut self, mut buf: ReadBuf) {
+        if self.pool.len() < POOL_MAX && buf.store.len() <= POOL_BUF_MAX {
+            buf.filled = 0;
             self.pool.push(buf);
         }
     }
@@ -338,7 +370,7 @@ pub struct Conn {
     sock: TcpStream,
     gen: u32,
     phase: Phase,
-    buf: Option<Vec<u8>>,
+    buf: Option<ReadBuf>,
     out: Out,
     /// When the current phase times out (ms since the worker started).
     deadline: u64,
@@ -474,30 +506,24 @@ impl Conn {
                 capped = !matches!(self.phase, Phase::Parked(_));
                 break;
             }
-            let len = buf.len();
-            buf.resize(len + READ_CHUNK, 0);
-            match self.sock.read(&mut buf[len..]) {
+            match self.sock.read(buf.spare(READ_CHUNK)) {
                 Ok(0) => {
-                    buf.truncate(len);
                     eof = true;
                     capped = false;
                     break;
                 }
-                Ok(n) => buf.truncate(len + n),
-                Err(e) => {
-                    buf.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => {
-                            capped = false;
-                            break;
-                        }
-                        io::ErrorKind::Interrupted => {}
-                        _ => {
-                            local.give_buf(buf);
-                            return Next::Close;
-                        }
+                Ok(n) => buf.filled += n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        capped = false;
+                        break;
                     }
-                }
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        local.give_buf(buf);
+                        return Next::Close;
+                    }
+                },
             }
         }
         if capped {
@@ -564,7 +590,7 @@ impl Conn {
             let step = self.step(key, &mut buf, local, drained);
             if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
                 // Nothing after a stream or a closing answer will be served.
-                buf.clear();
+                buf.filled = 0;
             }
             if buf.is_empty() {
                 local.give_buf(buf);
@@ -584,7 +610,7 @@ impl Conn {
     }
 
     /// One step of reading a request: parse the head, or complete the body and answer.
-    fn step(&mut self, key: usize, buf: &mut Vec<u8>, local: &mut Local, drained: bool) -> Step {
+    fn step(&mut self, key: usize, buf: &mut ReadBuf, local: &mut Local, drained: bool) -> Step {
         let config = &local.shared.config;
         match std::mem::replace(&mut self.phase, Phase::Head) {
             Phase::Head => match http::parse_head(buf, config.max_head_bytes) {
@@ -673,7 +699,7 @@ impl Conn {
                     &buf[body_range]
                 };
                 let next = self.answer(key, &head, buf, body, local);
-                buf.drain(..consumed.min(buf.len()));
+                buf.consume(consumed);
                 match next {
                     Next::Close => Step::Close,
                     Next::Keep if matches!(self.phase, Phase::Head) => Step::Continue,
