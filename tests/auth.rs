@@ -268,7 +268,7 @@ fn talk_push_and_pull_are_guarded() {
     assert!(pending(&server, "acme/x").is_empty());
     // With credentials: the stream opens and the push goes through.
     let a = acme();
-    let mut stream = TalkStream::open(&server, "reader", "acme/x", Some(&a));
+    let mut stream = talk_stream(&server, "reader", "acme/x", Some(&a));
     let r = talk_push(
         &server,
         "name=sender&channel=acme/x&message=allowed",

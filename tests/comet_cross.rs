@@ -84,7 +84,7 @@ fn talk_push_wakes_a_parked_get() {
 #[test]
 fn comet_puts_appear_in_a_talk_stream() {
     let server = start();
-    let mut stream = TalkStream::open(&server, "name=n&channel=mix");
+    let mut stream = server.pull("/pull?name=n&channel=mix", true);
     server.put("mix", "hi");
     server.put("mix", "{\"from\":\"web\",\"text\":\"hé\"}");
     assert_eq!(stream.next_message(), b"hi");

@@ -12,7 +12,7 @@ use tidings::Draft;
 #[test]
 fn a_qst_push_is_seen_by_a_talk_stream_on_the_same_channel() {
     let server = start();
-    let mut stream = TalkStream::open(&server, "watcher", "q", None);
+    let mut stream = talk_stream(&server, "watcher", "q", None);
     let xml = xml_doc(&format!(
         "{}{}",
         xml_msg("x-1", "first"),
@@ -151,7 +151,7 @@ fn talk_and_comet_pushes_wake_a_parked_qst_long_poll() {
                     .unwrap();
             }
         }
-        let r = waiter.read_response(false);
+        let r = waiter.read_response();
         assert!(
             t0.elapsed() < Duration::from_millis(1500),
             "{how}: answered only at the timeout"

@@ -90,13 +90,13 @@ fn pipelined_qst_requests_are_answered_in_order() {
         xml.len()
     );
     c.send(raw.as_bytes());
-    let r = c.read_response(false);
+    let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.show());
     assert!(r.has_line("ETag: p-2"), "{}", r.show());
-    assert_eq!(c.read_response(false).ids(), ["p-1", "p-2"]);
-    let r = c.read_response(true);
+    assert_eq!(c.read_response().ids(), ["p-1", "p-2"]);
+    let r = c.read_head_response();
     assert!(r.has_line("ETag: p-2"), "{}", r.show());
-    let r = c.read_response(false);
+    let r = c.read_response();
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(r.ids(), ["p-2"]);
 }
@@ -115,8 +115,8 @@ fn a_request_pipelined_behind_a_long_poll_waits_for_its_answer() {
         server.push_xml("q", &xml_batch(&["w-1", "w-2"])).status,
         200
     );
-    assert_eq!(c.read_response(false).ids(), ["w-1", "w-2"]);
-    assert_eq!(c.read_response(false).ids(), ["w-1"]);
+    assert_eq!(c.read_response().ids(), ["w-1", "w-2"]);
+    assert_eq!(c.read_response().ids(), ["w-1"]);
 }
 
 #[test]
@@ -131,10 +131,10 @@ fn expect_100_continue_is_answered_before_the_body() {
         )
         .as_bytes(),
     );
-    let r = c.read_response(false);
+    let r = c.read_response();
     assert_eq!(show(&r.head), show(b"HTTP/1.1 100 Continue\r\n\r\n"));
     c.send(xml.as_bytes());
-    let r = c.read_response(false);
+    let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.show());
     assert!(r.has_line("ETag: e-1"), "{}", r.show());
     assert_eq!(c.pull("q", "").ids(), ["e-1"]);
@@ -152,7 +152,7 @@ fn an_http_1_0_push_is_answered_and_closed() {
         )
         .as_bytes(),
     );
-    let r = c.read_response(false);
+    let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.show());
     assert!(r.has_line("ETag: h-1"), "{}", r.show());
     assert_eq!(r.header("Connection"), Some("close"), "{}", r.show());
@@ -221,7 +221,7 @@ fn a_chunked_push_is_accepted() {
         )
         .as_bytes(),
     );
-    let r = c.read_response(false);
+    let r = c.read_response();
     assert_eq!(r.status, 200, "{}", r.show());
     assert!(r.has_line("ETag: ch-2"), "{}", r.show());
     assert_eq!(c.pull("q", "").ids(), ["ch-1", "ch-2"]);

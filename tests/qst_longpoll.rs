@@ -14,27 +14,17 @@ const LONG: Duration = Duration::from_secs(3);
 /// What "answered at once" allows: well below `LONG`.
 const PROMPT: Duration = Duration::from_millis(1500);
 
-/// Waits until the server holds `n` parked requests.
-fn wait_parked(server: &TestServer, n: i64) {
-    let ok = wait_for(TIMEOUT, || server.metrics().parked.get() == n);
-    assert!(
-        ok,
-        "parked requests: wanted {n}, have {}",
-        server.metrics().parked.get()
-    );
-}
-
 #[test]
 fn a_long_poll_is_held_until_a_push_arrives_from_another_connection() {
     let server = start_with(|c| c.long_poll_timeout = LONG);
     let mut waiter = server.connect();
     waiter.send_request("GET", "/qst/q?long-polling=true", &[], b"");
-    wait_parked(&server, 1);
+    server.wait_parked(1);
     waiter.expect_silence(Duration::from_millis(50));
     let pushed = Instant::now();
     let r = server.push_xml("q", &xml_batch(&["lp-1", "lp-2"]));
     assert_eq!(r.status, 200, "{}", r.show());
-    let r = waiter.read_response(false);
+    let r = waiter.read_response();
     let took = pushed.elapsed();
     assert_eq!(r.status, 200, "{}", r.show());
     assert_eq!(r.ids(), ["lp-1", "lp-2"]);
@@ -65,7 +55,7 @@ fn a_push_racing_a_long_poll_is_never_lost() {
         );
         let r = pusher.push("q", "text/xml", &xml_batch(&[&id]));
         assert_eq!(r.status, 200, "{}", r.show());
-        let r = waiter.read_response(false);
+        let r = waiter.read_response();
         let took = t0.elapsed();
         assert_eq!(r.status, 200, "round {i}: {}", r.show());
         assert_eq!(r.ids(), [id.as_str()], "round {i}");
@@ -139,7 +129,7 @@ fn a_long_poll_acknowledges_then_waits_for_the_next_message() {
         &[],
         b"",
     );
-    wait_parked(&server, 1);
+    server.wait_parked(1);
     assert_eq!(server.metrics().qst_acked.get(), 2);
     assert_eq!(
         server
@@ -147,7 +137,7 @@ fn a_long_poll_acknowledges_then_waits_for_the_next_message() {
             .status,
         200
     );
-    let r = waiter.read_response(false);
+    let r = waiter.read_response();
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     let msgs = r.messages();
     assert_eq!(msgs.len(), 1);
@@ -161,10 +151,10 @@ fn a_long_poll_answers_with_at_most_max_messages() {
     let server = start_with(|c| c.long_poll_timeout = LONG);
     let mut waiter = server.connect();
     waiter.send_request("GET", "/qst/q?long-polling=true&max=2", &[], b"");
-    wait_parked(&server, 1);
+    server.wait_parked(1);
     let all = ids("m", 5);
     assert_eq!(server.push_xml("q", &xml_batch(&strs(&all))).status, 200);
-    let r = waiter.read_response(false);
+    let r = waiter.read_response();
     assert_eq!(r.ids(), &all[..2]);
 }
 
@@ -173,9 +163,9 @@ fn a_client_leaving_a_long_poll_loses_nothing() {
     let server = start_with(|c| c.long_poll_timeout = LONG);
     let mut waiter = server.connect();
     waiter.send_request("GET", "/qst/q?long-polling=true", &[], b"");
-    wait_parked(&server, 1);
+    server.wait_parked(1);
     drop(waiter);
-    wait_parked(&server, 0);
+    server.wait_parked(0);
     assert_eq!(server.push_xml("q", &xml_batch(&["kept"])).status, 200);
     assert_eq!(server.pull("q", "").ids(), ["kept"]);
 }
@@ -185,12 +175,12 @@ fn a_v1_long_poll_answers_in_the_v1_format() {
     let server = start_with(|c| c.long_poll_timeout = LONG);
     let mut gateway = server.connect();
     gateway.send_request("GET", "/acme/qst/outgoing?long-polling=true", &[], b"");
-    wait_parked(&server, 1);
+    server.wait_parked(1);
     let xml = xml_doc(
         r#"<message id="mt-1" from="sms://app" to="sms://1"><subject>S</subject><body>B</body></message>"#,
     );
     assert_eq!(server.push_xml("acme/outgoing", &xml).status, 200);
-    let r = gateway.read_response(false);
+    let r = gateway.read_response();
     let msgs = r.messages();
     assert_eq!(msgs.len(), 1, "{}", r.show());
     assert_eq!(msgs[0].text.as_deref(), Some("S - B"), "{}", r.text());

@@ -13,7 +13,13 @@ fn acme() -> String {
 }
 
 /// A request on the gateway's connection, with its preemptive `Authorization`.
-fn gw(c: &mut Conn, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+fn gw(
+    c: &mut Client,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let auth = acme();
     let mut all = vec![("Authorization", auth.as_str())];
     all.extend_from_slice(headers);

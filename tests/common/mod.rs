@@ -1,6 +1,10 @@
 //! Shared helpers for the integration tests: a real server on an ephemeral loopback port, a
-//! raw-bytes HTTP client whose every read is bounded by a deadline, and a reader for Talk's
-//! chunked streams.
+//! raw-bytes HTTP/1.1 client on one keep-alive connection whose every read is bounded by a
+//! deadline, a response parser, a reader for Talk's chunked streams and a metrics poller.
+//!
+//! The Talk, HTTP, metrics and embedding tests use this module directly; the QST tests
+//! (`tests/qst_support`) and the Simple Comet tests (`tests/comet_support`) include it and add
+//! their protocol's helpers on top.
 //!
 //! Nothing here sleeps to synchronise: reads wait for bytes with a deadline, and `wait_for`
 //! polls a condition with a deadline. The only fixed waits are `Client::expect_silence`,
@@ -13,6 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use tidings::metrics::Metrics;
 use tidings::{Config, Handle, Server};
 
 /// The longest any single expectation waits for the server.
@@ -77,14 +82,17 @@ impl TestServer {
 
     /// One request on a fresh connection; returns the parsed response.
     pub fn request(&self, raw: &[u8]) -> Response {
-        let mut c = self.connect();
-        c.send(raw);
-        c.read_response()
+        self.connect().roundtrip(raw)
     }
 
     /// `GET path` on a fresh connection.
     pub fn get(&self, path: &str) -> Response {
-        self.request(&get(path))
+        self.connect().get(path)
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        self.handle.metrics()
     }
 
     /// The text of `GET /metrics`.
@@ -101,12 +109,33 @@ impl TestServer {
 
     /// Polls `GET /metrics` until the sample `name` equals `value`, within `TIMEOUT`.
     pub fn wait_metric(&self, name: &str, value: f64) {
+        self.wait_metric_within(name, value, TIMEOUT);
+    }
+
+    /// Polls `GET /metrics` until the sample `name` equals `value` or `limit` passes.
+    /// Returns how long it took; panics with the last value seen otherwise.
+    pub fn wait_metric_within(&self, name: &str, value: f64, limit: Duration) -> Duration {
+        let t0 = Instant::now();
         let mut last = None;
-        let ok = wait_for(TIMEOUT, || {
+        let ok = wait_for(limit, || {
             last = self.metric(name);
             last == Some(value)
         });
-        assert!(ok, "metric {name}: wanted {value}, last saw {last:?}");
+        assert!(
+            ok,
+            "metric {name}: wanted {value} within {limit:?}, last saw {last:?}"
+        );
+        t0.elapsed()
+    }
+
+    /// Waits until `n` requests are parked (the server's own gauge).
+    pub fn wait_parked(&self, n: i64) {
+        let mut last = 0;
+        let ok = wait_for(TIMEOUT, || {
+            last = self.metrics().parked.get();
+            last == n
+        });
+        assert!(ok, "wanted {n} parked requests, have {last}");
     }
 
     /// Shuts the server down and waits for its workers, at most `limit`. Returns how long
@@ -115,13 +144,10 @@ impl TestServer {
         let server = self.server.take().expect("server still running");
         let t0 = Instant::now();
         self.handle.shutdown();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            server.join();
-            let _ = tx.send(());
-        });
-        rx.recv_timeout(limit)
-            .unwrap_or_else(|_| panic!("Server::join did not return within {limit:?}"));
+        assert!(
+            join_within(server, limit),
+            "Server::join did not return within {limit:?}"
+        );
         t0.elapsed()
     }
 }
@@ -130,9 +156,23 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             self.handle.shutdown();
-            server.join();
+            // A server that does not stop must not hang the test binary; the test's own
+            // assertions have already run.
+            if !join_within(server, TIMEOUT) && !std::thread::panicking() {
+                panic!("Server::join did not return within {TIMEOUT:?}");
+            }
         }
     }
+}
+
+/// Joins `server` on another thread; whether that returned within `limit`.
+fn join_within(server: Server, limit: Duration) -> bool {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        server.join();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(limit).is_ok()
 }
 
 /// Calls `cond` until it is true or `limit` passes (polling every few milliseconds).
@@ -157,18 +197,35 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The bytes of one request: `Host` first, then `headers`, then `Content-Length` when there
+/// is a body or the method is `POST`, then the body.
+pub fn request_bytes(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// `GET path HTTP/1.1` with a Host header.
 pub fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+    request_bytes("GET", path, &[], b"")
+}
+
+/// `POST path` with a body of `content_type` and Content-Length.
+pub fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    request_bytes("POST", path, &[("Content-Type", content_type)], body)
 }
 
 /// A form-encoded `POST path` with Content-Length.
 pub fn post_form(path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    post(path, "application/x-www-form-urlencoded", body.as_bytes())
 }
 
 /// A headless Talk push as the reference clients send it: `Head: less`, no Content-Length.
@@ -225,8 +282,30 @@ impl Response {
             .count()
     }
 
-    pub fn body_str(&self) -> &str {
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("UTF-8 body")
+    }
+
+    /// The body as UTF-8 text (the same as `text`).
+    pub fn body_str(&self) -> &str {
+        self.text()
+    }
+
+    /// The `ETag` value; panics when the header is missing.
+    pub fn etag(&self) -> &str {
+        self.header("ETag")
+            .unwrap_or_else(|| panic!("no ETag header in {}", self.show()))
+    }
+
+    /// Whether the head holds exactly this header line (`"ETag: mo-2"`), CRLF-terminated.
+    pub fn has_line(&self, line: &str) -> bool {
+        find(&self.head, format!("\r\n{line}\r\n").as_bytes()).is_some()
+    }
+
+    /// The response, readably, for assertion messages.
+    pub fn show(&self) -> String {
+        format!("{}{}", show(&self.head), show(&self.body))
     }
 }
 
@@ -276,6 +355,49 @@ impl Client {
         self.stream
             .write_all(bytes)
             .unwrap_or_else(|e| panic!("send {:?}: {e}", show(bytes)));
+    }
+
+    /// Sends `bytes` and reads one response.
+    pub fn roundtrip(&mut self, bytes: &[u8]) -> Response {
+        self.send(bytes);
+        self.read_response()
+    }
+
+    /// Writes one request (see `request_bytes`).
+    pub fn send_request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        self.send(&request_bytes(method, target, headers, body));
+    }
+
+    /// Sends one request and reads its response (no body after a `HEAD`).
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.send_request(method, target, headers, body);
+        if method == "HEAD" {
+            self.read_head_response()
+        } else {
+            self.read_response()
+        }
+    }
+
+    /// `GET target`.
+    pub fn get(&mut self, target: &str) -> Response {
+        self.request("GET", target, &[], b"")
+    }
+
+    /// Closes both directions: the client hangs up.
+    pub fn hang_up(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
     /// Bytes received and not consumed yet.

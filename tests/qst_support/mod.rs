@@ -1,47 +1,45 @@
-//! Helpers for the QST integration tests (`tests/qst_*.rs`, `tests/auth.rs`): a real server on
-//! an ephemeral loopback port, a raw HTTP/1.1 client on one keep-alive connection whose every
-//! read is bounded by a deadline, a reader for QST replies (XML and JSON) that serves as the
-//! test oracle, and a reader for Talk's chunked streams for the cross-protocol tests.
-//!
-//! Nothing here sleeps to synchronise: reads wait for bytes with a deadline and `wait_for`
-//! polls a condition with a deadline. The only fixed wait is `Conn::expect_silence`, which
-//! proves a negative and is kept short by its callers.
+//! Helpers for the QST integration tests (`tests/qst_*.rs`, `tests/auth.rs`), on top of the
+//! shared core in `tests/common` (server, keep-alive client, response parser, Talk stream
+//! reader, metrics): QST request shortcuts, a server guarded by a credentials file, request
+//! bodies, and a reader for QST replies (XML and JSON) that serves as the test oracle.
 
 #![allow(dead_code)]
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tidings::metrics::Metrics;
-use tidings::{Config, Handle, Server};
-
-/// The longest any single expectation waits for the server.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub use common::*;
+use tidings::Config;
 
 /// The XML declaration real InSTEDD gateways send.
 pub const GATEWAY_DECL: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>"#;
 
-/// A server started on `127.0.0.1:0` in this process, shut down and joined on drop.
+/// The shared test server with the QST shortcuts, and the credentials file it was started
+/// with, if any (removed once the server has stopped).
 pub struct TestServer {
-    server: Option<Server>,
-    pub handle: Handle,
-    pub addr: SocketAddr,
-    credentials: Option<PathBuf>,
+    server: common::TestServer,
+    credentials: Option<TempFile>,
 }
 
-/// The configuration every test starts from: loopback, port 0, two workers, quiet logs, a
-/// short shutdown grace and a short long-poll timeout so no test waits long.
-pub fn config() -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-        log_level: tidings::log::Level::Error,
-        shutdown_grace: Duration::from_secs(2),
-        long_poll_timeout: Duration::from_millis(400),
-        ..Config::default()
+/// A file removed on drop.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Deref for TestServer {
+    type Target = common::TestServer;
+
+    fn deref(&self) -> &common::TestServer {
+        &self.server
     }
 }
 
@@ -50,11 +48,16 @@ pub fn start() -> TestServer {
     start_with(|_| {})
 }
 
-/// Starts a server with the test configuration changed by `tweak`.
+/// Starts a server with the test configuration, a short long-poll timeout so no test waits
+/// long, changed by `tweak`.
 pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let mut c = config();
-    tweak(&mut c);
-    launch(c, None)
+    TestServer {
+        server: common::start_with(|c| {
+            c.long_poll_timeout = Duration::from_millis(400);
+            tweak(c);
+        }),
+        credentials: None,
+    }
 }
 
 /// Starts a server guarded by a credentials file holding `credentials` (see `proto::auth`:
@@ -71,35 +74,16 @@ pub fn start_with_credentials(credentials: &str, tweak: impl FnOnce(&mut Config)
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::write(&path, credentials).expect("write the credentials file");
-    let mut c = config();
-    c.credentials = Some(path.clone());
-    tweak(&mut c);
-    launch(c, Some(path))
-}
-
-fn launch(config: Config, credentials: Option<PathBuf>) -> TestServer {
-    let server = Server::start(config).expect("server starts");
-    let addr = server.local_addr();
-    assert_ne!(addr.port(), 0, "the server reports the port it bound");
-    TestServer {
-        handle: server.handle(),
-        addr,
-        server: Some(server),
-        credentials,
-    }
+    let file = TempFile(path.clone());
+    let mut server = start_with(|c| {
+        c.credentials = Some(path);
+        tweak(c);
+    });
+    server.credentials = Some(file);
+    server
 }
 
 impl TestServer {
-    /// A new keep-alive client connection.
-    pub fn connect(&self) -> Conn {
-        Conn::connect(self.addr)
-    }
-
-    /// The server's counters.
-    pub fn metrics(&self) -> &Metrics {
-        self.handle.metrics()
-    }
-
     /// `POST /qst/{channel}` with `Content-Type: text/xml` on a fresh connection.
     pub fn push_xml(&self, channel: &str, xml: &str) -> Response {
         self.connect().push(channel, "text/xml", xml)
@@ -125,36 +109,30 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.handle.shutdown();
-            server.join();
-        }
-        if let Some(path) = self.credentials.take() {
-            let _ = std::fs::remove_file(path);
-        }
+impl Client {
+    /// `POST /qst/{channel}` with this `Content-Type`.
+    pub fn push(&mut self, channel: &str, content_type: &str, body: &str) -> Response {
+        self.request(
+            "POST",
+            &format!("/qst/{channel}"),
+            &[("Content-Type", content_type)],
+            body.as_bytes(),
+        )
+    }
+
+    /// `GET /qst/{channel}?{query}` (`query` may be empty).
+    pub fn pull(&mut self, channel: &str, query: &str) -> Response {
+        self.get(&qst_target(channel, query))
     }
 }
 
-/// Calls `cond` until it is true or `limit` passes (polling every few milliseconds).
-/// Returns whether it became true.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+/// `/qst/{channel}` with an optional query.
+pub fn qst_target(channel: &str, query: &str) -> String {
+    if query.is_empty() {
+        format!("/qst/{channel}")
+    } else {
+        format!("/qst/{channel}?{query}")
     }
-}
-
-/// Shows bytes readably in assertion messages.
-pub fn show(b: &[u8]) -> String {
-    b.escape_ascii().to_string()
 }
 
 /// The value of an `Authorization` header for HTTP Basic.
@@ -249,52 +227,9 @@ pub fn strs(v: &[String]) -> Vec<&str> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The client
-
-/// A parsed HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    /// The raw head, status line to the blank line included.
-    pub head: Vec<u8>,
-    /// Header names and raw values, in order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+// The reply oracle
 
 impl Response {
-    /// The first header of this name (case-insensitive), raw value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `ETag` value, raw; panics when the header is missing.
-    pub fn etag(&self) -> &str {
-        self.header("ETag")
-            .unwrap_or_else(|| panic!("no ETag header in {}", self.show()))
-    }
-
-    /// Whether the head holds exactly this header line (`"ETag: mo-2"`), CRLF-terminated.
-    pub fn has_line(&self, line: &str) -> bool {
-        let needle = format!("\r\n{line}\r\n");
-        self.head
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
-    }
-
-    /// The body as UTF-8 text.
-    pub fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("body is UTF-8")
-    }
-
-    /// The response, readably, for assertion messages.
-    pub fn show(&self) -> String {
-        format!("{}{}", show(&self.head), show(&self.body))
-    }
-
     /// The messages of a QST pull reply, by its `Content-Type`; panics on anything else.
     pub fn messages(&self) -> Vec<Msg> {
         assert_eq!(self.status, 200, "not a successful pull: {}", self.show());
@@ -313,214 +248,6 @@ impl Response {
         self.messages().into_iter().map(|m| m.id).collect()
     }
 }
-
-/// A raw HTTP/1.1 client on one blocking loopback connection. Every read has a deadline.
-pub struct Conn {
-    pub stream: TcpStream,
-    /// Bytes received but not yet consumed.
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    pub fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connect to the test server");
-        stream.set_nodelay(true).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Writes raw bytes.
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to the server");
-    }
-
-    /// Writes one request: `Host` first, then `headers`, then `Content-Length` when there is
-    /// a body or the method is `POST`.
-    pub fn send_request(
-        &mut self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) {
-        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
-        for (n, v) in headers {
-            req.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        self.send(&bytes);
-    }
-
-    /// Sends one request and reads its response.
-    pub fn request(
-        &mut self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Response {
-        self.send_request(method, target, headers, body);
-        self.read_response(method == "HEAD")
-    }
-
-    /// `GET target`.
-    pub fn get(&mut self, target: &str) -> Response {
-        self.request("GET", target, &[], b"")
-    }
-
-    /// `POST /qst/{channel}` with this `Content-Type`.
-    pub fn push(&mut self, channel: &str, content_type: &str, body: &str) -> Response {
-        self.request(
-            "POST",
-            &format!("/qst/{channel}"),
-            &[("Content-Type", content_type)],
-            body.as_bytes(),
-        )
-    }
-
-    /// `GET /qst/{channel}?{query}` (`query` may be empty).
-    pub fn pull(&mut self, channel: &str, query: &str) -> Response {
-        self.get(&qst_target(channel, query))
-    }
-
-    /// Reads one response (no body after a `HEAD`), within `TIMEOUT`.
-    pub fn read_response(&mut self, head_request: bool) -> Response {
-        self.read_response_within(head_request, TIMEOUT)
-    }
-
-    /// Reads one response within `limit`. Bodies are framed by `Content-Length` (no
-    /// `Content-Length` means no body).
-    pub fn read_response_within(&mut self, head_request: bool, limit: Duration) -> Response {
-        let deadline = Instant::now() + limit;
-        let end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.fill(deadline, "a response head");
-        };
-        let head: Vec<u8> = self.buf.drain(..end).collect();
-        let text = String::from_utf8(head.clone()).expect("response head is UTF-8");
-        let mut lines = text.split("\r\n");
-        let status_line = lines.next().unwrap();
-        assert!(
-            status_line.starts_with("HTTP/1.1 "),
-            "status line: {status_line:?}"
-        );
-        let status: u16 = status_line[9..12].parse().expect("status code");
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(':').expect("header line has a colon");
-                (n.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string())
-            })
-            .collect();
-        let length = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-            .map_or(0, |(_, v)| {
-                v.trim().parse::<usize>().expect("Content-Length")
-            });
-        let length = if head_request { 0 } else { length };
-        while self.buf.len() < length {
-            self.fill(deadline, "a response body");
-        }
-        let body = self.buf.drain(..length).collect();
-        Response {
-            status,
-            head,
-            headers,
-            body,
-        }
-    }
-
-    /// Reads more bytes into the buffer; panics at `deadline` or end of stream.
-    fn fill(&mut self, deadline: Instant, what: &str) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            panic!("timed out waiting for {what}; have {:?}", show(&self.buf));
-        }
-        self.stream
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => panic!(
-                "connection closed while waiting for {what}; have {:?}",
-                show(&self.buf)
-            ),
-            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("read error while waiting for {what}: {e}"),
-        }
-    }
-
-    /// Asserts that the server closes the connection (within `TIMEOUT`) with nothing more.
-    pub fn expect_closed(&mut self) {
-        assert!(
-            self.buf.is_empty(),
-            "unexpected bytes {:?}",
-            show(&self.buf)
-        );
-        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut chunk = [0u8; 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => {}
-            Ok(n) => panic!("unexpected bytes {:?}", show(&chunk[..n])),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("the connection was not closed: {e}"),
-        }
-    }
-
-    /// Asserts that nothing arrives (and the connection stays open) for `wait`.
-    pub fn expect_silence(&mut self, wait: Duration) {
-        assert!(
-            self.buf.is_empty(),
-            "unexpected bytes {:?}",
-            show(&self.buf)
-        );
-        self.stream.set_read_timeout(Some(wait)).unwrap();
-        let mut chunk = [0u8; 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => panic!("the server closed the connection"),
-            Ok(n) => panic!("unexpected bytes {:?}", show(&chunk[..n])),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read error: {e}"),
-        }
-    }
-}
-
-/// `/qst/{channel}` with an optional query.
-pub fn qst_target(channel: &str, query: &str) -> String {
-    if query.is_empty() {
-        format!("/qst/{channel}")
-    } else {
-        format!("/qst/{channel}?{query}")
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-// ---------------------------------------------------------------------------------------
-// The reply oracle
 
 /// A message as a pull reply carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -764,85 +491,26 @@ pub fn parse_json(doc: &str) -> Vec<Msg> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Talk streams (cross-protocol tests)
+// Talk (cross-protocol tests)
 
-/// A headless Talk stream (`GET /pull` with `Head: less`), read record by record.
-pub struct TalkStream {
-    conn: Conn,
-    records: std::collections::VecDeque<Vec<u8>>,
-    partial: Vec<u8>,
-}
-
-impl TalkStream {
-    /// Opens the stream for `name` on `channel` and reads the head and the `noop` greeting.
-    /// `auth`: an `Authorization` value to send.
-    pub fn open(server: &TestServer, name: &str, channel: &str, auth: Option<&str>) -> TalkStream {
-        let mut conn = server.connect();
-        let mut req = format!("GET /pull?name={name}&channel={channel} HTTP/1.1\r\nHead: less\r\n");
-        if let Some(a) = auth {
-            req.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        req.push_str("\r\n");
-        conn.send(req.as_bytes());
-        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let deadline = Instant::now() + TIMEOUT;
-        while conn.buf.len() < head.len() {
-            conn.fill(deadline, "the Talk stream head");
-        }
-        assert_eq!(
-            show(&conn.buf[..head.len()]),
-            show(head),
-            "headless pull head"
-        );
-        conn.buf.drain(..head.len());
-        let mut s = TalkStream {
-            conn,
-            records: Default::default(),
-            partial: Vec::new(),
-        };
-        assert_eq!(s.next_raw(), b"noop", "the greeting record");
-        s
+/// Opens a headless Talk stream (`GET /pull` with `Head: less`) for `name` on `channel` and
+/// reads the head and the `noop` greeting. `auth`: an `Authorization` value to send.
+pub fn talk_stream(
+    server: &TestServer,
+    name: &str,
+    channel: &str,
+    auth: Option<&str>,
+) -> StreamReader {
+    let mut conn = server.connect();
+    let mut req = format!("GET /pull?name={name}&channel={channel} HTTP/1.1\r\nHead: less\r\n");
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: {a}\r\n"));
     }
-
-    /// The next record (without its `\0` terminator), `noop` included, within `TIMEOUT`.
-    fn next_raw(&mut self) -> Vec<u8> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(r) = self.records.pop_front() {
-                return r;
-            }
-            // One chunk: hex size CRLF data CRLF.
-            let buf = &self.conn.buf;
-            if let Some(eol) = find(buf, b"\r\n") {
-                let size = usize::from_str_radix(std::str::from_utf8(&buf[..eol]).unwrap(), 16)
-                    .unwrap_or_else(|_| panic!("chunk size line {:?}", show(&buf[..eol])));
-                assert_ne!(size, 0, "the stream ended");
-                if buf.len() >= eol + 2 + size + 2 {
-                    let data = buf[eol + 2..eol + 2 + size].to_vec();
-                    assert_eq!(&buf[eol + 2 + size..eol + 4 + size], b"\r\n");
-                    self.conn.buf.drain(..eol + 4 + size);
-                    self.partial.extend_from_slice(&data);
-                    while let Some(z) = self.partial.iter().position(|&b| b == 0) {
-                        let rec: Vec<u8> = self.partial.drain(..=z).collect();
-                        self.records.push_back(rec[..z].to_vec());
-                    }
-                    assert!(self.partial.is_empty(), "a chunk ended inside a record");
-                    continue;
-                }
-            }
-            self.conn.fill(deadline, "a Talk chunk");
-        }
-    }
-
-    /// The next record that is not a keep-alive `noop`, as text.
-    pub fn next_text(&mut self) -> String {
-        loop {
-            let r = self.next_raw();
-            if r != b"noop" {
-                return String::from_utf8(r).expect("record is UTF-8");
-            }
-        }
-    }
+    req.push_str("\r\n");
+    conn.send(req.as_bytes());
+    let mut s = StreamReader::after_request(conn, true, 0);
+    s.expect_greeting();
+    s
 }
 
 /// `POST /push` (Talk) as curl would, on a fresh connection: a form body.
