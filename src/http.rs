@@ -565,6 +565,37 @@ mod tests {
         assert!(form_get(q, "nope").is_none());
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the parsers (a cheap stand-in for a fuzzer).
+        #[test]
+        fn arbitrary_input_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse_head(&bytes, 512);
+            let _ = decode_chunked(&bytes, 256, &mut Vec::new());
+            let _ = percent_decode(&bytes);
+            let _ = form_pairs(&bytes).count();
+        }
+
+        /// A chunked body split anywhere is incomplete before the split and decodes to the
+        /// same bytes once whole, whatever the chunk sizes.
+        #[test]
+        fn chunked_round_trip(parts in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40), 0..8), cut in 0usize..400) {
+            let mut wire = Vec::new();
+            let mut plain = Vec::new();
+            for p in &parts {
+                chunk_size_line(p.len(), &mut wire);
+                wire.extend_from_slice(p);
+                wire.extend_from_slice(b"\r\n");
+                plain.extend_from_slice(p);
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let mut out = Vec::new();
+            proptest::prop_assert_eq!(decode_chunked(&wire, 1 << 20, &mut out).unwrap(), Some(wire.len()));
+            proptest::prop_assert_eq!(&out, &plain);
+            let cut = cut.min(wire.len() - 1);
+            proptest::prop_assert_eq!(decode_chunked(&wire[..cut], 1 << 20, &mut out).unwrap(), None);
+        }
+    }
+
     #[test]
     fn dates() {
         assert_eq!(&imf_fixdate(784111777), b"Sun, 06 Nov 1994 08:49:37 GMT");
