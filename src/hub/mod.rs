@@ -180,6 +180,9 @@ impl Channel {
             }
             self.bytes -= oldest.size();
             self.dropped = self.dropped.max(oldest.seq);
+            if let Some(q) = self.queue.as_mut() {
+                q.forget_id(&oldest.id);
+            }
             self.log.pop_front();
             dropped += 1;
         }
@@ -190,8 +193,35 @@ impl Channel {
     fn make_queue(&mut self) {
         if self.queue.is_none() {
             let acked = self.log.front().map_or(self.clock, |m| m.seq - 1);
-            self.queue = Some(Queue::new(acked));
+            let mut q = Queue::new(acked);
+            for m in &self.log {
+                q.note_id(&m.id);
+            }
+            self.queue = Some(q);
         }
+    }
+
+    /// Removes from `batch` every message whose id the channel already holds, or an
+    /// earlier message of the batch has (a retried push is idempotent). Uses the queue's
+    /// id index, so the log is only scanned when an id's hash is already known.
+    fn drop_known_ids(&self, batch: &mut Vec<Message>) {
+        let Some(q) = self.queue.as_ref() else { return };
+        let mut kept: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut keep = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            let h = queue::id_hash(&m.id);
+            let in_log = q.may_hold_id(h) && self.log.iter().any(|old| old.id == m.id);
+            let earlier = kept
+                .get(&h)
+                .is_some_and(|is| is.iter().any(|&j| batch[j].id == m.id));
+            let fresh = !in_log && !earlier;
+            if fresh {
+                kept.entry(h).or_default().push(i);
+            }
+            keep.push(fresh);
+        }
+        let mut flags = keep.into_iter();
+        batch.retain(|_| flags.next().unwrap_or(false));
     }
 
     fn idle(&self) -> bool {
@@ -372,13 +402,8 @@ impl Hub {
                 if queue {
                     ch.make_queue();
                 }
+                ch.drop_known_ids(&mut prepared);
                 if let Some(q) = ch.queue.as_ref() {
-                    // A retried push is idempotent: ids the channel (or this batch) already
-                    // holds are not stored again.
-                    let mut seen = std::collections::HashSet::new();
-                    prepared.retain(|m| {
-                        seen.insert(m.id.clone()) && !ch.log.iter().any(|old| old.id == m.id)
-                    });
                     let bytes: usize = prepared.iter().map(Message::size).sum();
                     if q.pending(&ch.log) + prepared.len() > self.limits.queue_capacity
                         || ch.bytes + bytes > self.limits.queue_bytes
@@ -392,6 +417,9 @@ impl Hub {
                 for mut m in prepared.drain(..) {
                     m.seq = ch.tick(now);
                     ch.bytes += m.size();
+                    if let Some(q) = ch.queue.as_mut() {
+                        q.note_id(&m.id);
+                    }
                     let m = Arc::new(m);
                     ch.log.push_back(m.clone());
                     stored.push(m);
@@ -861,6 +889,40 @@ mod tests {
             HubError::QueueFull
         );
         assert_eq!(h.qst_pull("q", None, 100).unwrap().messages.len(), 3);
+    }
+
+    #[test]
+    fn a_queue_stores_each_id_once() {
+        let (h, _, _) = hub(1);
+        let d = |id: &str| Draft {
+            id: Some(id.into()),
+            ..Draft::with_body(id)
+        };
+        let stored = h
+            .publish("q", vec![d("a"), d("b"), d("a")], Origin::Qst, true)
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+        let again = h
+            .publish("q", vec![d("b"), d("c")], Origin::Qst, true)
+            .unwrap();
+        assert_eq!(
+            again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["c"]
+        );
+        // Acknowledged and dropped by retention (capacity 3): the id may come again.
+        h.qst_pull(
+            "q",
+            Some(&Ack {
+                upto: Some("c"),
+                ..Ack::default()
+            }),
+            10,
+        )
+        .unwrap();
+        h.publish("q", vec![d("x"), d("y")], Origin::Qst, true)
+            .unwrap();
+        let back = h.publish("q", vec![d("a")], Origin::Qst, true).unwrap();
+        assert_eq!(back.len(), 1, "a left the channel, so it is new again");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (v1 `confirmed` and `failed` ids, or too many tries). Every other message above the
 //! cursor is unacknowledged, and retention never drops it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use super::Message;
@@ -18,6 +19,16 @@ pub struct Queue {
     done: BTreeSet<u64>,
     /// Deliveries of messages above `acked` (only counted when tries are capped).
     tries: BTreeMap<u64, u32>,
+    /// Hashes of the ids in the channel log, with how many messages carry each: a push
+    /// checks for known ids without scanning the log (8 + 4 bytes a message).
+    ids: HashMap<u64, u32>,
+}
+
+/// The hash of a message id in the queue's id index.
+pub fn id_hash(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
 }
 
 /// How a pull acknowledges.
@@ -46,6 +57,27 @@ impl Queue {
             acked,
             ..Queue::default()
         }
+    }
+
+    /// Records that the channel log holds a message with this id.
+    pub fn note_id(&mut self, id: &str) {
+        *self.ids.entry(id_hash(id)).or_insert(0) += 1;
+    }
+
+    /// Records that a message with this id left the channel log.
+    pub fn forget_id(&mut self, id: &str) {
+        let h = id_hash(id);
+        if let Some(n) = self.ids.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.ids.remove(&h);
+            }
+        }
+    }
+
+    /// Whether the log may hold an id with this hash (false: it certainly does not).
+    pub fn may_hold_id(&self, hash: u64) -> bool {
+        self.ids.contains_key(&hash)
     }
 
     /// Whether the queue still holds this message unacknowledged.
