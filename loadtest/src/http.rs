@@ -233,6 +233,77 @@ pub fn read_reply(
     Ok(Reply { status, head, body })
 }
 
+/// What a response head says about framing, for a client reading replies off a
+/// non-blocking keep-alive connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RespHead {
+    pub status: u16,
+    /// Bytes of the head, `\r\n\r\n` included.
+    pub head_len: usize,
+    pub content_length: Option<usize>,
+    pub chunked: bool,
+    /// The server will close after this response (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive).
+    pub close: bool,
+}
+
+/// Parses a response head at the start of `buf`. `Ok(None)`: not complete yet.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<RespHead>, String> {
+    let Some(head_len) = head_end(buf) else {
+        if buf.len() > MAX_HEAD {
+            return Err("reply head longer than 16 KiB".into());
+        }
+        return Ok(None);
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete reply head".into()),
+        Err(e) => return Err(format!("unparsable reply head ({e}): {}", escape(buf, 120))),
+    }
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut conn_close = false;
+    let mut conn_keep = false;
+    for h in resp.headers.iter() {
+        let v = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = v
+                .parse::<usize>()
+                .map_err(|_| format!("bad Content-Length {v:?}"))?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked |= v.contains("chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            conn_close |= v.split(',').any(|t| t.trim() == "close");
+            conn_keep |= v.split(',').any(|t| t.trim() == "keep-alive");
+        }
+    }
+    let http10 = resp.version == Some(0);
+    Ok(Some(RespHead {
+        status: resp.code.unwrap_or(0),
+        head_len,
+        content_length,
+        chunked,
+        close: conn_close || (http10 && !conn_keep),
+    }))
+}
+
+/// The value of the first header `name` in a raw response head.
+pub fn header(head: &[u8], name: &str) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(head).ok()?;
+    resp.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+}
+
 /// Connects with a timeout and sets `TCP_NODELAY`.
 pub fn connect(server: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&server, timeout)
@@ -362,6 +433,56 @@ mod tests {
         );
         assert_eq!(parse_metric("x{a=\"b\"} 42\n", "x"), Some(42.0));
         assert_eq!(parse_metric("y 1\n", "x"), None);
+    }
+
+    #[test]
+    fn response_heads() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"time\":5}";
+        let h = parse_response_head(r).unwrap().unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.content_length, Some(12));
+        assert_eq!(&r[h.head_len..], b"{\"time\":5}");
+        assert!(!h.close && !h.chunked);
+        for cut in 0..h.head_len {
+            assert_eq!(parse_response_head(&r[..cut]).unwrap(), None, "{cut}");
+        }
+        let c = parse_response_head(
+            b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(c.close);
+        assert_eq!(c.status, 503);
+        let old = parse_response_head(b"HTTP/1.0 200 OK\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(old.close);
+        assert_eq!(old.content_length, None);
+        let ka = parse_response_head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!ka.close);
+        let ch = parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(ch.chunked);
+        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse_response_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        .is_err());
+        assert!(parse_response_head(b"garbage\r\n\r\n").is_err());
+        assert!(parse_response_head(&vec![b'a'; MAX_HEAD + 1]).is_err());
+    }
+
+    #[test]
+    fn header_values() {
+        let head = b"HTTP/1.1 200 OK\r\nETag: p0-9\r\nretry-after:  2 \r\nETag: second\r\n\r\n";
+        assert_eq!(header(head, "etag").as_deref(), Some("p0-9"));
+        assert_eq!(header(head, "Retry-After").as_deref(), Some("2"));
+        assert_eq!(header(head, "x-none"), None);
+        let empty = b"HTTP/1.1 200 OK\r\nETag: \r\n\r\n";
+        assert_eq!(header(empty, "ETag").as_deref(), Some(""));
     }
 
     #[test]

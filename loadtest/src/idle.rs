@@ -32,26 +32,27 @@ const USAGE: &str =
        [--loss-timeout 10] [--settle-ms 1000] [--push-gap-ms 200] [--max-connect-secs 600]
        [--allow-non-loopback]";
 
-enum Msg {
+pub(crate) enum Msg {
     Line(usize, String),
     Eof(usize),
 }
 
-struct Worker {
-    proc: Child,
-    stdin: Option<ChildStdin>,
-    streams: usize,
-    alive: bool,
-    ready: bool,
-    up: usize,
-    failed: usize,
-    inflight: usize,
-    retries: usize,
-    head_notes: usize,
+/// The parent's handle on one worker process.
+pub(crate) struct Worker {
+    pub(crate) proc: Child,
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) streams: usize,
+    pub(crate) alive: bool,
+    pub(crate) ready: bool,
+    pub(crate) up: usize,
+    pub(crate) failed: usize,
+    pub(crate) inflight: usize,
+    pub(crate) retries: usize,
+    pub(crate) head_notes: usize,
 }
 
 impl Worker {
-    fn send(&mut self, line: &str) -> bool {
+    pub(crate) fn send(&mut self, line: &str) -> bool {
         let ok = match self.stdin.as_mut() {
             Some(s) => writeln!(s, "{line}").and_then(|_| s.flush()).is_ok(),
             None => false,
@@ -64,23 +65,26 @@ impl Worker {
 }
 
 /// The value of ` key=value` in a worker's line.
-fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
-fn kv_num(line: &str, key: &str) -> usize {
+pub(crate) fn kv_num(line: &str, key: &str) -> usize {
     kv(line, key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-enum RssSource {
+pub(crate) enum RssSource {
     Pid(u32),
+    /// Several processes (nginx's master and workers): the sum of their PSS
+    /// (`smaps_rollup`), so that shared pages are counted once.
+    Pids(Vec<u32>),
     Metrics(SocketAddr),
     Unavailable,
 }
 
 impl RssSource {
-    fn read(&self) -> Option<u64> {
+    pub(crate) fn read(&self) -> Option<u64> {
         match self {
             RssSource::Pid(pid) => match vm_rss_bytes(*pid) {
                 Ok(v) => Some(v),
@@ -89,6 +93,19 @@ impl RssSource {
                     None
                 }
             },
+            RssSource::Pids(pids) => {
+                let mut sum = 0;
+                for pid in pids {
+                    match crate::sys::pss_bytes(*pid) {
+                        Ok(v) => sum += v,
+                        Err(e) => {
+                            eprintln!("warning: server RSS: {e}");
+                            return None;
+                        }
+                    }
+                }
+                Some(sum)
+            }
             RssSource::Metrics(addr) => match metrics_rss(*addr) {
                 Ok(v) => Some(v),
                 Err(e) => {
@@ -100,9 +117,10 @@ impl RssSource {
         }
     }
 
-    fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             RssSource::Pid(_) => "pid",
+            RssSource::Pids(_) => "pss-sum",
             RssSource::Metrics(_) => "metrics",
             RssSource::Unavailable => "none",
         }
@@ -118,12 +136,12 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(us: u64) -> String {
+pub(crate) fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
 /// `p` of sorted latencies in ms, or `na` when there are none.
-fn pct_ms(sorted: &[u64], p: f64) -> String {
+pub(crate) fn pct_ms(sorted: &[u64], p: f64) -> String {
     if sorted.is_empty() {
         "na".into()
     } else {
@@ -131,7 +149,7 @@ fn pct_ms(sorted: &[u64], p: f64) -> String {
     }
 }
 
-fn kib(bytes: Option<u64>) -> String {
+pub(crate) fn kib(bytes: Option<u64>) -> String {
     bytes.map_or("na".into(), |b| (b / 1024).to_string())
 }
 
@@ -147,7 +165,11 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// `--sources`, or the default: 127.0.0.1..127.0.0.8 above 20,000 streams.
-fn sources(arg: Option<&str>, n: usize, server: SocketAddr) -> Result<Vec<IpAddr>, String> {
+pub(crate) fn sources(
+    arg: Option<&str>,
+    n: usize,
+    server: SocketAddr,
+) -> Result<Vec<IpAddr>, String> {
     let list: Vec<IpAddr> = match arg {
         Some(s) => s
             .split(',')
@@ -254,16 +276,8 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         ));
     }
     let sources = sources(a.get("sources"), n, server)?;
-    let allow_remote = a.flag("allow-non-loopback");
-    if !allow_remote {
-        if let Some(bad) = std::iter::once(server.ip())
-            .chain(sources.iter().copied())
-            .find(|ip| !is_loopback(*ip))
-        {
-            return Err(format!(
-                "{bad} is not a loopback address; this tool only loads servers on this machine unless --allow-non-loopback is given"
-            ));
-        }
+    if !a.flag("allow-non-loopback") {
+        check_loopback(server, &sources)?;
     }
     let ports = ephemeral_ports();
     let per_source = n.div_ceil(sources.len()) as u64;
@@ -278,19 +292,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
             "warning: {per_source} connections per source address use more than half of the {ports} ephemeral ports; connects will be slow (add --sources)"
         );
     }
-    let rss = match a.opt_num::<u32>("server-pid")? {
-        Some(pid) => {
-            vm_rss_bytes(pid).map_err(|e| format!("--server-pid {pid}: {e}"))?;
-            RssSource::Pid(pid)
-        }
-        None => match metrics_rss(server) {
-            Ok(_) => RssSource::Metrics(server),
-            Err(e) => {
-                eprintln!("warning: no server RSS ({e}); pass --server-pid PID to measure memory");
-                RssSource::Unavailable
-            }
-        },
-    };
+    let rss = rss_source(a.opt_num::<u32>("server-pid")?, server)?;
     let terminator = a.str_or("terminator", "nul");
     crate::parse_terminator(&terminator)?;
     Ok(Settings {
@@ -335,25 +337,58 @@ pub fn run(argv: &[String]) -> i32 {
 }
 
 fn spawn_workers(s: &Settings, run_id: &str) -> Result<(Vec<Worker>, Receiver<Msg>), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let sources: Vec<String> = s.sources.iter().map(|ip| ip.to_string()).collect();
     let sources = sources.join(",");
+    let mut arg_lists = Vec::new();
+    let mut counts = Vec::new();
+    for (i, (offset, count)) in shares(s.n, s.procs).into_iter().enumerate() {
+        let args: Vec<String> = [
+            "worker",
+            "--index",
+            &i.to_string(),
+            "--server",
+            &s.server.to_string(),
+            "--streams",
+            &count.to_string(),
+            "--offset",
+            &offset.to_string(),
+            "--channel",
+            &s.channel,
+            "--sources",
+            &sources,
+            "--run-id",
+            run_id,
+            "--terminator",
+            &s.terminator,
+            "--inflight",
+            &s.inflight.to_string(),
+            "--retries",
+            &s.retries.to_string(),
+            "--connect-timeout-ms",
+            &s.connect_timeout_ms.to_string(),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        arg_lists.push(args);
+        counts.push(count);
+    }
+    spawn_children(arg_lists, counts)
+}
+
+/// Starts one child process per argument list (the binary re-executes
+/// itself); `streams[i]` is what child `i` is responsible for. Each child's
+/// stdout lines arrive on the returned channel.
+pub(crate) fn spawn_children(
+    arg_lists: Vec<Vec<String>>,
+    streams: Vec<usize>,
+) -> Result<(Vec<Worker>, Receiver<Msg>), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let (tx, rx) = mpsc::channel();
     let mut workers = Vec::new();
-    for (i, (offset, count)) in shares(s.n, s.procs).into_iter().enumerate() {
+    for (i, (args, count)) in arg_lists.into_iter().zip(streams).enumerate() {
         let mut proc = Command::new(&exe)
-            .arg("worker")
-            .args(["--index", &i.to_string()])
-            .args(["--server", &s.server.to_string()])
-            .args(["--streams", &count.to_string()])
-            .args(["--offset", &offset.to_string()])
-            .args(["--channel", &s.channel])
-            .args(["--sources", &sources])
-            .args(["--run-id", run_id])
-            .args(["--terminator", &s.terminator])
-            .args(["--inflight", &s.inflight.to_string()])
-            .args(["--retries", &s.retries.to_string()])
-            .args(["--connect-timeout-ms", &s.connect_timeout_ms.to_string()])
+            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -390,9 +425,61 @@ fn spawn_workers(s: &Settings, run_id: &str) -> Result<(Vec<Worker>, Receiver<Ms
     Ok((workers, rx))
 }
 
+/// Closes the workers' stdin and waits for them (killing one that hangs).
+pub(crate) fn reap(workers: &mut [Worker]) {
+    for w in workers.iter_mut() {
+        w.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match w.proc.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = w.proc.kill();
+                    let _ = w.proc.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Where the server's RSS comes from: `/proc/PID/status` with `--server-pid`,
+/// else `/metrics`.
+pub(crate) fn rss_source(pid: Option<u32>, server: SocketAddr) -> Result<RssSource, String> {
+    Ok(match pid {
+        Some(pid) => {
+            vm_rss_bytes(pid).map_err(|e| format!("--server-pid {pid}: {e}"))?;
+            RssSource::Pid(pid)
+        }
+        None => match metrics_rss(server) {
+            Ok(_) => RssSource::Metrics(server),
+            Err(e) => {
+                eprintln!("warning: no server RSS ({e}); pass --server-pid PID to measure memory");
+                RssSource::Unavailable
+            }
+        },
+    })
+}
+
+/// Checks that the server and every source address are loopback addresses.
+pub(crate) fn check_loopback(server: SocketAddr, sources: &[IpAddr]) -> Result<(), String> {
+    if let Some(bad) = std::iter::once(server.ip())
+        .chain(sources.iter().copied())
+        .find(|ip| !is_loopback(*ip))
+    {
+        return Err(format!(
+            "{bad} is not a loopback address; this tool only loads servers on this machine unless --allow-non-loopback is given"
+        ));
+    }
+    Ok(())
+}
+
 /// Waits until every live worker sent a line starting with `prefix` (or the
 /// deadline); `f` gets each such line.
-fn gather(
+pub(crate) fn gather(
     rx: &Receiver<Msg>,
     workers: &mut [Worker],
     prefix: &str,
@@ -573,6 +660,11 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     );
 
     // Fan-out.
+    let server_pid = match s.rss {
+        RssSource::Pid(pid) => Some(pid),
+        _ => None,
+    };
+    let cpu_before = server_pid.and_then(crate::sys::proc_cpu_ns);
     let mut all_lats: Vec<u64> = Vec::new();
     if t.up > 0 {
         for k in 1..=s.pushes {
@@ -676,6 +768,20 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         }
     }
     all_lats.sort_unstable();
+    // The server's CPU time per push (the pauses between pushes are idle but for
+    // keep-alive noops): how much of the fan-out latency is the server's own work.
+    let cpu_per_push = match (cpu_before, server_pid.and_then(crate::sys::proc_cpu_ns)) {
+        (Some(a), Some(b)) if s.pushes > 0 && t.up > 0 => {
+            let per = b.saturating_sub(a) as f64 / s.pushes as f64;
+            println!(
+                "server cpu: {:.2} ms per push ({:.2} us per stream)",
+                per / 1e6,
+                per / 1e3 / t.up as f64
+            );
+            Some(per / 1e6)
+        }
+        _ => None,
+    };
     let rss_after = if s.pushes > 0 { s.rss.read() } else { rss_up };
 
     if s.hold > 0 {
@@ -712,23 +818,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         min_keep = Some(min_keep.map_or(m, |x: usize| x.min(m)));
     });
     t.min_keepalives = min_keep;
-    for w in workers.iter_mut() {
-        w.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match w.proc.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = w.proc.kill();
-                    let _ = w.proc.wait();
-                    break;
-                }
-            }
-        }
-    }
+    reap(&mut workers);
     if t.closed > 0 {
         println!(
             "!!! {} streams that were up were closed before the end",
@@ -752,7 +842,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         && t.push_errors == 0
         && t.dead_workers == 0;
     println!(
-        "SUMMARY streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} result={}",
+        "SUMMARY streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} result={}",
         s.n,
         t.up,
         t.failed,
@@ -777,6 +867,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         t.push_errors,
         t.keepalives,
         t.min_keepalives.map_or("na".into(), |m| m.to_string()),
+        cpu_per_push.map_or("na".into(), |v| format!("{v:.2}")),
         if pass { "PASS" } else { "FAIL" }
     );
     Ok(if pass { 0 } else { 1 })

@@ -1,14 +1,21 @@
-//! `tidings-load`: load client for the tidings server's Talk streams.
+//! `tidings-load`: load client for the tidings server.
 //!
 //! Subcommands: `talk-idle` (many idle streams, RSS per stream, fan-out
-//! latency), `talk-echo-check` (smoke test), and the hidden `worker` that
-//! `talk-idle` starts in child processes. See README.md.
+//! latency), `talk-echo-check` (smoke test), `qst` (QST producers and a
+//! long-polling consumer, end to end), `comet-longpoll` (many comet clients,
+//! put→delivery latency), and the hidden `worker` / `comet-worker` that
+//! `talk-idle` / `comet-longpoll` start in child processes. See README.md.
 
 mod args;
 mod chunked;
+mod comet;
+mod comet_worker;
 mod echo;
+mod hist;
 mod http;
 mod idle;
+mod json;
+mod qst;
 mod sys;
 mod worker;
 
@@ -18,6 +25,10 @@ scenarios:
   talk-idle        open N idle Talk streams over P worker processes, measure the
                    server's RSS per stream and the fan-out latency of K pushes
   talk-echo-check  two streams and two pushes, checked byte for byte
+  qst              P producers push B batches of S messages to a QST queue while one
+                   consumer long-polls and acknowledges; checks loss and duplicates
+  comet-longpoll   N comet clients long-poll one channel while a publisher puts R
+                   messages a second; checks every delivery, measures latency and RSS
 
 run `tidings-load <scenario> --help` for the options of a scenario";
 
@@ -37,6 +48,9 @@ fn main() {
         Some("talk-idle") => idle::run(&argv[1..]),
         Some("talk-echo-check") => echo::run(&argv[1..]),
         Some("worker") => worker::run(&argv[1..]),
+        Some("qst") => qst::run(&argv[1..]),
+        Some("comet-longpoll") => comet::run(&argv[1..]),
+        Some("comet-worker") => comet_worker::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0

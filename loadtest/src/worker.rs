@@ -232,7 +232,7 @@ fn reason(e: &io::Error) -> String {
 
 /// A non-blocking socket bound to `src` (port chosen at connect time) with a
 /// connect to `server` in progress.
-fn open_socket(src: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn open_socket(src: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
     let sock = Socket::new(
         Domain::for_address(server),
         Type::STREAM,
