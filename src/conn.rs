@@ -6,7 +6,7 @@
 //! constant; a capped loop puts the connection on the worker's `again` list for the next turn.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 
@@ -288,7 +288,7 @@ pub struct Local {
     /// Keys whose read or write loop hit its cap: serve them again next turn.
     pub again: Vec<usize>,
     /// Channel → keys of this worker's waiters there.
-    pub subs: HashMap<Arc<str>, Vec<usize>>,
+    pub subs: HashMap<Arc<str>, HashSet<usize>>,
     pool: Vec<ReadBuf>,
     pub date: DateCache,
     pub shutting_down: bool,
@@ -331,7 +331,7 @@ impl Local {
             Some((name, _)) => name.clone(),
             None => Arc::from(channel),
         };
-        self.subs.entry(name.clone()).or_default().push(key);
+        self.subs.entry(name.clone()).or_default().insert(key);
         name
     }
 
@@ -345,9 +345,8 @@ impl Local {
     ) {
         let mut last = false;
         if let Some(keys) = self.subs.get_mut(channel) {
-            if let Some(i) = keys.iter().position(|&k| k == key) {
-                keys.swap_remove(i);
-            }
+            // A set, so that answering every waiter of a channel stays linear.
+            keys.remove(&key);
             if keys.is_empty() {
                 self.subs.remove(channel);
                 last = true;
@@ -380,6 +379,8 @@ pub struct Conn {
     headless: bool,
     /// On `Local::pending` already.
     queued: bool,
+    /// The peer hung up (EPOLLRDHUP): read to the EOF, whatever the read sizes.
+    peer_closed: bool,
     /// Reading stopped because the output passed `--max-output-bytes`; resumes once the
     /// client has read it.
     backpressured: bool,
@@ -398,11 +399,17 @@ impl Conn {
             armed: 0,
             headless: false,
             queued: false,
+            peer_closed: false,
             backpressured: false,
         };
         let t = local.now + Local::ms(local.shared.config.header_timeout);
         c.set_deadline(key, t, local);
         c
+    }
+
+    /// The poller reported that the peer closed its side.
+    pub fn note_read_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     pub fn socket(&mut self) -> &mut TcpStream {
@@ -504,11 +511,20 @@ impl Conn {
                 // Full: read the rest once the requests in the buffer are answered (a
                 // parked connection reads again when it is answered).
                 capped = !matches!(self.phase, Phase::Parked(_));
+                self.backpressured |= !capped;
                 break;
             }
             match self.sock.read(buf.spare(READ_CHUNK)) {
                 Ok(0) => {
                     eof = true;
+                    capped = false;
+                    break;
+                }
+                Ok(n) if n < READ_CHUNK && !self.peer_closed => {
+                    // A short read took all there was: data arriving later raises a new
+                    // edge, so asking again would only return EAGAIN. (After a hang-up
+                    // there is no later edge, so then read on to the EOF.)
+                    buf.filled += n;
                     capped = false;
                     break;
                 }
@@ -826,9 +842,11 @@ impl Conn {
         shared.metrics.request(proto, reply.status);
         self.answer_parked(key, reply, local);
         self.mark_pending(key, local);
-        // Serve whatever the client pipelined behind the parked request.
-        // The socket may hold more than was read while parked: read again next turn.
-        local.again.push(key);
+        // Serve whatever the client pipelined behind the parked request; if reading
+        // stopped while parked (a full buffer), read the rest next turn.
+        if std::mem::take(&mut self.backpressured) {
+            local.again.push(key);
+        }
         self.process(key, local, true)
     }
 

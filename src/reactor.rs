@@ -104,7 +104,13 @@ impl Worker {
                             continue;
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.with_conn(key, |c, l| c.on_readable(key, l));
+                            let closed = event.is_read_closed() || event.is_error();
+                            self.with_conn(key, |c, l| {
+                                if closed {
+                                    c.note_read_closed();
+                                }
+                                c.on_readable(key, l)
+                            });
                         }
                         if event.is_writable() {
                             self.with_conn(key, |c, l| c.flush(key, l));
@@ -238,20 +244,17 @@ impl Worker {
     fn drain_mailbox(&mut self) {
         let mut mail = std::mem::take(&mut self.mail);
         self.mailbox.take(&mut mail);
-        let mut closing = Vec::new();
         for m in mail.drain(..) {
             match m {
                 Mail::Deliver { channel, msg } => {
                     let Some(keys) = self.local.subs.get(&channel) else {
                         continue;
                     };
-                    let keys = keys.clone();
+                    let keys: Vec<usize> = keys.iter().copied().collect();
+                    // Iterating a copy: a slow reader closed here leaves the list at once
+                    // (and no new connection can take its key during the drain).
                     for key in keys {
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            if conn.deliver(key, &msg, &mut self.local) == Next::Close {
-                                closing.push(key);
-                            }
-                        }
+                        self.with_conn(key, |c, l| c.deliver(key, &msg, l));
                     }
                 }
                 Mail::EndStream { token } => {
@@ -264,11 +267,6 @@ impl Worker {
             }
         }
         self.mail = mail;
-        closing.sort_unstable();
-        closing.dedup();
-        for key in closing {
-            self.close(key);
-        }
     }
 
     fn begin_shutdown(&mut self) {
