@@ -13,11 +13,11 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use crate::config::Config;
+use crate::debug;
 use crate::http::{self, DateCache, Head, HttpError, Method};
 use crate::hub::{Hub, Message, Subscribe, WaiterRef};
 use crate::metrics::{Metrics, Proto};
 use crate::proto::{self, talk, Action, Ctx, Park, Reply, Request, StreamStart};
-use crate::{debug, error};
 
 /// Bytes asked of the socket per read call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -265,14 +265,6 @@ impl Timers {
             }
             _ => None,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 }
 
@@ -1139,11 +1131,6 @@ impl Conn {
             .open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-
-    /// Whether a connection is a Talk stream (for the metrics of a closing worker).
-    pub fn is_streaming(&self) -> bool {
-        matches!(self.phase, Phase::Streaming(_))
-    }
 }
 
 impl Stream {
@@ -1168,10 +1155,4 @@ enum Step {
     Continue,
     Wait,
     Close,
-}
-
-/// Logs an internal invariant break (never a client's doing).
-pub fn internal(what: &str, metrics: &Metrics) {
-    metrics.internal_errors.inc();
-    error!("internal error: {what}");
 }

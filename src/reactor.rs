@@ -229,6 +229,7 @@ impl Worker {
             .registry()
             .register(&mut sock, Token(token(key, gen)), interest)
         {
+            shared.metrics.internal_errors.inc();
             error!("registering a connection failed: {e}");
             return;
         }

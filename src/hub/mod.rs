@@ -313,14 +313,6 @@ impl Hub {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     fn shard(&self, name: &str) -> &Shard {
         &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS]
     }
