@@ -268,6 +268,15 @@ impl Timers {
     }
 }
 
+/// A reply rendered for one parked request, reused for the others that wait on the same
+/// channel with the same cursor and callback (DESIGN rule 3: render once, share).
+pub struct WakeCache {
+    channel: Arc<str>,
+    cursor: u64,
+    callback: Option<String>,
+    reply: Reply,
+}
+
 /// A worker's state that connections use: everything but the slab of connections.
 pub struct Local {
     pub worker: usize,
@@ -284,6 +293,9 @@ pub struct Local {
     pool: Vec<ReadBuf>,
     pub date: DateCache,
     pub shutting_down: bool,
+    /// The answer given to the last woken comet `get`, for the others of the same
+    /// delivery: the reactor clears it for every delivered message.
+    pub wake_cache: Option<WakeCache>,
     /// The Talk `noop` record, shared by every stream of the worker.
     noop: Arc<[u8]>,
 }
@@ -303,6 +315,7 @@ impl Local {
             date: DateCache::default(),
             shutting_down: false,
             noop,
+            wake_cache: None,
         }
     }
 
@@ -824,8 +837,33 @@ impl Conn {
         let Phase::Parked(p) = &self.phase else {
             return Next::Keep;
         };
-        let Some(reply) = proto::resume(&shared.ctx(), &p.park, timed_out) else {
-            return Next::Keep;
+        let shared_key = if timed_out {
+            None
+        } else {
+            p.park.shared_answer()
+        };
+        let cached = shared_key.and_then(|(cursor, callback)| {
+            local.wake_cache.as_ref().and_then(|c| {
+                let same = *c.channel == *p.channel && c.cursor == cursor;
+                (same && c.callback.as_deref() == callback).then(|| c.reply.clone())
+            })
+        });
+        let reply = match cached {
+            Some(reply) => reply,
+            None => {
+                let Some(reply) = proto::resume(&shared.ctx(), &p.park, timed_out) else {
+                    return Next::Keep;
+                };
+                if let Some((cursor, callback)) = shared_key {
+                    local.wake_cache = Some(WakeCache {
+                        channel: p.channel.clone(),
+                        cursor,
+                        callback: callback.map(str::to_string),
+                        reply: reply.clone(),
+                    });
+                }
+                reply
+            }
         };
         let proto = match p.park.kind {
             proto::ParkKind::Comet { .. } => Proto::Comet,

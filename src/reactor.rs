@@ -252,11 +252,13 @@ impl Worker {
                         continue;
                     };
                     let keys: Vec<usize> = keys.iter().copied().collect();
+                    self.local.wake_cache = None;
                     // Iterating a copy: a slow reader closed here leaves the list at once
                     // (and no new connection can take its key during the drain).
                     for key in keys {
                         self.with_conn(key, |c, l| c.deliver(key, &msg, l));
                     }
+                    self.local.wake_cache = None;
                 }
                 Mail::EndStream { token } => {
                     let (key, gen) = untoken(token);

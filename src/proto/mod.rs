@@ -71,7 +71,7 @@ impl<'a> Request<'a> {
 }
 
 /// A response decided now.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
@@ -142,6 +142,18 @@ pub enum ParkKind {
     },
     /// A QST `long-polling=true` pull.
     Qst(qst::Pull),
+}
+
+impl Park {
+    /// The cursor and callback of a park whose answer depends only on them and on the
+    /// channel (a comet `get`): every such park woken by the same message gets the same
+    /// bytes, so a worker renders them once. `None` for a QST pull (it changes the queue).
+    pub fn shared_answer(&self) -> Option<(u64, Option<&str>)> {
+        match &self.kind {
+            ParkKind::Comet { cursor, callback } => Some((*cursor, callback.as_deref())),
+            ParkKind::Qst(_) => None,
+        }
+    }
 }
 
 /// What to do with a request.
