@@ -3,24 +3,18 @@
 //! for SECS seconds; every client must see every put exactly once and in
 //! order. Reports delivered/expected, put→delivery latency and the server's RSS.
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::mpsc::Receiver;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
 use crate::comet_worker::{nchan_pub_request, parse_time_reply, put_request, Dialect};
-use crate::hist::Hist;
-use crate::http::{connect, escape, read_reply};
-use crate::idle::{
-    check_loopback, gather, kib, kv, kv_num, reap, resolve, rss_source, shares, sources,
-    spawn_children, Msg, RssSource, Worker,
+use crate::fleet::{
+    await_ready, broadcast, gather, kv, kv_num, reap, resolve, Fleet, FLEET_OPTIONS,
 };
-use crate::sys::{ephemeral_ports, now_ns, open_fds, proc_cpu_ns, raise_nofile_limit, self_cpu_ns};
-
-const DEFAULT_PER_PROC: usize = 15_000;
-const FD_RESERVE: u64 = 64;
-const PORT_RESERVE: u64 = 256;
+use crate::hist::Hist;
+use crate::http::{connect, escape, exchange};
+use crate::measure::{kib, opt_ms, per_item, verdict, whole, RssSource};
+use crate::sys::{now_ns, self_cpu_ns};
 
 const USAGE: &str = "usage: tidings-load comet-longpoll --clients N [--server 127.0.0.1:8080]
        [--rate 10] [--duration 20] [--channel C] [--procs P] [--sources 127.0.0.1,…]
@@ -30,48 +24,31 @@ const USAGE: &str = "usage: tidings-load comet-longpoll --clients N [--server 12
   --server-pid takes a comma-separated list too (nginx master and workers: RSS and CPU are summed)";
 
 struct Settings {
-    server: SocketAddr,
-    n: usize,
+    fleet: Fleet,
     rate: f64,
     duration: f64,
     channel: String,
-    procs: usize,
-    sources: Vec<IpAddr>,
-    inflight: usize,
-    retries: u32,
-    connect_timeout_ms: u64,
     get_timeout_ms: u64,
     loss_timeout_ms: u64,
-    settle_ms: u64,
-    max_connect_secs: u64,
     rss: RssSource,
-    pids: Vec<u32>,
     dialect: Dialect,
 }
 
 fn settings(argv: &[String]) -> Result<Settings, String> {
-    let a = Args::parse(
-        argv,
+    let names = [
+        &FLEET_OPTIONS[..],
         &[
-            "server",
             "clients",
             "rate",
             "duration",
             "channel",
-            "procs",
-            "sources",
-            "server-pid",
-            "inflight",
-            "retries",
-            "connect-timeout",
             "get-timeout",
             "loss-timeout",
-            "settle-ms",
-            "max-connect-secs",
             "dialect",
         ],
-        &["allow-non-loopback"],
-    )?;
+    ]
+    .concat();
+    let a = Args::parse(argv, &names, &["allow-non-loopback"])?;
     let server = resolve(&a.str_or("server", "127.0.0.1:8080"))?;
     let dialect = Dialect::parse(&a.str_or("dialect", "comet"))?;
     let n: usize = a
@@ -90,30 +67,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
     if !(duration > 0.0 && duration <= 3600.0) {
         return Err("--duration must be in (0, 3600] seconds".into());
     }
-    let limit = raise_nofile_limit();
-    let per_proc_max = limit.saturating_sub(FD_RESERVE) as usize;
-    let procs = a
-        .opt_num::<usize>("procs")?
-        .unwrap_or_else(|| n.div_ceil(DEFAULT_PER_PROC))
-        .clamp(1, n);
-    let largest = n.div_ceil(procs);
-    if largest > per_proc_max {
-        return Err(format!(
-            "{largest} clients per process exceed the open-file limit ({limit}, minus {FD_RESERVE}): use --procs {} or more",
-            n.div_ceil(per_proc_max.max(1))
-        ));
-    }
-    let sources = sources(a.get("sources"), n, server)?;
-    if !a.flag("allow-non-loopback") {
-        check_loopback(server, &sources)?;
-    }
-    let ports = ephemeral_ports();
-    let per_source = n.div_ceil(sources.len()) as u64;
-    if per_source + PORT_RESERVE > ports {
-        return Err(format!(
-            "{per_source} connections per source address, but only {ports} ephemeral ports: add --sources"
-        ));
-    }
+    let fleet = Fleet::from_args(&a, server, n, "clients")?;
     let pids: Vec<u32> = match a.get("server-pid") {
         None => Vec::new(),
         Some(list) => list
@@ -125,17 +79,8 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
             })
             .collect::<Result<_, _>>()?,
     };
-    let rss = match pids.as_slice() {
-        [] if dialect == Dialect::Nchan => RssSource::Unavailable,
-        [] => rss_source(None, server)?,
-        [one] => rss_source(Some(*one), server)?,
-        many => {
-            for &p in many {
-                crate::sys::vm_rss_bytes(p).map_err(|e| format!("--server-pid {p}: {e}"))?;
-            }
-            RssSource::Pids(many.to_vec())
-        }
-    };
+    // nginx has no /metrics to fall back on.
+    let rss = RssSource::new(&pids, server, dialect != Dialect::Nchan)?;
     let channel = match a.get("channel") {
         Some(c) if !c.is_empty() => c.to_string(),
         Some(_) => return Err("--channel is empty".into()),
@@ -146,45 +91,19 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         ),
     };
     Ok(Settings {
-        server,
-        n,
+        fleet,
         rate,
         duration,
         channel,
-        procs,
-        sources,
-        inflight: a.num("inflight", 1000)?,
-        retries: a.num("retries", 3)?,
-        connect_timeout_ms: a.num::<u64>("connect-timeout", 15)? * 1000,
         get_timeout_ms: a.num::<u64>("get-timeout", 40)? * 1000,
         loss_timeout_ms: a.num::<u64>("loss-timeout", 10)? * 1000,
-        settle_ms: a.num("settle-ms", 1000)?,
-        max_connect_secs: a.num("max-connect-secs", 600)?,
         rss,
-        pids,
         dialect,
     })
 }
 
 pub fn run(argv: &[String]) -> i32 {
-    if argv.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return 0;
-    }
-    let s = match settings(argv) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("comet-longpoll: {e}\n{USAGE}");
-            return 2;
-        }
-    };
-    match run_comet(&s) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("comet-longpoll: {e}");
-            1
-        }
-    }
+    crate::run_scenario("comet-longpoll", USAGE, argv, settings, |s| run_comet(&s))
 }
 
 /// The publisher's keep-alive connection.
@@ -203,27 +122,11 @@ impl Publisher {
             self.sock = Some(connect(self.server, Duration::from_secs(5))?);
             self.connects += 1;
         }
-        let sock = self.sock.as_mut().expect("connected");
         let req = match self.dialect {
             Dialect::Comet => put_request(&self.channel, seq, now_ns()),
             Dialect::Nchan => nchan_pub_request(&self.channel, seq, now_ns()),
         };
-        let res = sock
-            .write_all(&req)
-            .map_err(|e| format!("write put: {e}"))
-            .and_then(|_| read_reply(sock, Duration::from_secs(10), Duration::from_millis(100)));
-        let reply = match res {
-            Ok(r) => r,
-            Err(e) => {
-                self.sock = None;
-                return Err(e);
-            }
-        };
-        let close = crate::http::header(&reply.head, "connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if close {
-            self.sock = None;
-        }
+        let reply = exchange(self.server, &mut self.sock, &req, Duration::from_secs(10))?;
         if self.dialect == Dialect::Nchan && (200..300).contains(&reply.status) {
             return Ok((reply.status, Some(seq)));
         }
@@ -237,46 +140,6 @@ impl Publisher {
         let t = parse_time_reply(&reply.body).map_err(|e| format!("put {seq}: {e}"))?;
         Ok((reply.status, Some(t)))
     }
-}
-
-fn spawn(s: &Settings) -> Result<(Vec<Worker>, Receiver<Msg>), String> {
-    let sources: Vec<String> = s.sources.iter().map(|ip| ip.to_string()).collect();
-    let sources = sources.join(",");
-    let mut lists = Vec::new();
-    let mut counts = Vec::new();
-    for (i, (offset, count)) in shares(s.n, s.procs).into_iter().enumerate() {
-        let args = [
-            "comet-worker",
-            "--index",
-            &i.to_string(),
-            "--server",
-            &s.server.to_string(),
-            "--clients",
-            &count.to_string(),
-            "--offset",
-            &offset.to_string(),
-            "--channel",
-            &s.channel,
-            "--sources",
-            &sources,
-            "--inflight",
-            &s.inflight.to_string(),
-            "--retries",
-            &s.retries.to_string(),
-            "--connect-timeout-ms",
-            &s.connect_timeout_ms.to_string(),
-            "--get-timeout-ms",
-            &s.get_timeout_ms.to_string(),
-            "--dialect",
-            s.dialect.name(),
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        lists.push(args);
-        counts.push(count);
-    }
-    spawn_children(lists, counts)
 }
 
 #[derive(Default)]
@@ -303,20 +166,16 @@ struct Totals {
     dead_workers: usize,
 }
 
-fn opt_ms(us: Option<u64>) -> String {
-    us.map_or("na".into(), |v| format!("{:.3}", v as f64 / 1000.0))
-}
-
 fn run_comet(s: &Settings) -> Result<i32, String> {
-    let source_list: Vec<String> = s.sources.iter().map(|ip| ip.to_string()).collect();
+    let f = &s.fleet;
     let puts_total = (s.rate * s.duration).round().max(1.0) as u64;
     println!(
         "comet-longpoll: dialect={} server={} clients={} procs={} sources={} channel={} rate={}/s duration={}s puts={} rss={}",
         s.dialect.name(),
-        s.server,
-        s.n,
-        s.procs,
-        source_list.join(","),
+        f.server,
+        f.n,
+        f.procs,
+        f.source_list(),
         s.channel,
         s.rate,
         s.duration,
@@ -327,54 +186,33 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
     println!("baseline: rss_kib={}", kib(rss_base));
 
     let t_connect = Instant::now();
-    let (mut workers, rx) = spawn(s)?;
+    let (mut workers, rx) = f.spawn(
+        "comet-worker",
+        "--clients",
+        &[
+            ("--channel", &s.channel),
+            ("--get-timeout-ms", &s.get_timeout_ms.to_string()),
+            ("--dialect", s.dialect.name()),
+        ],
+    )?;
     let mut t = Totals::default();
-    let mut ready_cpu_ms = 0u64;
     let mut result_cpu_ms = 0u64;
-    let mut last_print = Instant::now();
-    let deadline = t_connect + Duration::from_secs(s.max_connect_secs);
-    loop {
-        if workers.iter().all(|w| w.ready || !w.alive) {
-            break;
-        }
-        if Instant::now() > deadline {
-            eprintln!(
-                "!!! clients not settled after {} s; giving up",
-                s.max_connect_secs
-            );
-            break;
-        }
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(Msg::Line(i, l)) => {
-                let w = &mut workers[i];
-                if l.starts_with("PROGRESS") || l.starts_with("READY") {
-                    w.up = kv_num(&l, "up");
-                    w.failed = kv_num(&l, "failed");
-                    w.inflight = kv_num(&l, "inflight");
-                    w.retries = kv_num(&l, "retries");
-                }
-                if l.starts_with("READY") {
-                    w.ready = true;
-                    w.inflight = 0;
-                    ready_cpu_ms += kv_num(&l, "cpu_ms") as u64;
-                }
-            }
-            Ok(Msg::Eof(i)) => {
-                eprintln!("!!! worker {i} exited while connecting");
-                workers[i].alive = false;
-            }
-            Err(_) => {}
-        }
-        if last_print.elapsed() >= Duration::from_secs(2) {
-            last_print = Instant::now();
+    await_ready(
+        &rx,
+        &mut workers,
+        t_connect,
+        f.max_connect_secs,
+        "clients",
+        |workers, el| {
             let up: usize = workers.iter().map(|w| w.up).sum();
             let failed: usize = workers.iter().map(|w| w.failed).sum();
-            println!(
-                "connecting: {:.1}s up={up} failed={failed}",
-                t_connect.elapsed().as_secs_f64()
-            );
-        }
-    }
+            println!("connecting: {el:.1}s up={up} failed={failed}");
+        },
+    );
+    let ready_cpu_ms: u64 = workers
+        .iter()
+        .map(|w| kv_num(&w.ready_line, "cpu_ms") as u64)
+        .sum();
     let connect_s = t_connect.elapsed().as_secs_f64();
     for (i, w) in workers.iter().enumerate() {
         if !w.alive || !w.ready {
@@ -386,30 +224,24 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
     }
     println!(
         "clients up: {}/{} failed={} in {connect_s:.2}s",
-        t.up, s.n, t.failed
+        t.up, f.n, t.failed
     );
 
-    std::thread::sleep(Duration::from_millis(s.settle_ms));
+    std::thread::sleep(Duration::from_millis(f.settle_ms));
     let rss_parked = s.rss.read();
-    let fds = match s.pids.as_slice() {
-        [one] => open_fds(*one),
-        _ => None,
-    };
-    let per_client = match (rss_base, rss_parked) {
-        (Some(b), Some(u)) if t.up > 0 => Some((u as f64 - b as f64) / t.up as f64),
-        _ => None,
-    };
+    let fds = s.rss.fds();
+    let per_client = per_item(rss_base, rss_parked, t.up);
     println!(
         "memory: rss_base_kib={} rss_parked_kib={} rss_per_parked_client_bytes={}{}",
         kib(rss_base),
         kib(rss_parked),
-        per_client.map_or("na".into(), |v| format!("{v:.0}")),
+        whole(per_client),
         fds.map_or(String::new(), |f| format!(" server_fds={f}"))
     );
 
     // Publish.
     let mut publisher = Publisher {
-        server: s.server,
+        server: f.server,
         channel: s.channel.clone(),
         dialect: s.dialect,
         sock: None,
@@ -424,13 +256,7 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
     let mut late_puts = 0u64;
     let gap_ns = (1e9 / s.rate) as u64;
     let t0 = now_ns();
-    let server_cpu_now = || -> Option<u64> {
-        if s.pids.is_empty() {
-            return None;
-        }
-        s.pids.iter().map(|&p| proc_cpu_ns(p)).sum()
-    };
-    let server_cpu0 = server_cpu_now();
+    let server_cpu0 = s.rss.cpu_ns();
     let self_cpu0 = self_cpu_ns();
     let mut next_rss = t0 + 1_000_000_000;
     let mut next_print = t0 + 5_000_000_000;
@@ -492,9 +318,10 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
     // Collect.
     let loss_ns = s.loss_timeout_ms * 1_000_000;
     let collect_deadline = now_ns() + loss_ns;
-    for w in workers.iter_mut().filter(|w| w.alive) {
-        w.send(&format!("COLLECT {accepted} {collect_deadline}"));
-    }
+    broadcast(
+        &mut workers,
+        &format!("COLLECT {accepted} {collect_deadline}"),
+    );
     let mut hist = Hist::new();
     let mut bad_hist = 0usize;
     let missing = gather(
@@ -533,7 +360,7 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
     );
     t.dead_workers += missing;
     let collected_s = (now_ns() - t0) as f64 / 1e9;
-    let server_cpu = match (server_cpu0, server_cpu_now()) {
+    let server_cpu = match (server_cpu0, s.rss.cpu_ns()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
@@ -552,9 +379,7 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
         rss_max = Some(rss_max.map_or(r, |m| m.max(r)));
     }
 
-    for w in workers.iter_mut().filter(|w| w.alive) {
-        w.send("QUIT");
-    }
+    broadcast(&mut workers, "QUIT");
     reap(&mut workers);
 
     let expected = t.up as u64 * accepted;
@@ -594,7 +419,7 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
         "na".into()
     };
     let pass = t.failed == 0
-        && t.up == s.n
+        && t.up == f.n
         && t.dead_workers == 0
         && lost == 0
         && extra == 0
@@ -611,10 +436,10 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
     println!(
         "SUMMARY dialect={} clients={} up={} failed={} procs={} connect_s={connect_s:.2} rate={} duration_s={} puts={puts_total} accepted={accepted} put_errors={put_errors} late_puts={late_puts} put_p50_ms={} put_p99_ms={} expected={expected} delivered={} lost={lost} extra={extra} dups={} gaps={} missed={} stale={} unexpected={} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_max_ms={} replies={} empty_replies={} msgs_per_reply={msgs_per_reply} reconnects={} closed_by_server={} stuck={} http_errors={} proto_errors={} collected_s={collected_s:.2} server_cpu_pct={} clients_cpu_pct={} rss_source={} rss_base_kib={} rss_parked_kib={} rss_per_parked_client_bytes={} rss_max_kib={} rss_end_kib={} result={}",
         s.dialect.name(),
-        s.n,
+        f.n,
         t.up,
         t.failed,
-        s.procs,
+        f.procs,
         s.rate,
         s.duration,
         opt_ms(put_lat.percentile(50.0)),
@@ -641,10 +466,10 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
         s.rss.label(),
         kib(rss_base),
         kib(rss_parked),
-        per_client.map_or("na".into(), |v| format!("{v:.0}")),
+        whole(per_client),
         kib(rss_max),
         kib(rss_end),
-        if pass { "PASS" } else { "FAIL" }
+        verdict(pass)
     );
     Ok(if pass { 0 } else { 1 })
 }

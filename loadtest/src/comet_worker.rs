@@ -14,26 +14,21 @@
 //!   `RESULT up=… complete=… received=… dups=… gaps=… … hist=<max;bucket:count,…>`
 //! Problems go to stderr, prefixed `[comet-worker N]`.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Read};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 
 use crate::args::Args;
+use crate::child::{
+    backoff_ms, bump, connect_state, dispatch, open_socket, read_commands, reason_list, send,
+    send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
+};
 use crate::hist::Hist;
 use crate::http::{escape, parse_response_head, pct};
 use crate::json::{self, Value};
-use crate::sys::{now_ns, raise_nofile_limit, self_cpu_ns};
-use crate::worker::open_socket;
-
-const WAKE: Token = Token(usize::MAX);
-const PRINT_LIMIT: usize = 5;
+use crate::sys::{now_ns, self_cpu_ns};
 /// The longest reply body a client accepts.
 const MAX_BODY: usize = 4 << 20;
 
@@ -238,15 +233,8 @@ impl Seen {
 }
 
 pub struct Config {
-    pub index: usize,
-    pub server: SocketAddr,
-    pub clients: usize,
-    pub offset: usize,
+    pub common: Common,
     pub channel: String,
-    pub sources: Vec<IpAddr>,
-    pub inflight: usize,
-    pub retries: u32,
-    pub connect_timeout_ns: u64,
     /// A get unanswered this long is counted stuck and its connection replaced.
     pub get_timeout_ns: u64,
     pub dialect: Dialect,
@@ -254,49 +242,15 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(argv: &[String]) -> Result<Config, String> {
-        let a = Args::parse(
-            argv,
-            &[
-                "index",
-                "server",
-                "clients",
-                "offset",
-                "channel",
-                "sources",
-                "inflight",
-                "retries",
-                "connect-timeout-ms",
-                "get-timeout-ms",
-                "dialect",
-            ],
-            &[],
-        )?;
-        let server: SocketAddr = a
-            .required("server")?
-            .parse()
-            .map_err(|e| format!("--server: {e}"))?;
-        let sources = a
-            .required("sources")?
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<IpAddr>()
-                    .map_err(|e| format!("--sources `{s}`: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if sources.is_empty() {
-            return Err("--sources is empty".into());
-        }
+        let names = [
+            &COMMON_OPTIONS[..],
+            &["clients", "channel", "get-timeout-ms", "dialect"],
+        ]
+        .concat();
+        let a = Args::parse(argv, &names, &[])?;
         Ok(Config {
-            index: a.num("index", 0)?,
-            server,
-            clients: a.num("clients", 0)?,
-            offset: a.num("offset", 0)?,
+            common: Common::from_args(&a, "clients")?,
             channel: a.required("channel")?.to_string(),
-            sources,
-            inflight: a.num::<usize>("inflight", 1000)?.max(1),
-            retries: a.num("retries", 3)?,
-            connect_timeout_ns: a.num::<u64>("connect-timeout-ms", 15_000)? * 1_000_000,
             get_timeout_ns: a.num::<u64>("get-timeout-ms", 40_000)? * 1_000_000,
             dialect: Dialect::parse(&a.str_or("dialect", "comet"))?,
         })
@@ -354,8 +308,7 @@ struct Worker {
     cfg: Config,
     poll: Poll,
     clients: Vec<Client>,
-    pending: VecDeque<usize>,
-    retry: BinaryHeap<Reverse<(u64, usize)>>,
+    queue: StartQueue,
     n: Counters,
     hist: Hist,
     reasons: BTreeMap<String, usize>,
@@ -386,22 +339,10 @@ fn parse_cmd(line: &str) -> Cmd {
     }
 }
 
-fn send(line: &str) {
-    let mut out = io::stdout().lock();
-    if out
-        .write_all(line.as_bytes())
-        .and_then(|_| out.write_all(b"\n"))
-        .and_then(|_| out.flush())
-        .is_err()
-    {
-        std::process::exit(3);
-    }
-}
-
 impl Worker {
     fn new(cfg: Config) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        let clients = (0..cfg.clients)
+        let clients = (0..cfg.common.count)
             .map(|_| Client {
                 sock: None,
                 phase: Phase::Idle,
@@ -415,11 +356,10 @@ impl Worker {
             })
             .collect();
         Ok(Worker {
-            pending: (0..cfg.clients).collect(),
+            queue: StartQueue::new(cfg.common.count),
             clients,
             poll,
             cfg,
-            retry: BinaryHeap::new(),
             n: Counters {
                 up: 0,
                 failed: 0,
@@ -446,15 +386,13 @@ impl Worker {
     }
 
     fn say(&self, msg: &str) {
-        eprintln!("[comet-worker {}] {msg}", self.cfg.index);
+        eprintln!("[comet-worker {}] {msg}", self.cfg.common.index);
     }
 
     /// Counts a problem; prints the first few of each kind.
     fn note(&mut self, idx: usize, why: &str) {
-        let n = self.reasons.entry(why.to_string()).or_insert(0);
-        *n += 1;
-        if *n <= PRINT_LIMIT {
-            self.say(&format!("client {}: {why}", self.cfg.offset + idx));
+        if bump(&mut self.reasons, why) <= PRINT_LIMIT {
+            self.say(&format!("client {}: {why}", self.cfg.common.offset + idx));
         }
     }
 
@@ -469,14 +407,13 @@ impl Worker {
     }
 
     fn start(&mut self, idx: usize) {
-        let global = self.cfg.offset + idx;
-        let src = self.cfg.sources[global % self.cfg.sources.len()];
+        let src = self.cfg.common.source(idx);
         self.clients[idx].attempts += 1;
         if self.cfg.dialect == Dialect::Nchan && self.clients[idx].cursor.is_none() {
             // nchan has no sync: the first request waits for the next message.
             self.clients[idx].cursor = Some(0);
         }
-        match open_socket(src, self.cfg.server) {
+        match open_socket(src, self.cfg.common.server) {
             Ok(mut sock) => {
                 if let Err(e) = self.poll.registry().register(
                     &mut sock,
@@ -518,24 +455,23 @@ impl Worker {
         if c.up {
             self.n.reconnects += 1;
             // 0 ms for the first reconnect, then 50, 100, … capped at 1 s
-            let backoff_ms = if c.attempts <= 1 {
+            // (half the backoff of a connect retry)
+            let wait_ms = if c.attempts <= 1 {
                 0
             } else {
-                (25u64 << (c.attempts - 1).min(6)).min(1000)
+                backoff_ms(c.attempts) / 2
             };
-            self.retry
-                .push(Reverse((now_ns() + backoff_ms * 1_000_000, idx)));
+            self.queue.retry_at(now_ns() + wait_ms * 1_000_000, idx);
             self.note(idx, &format!("reconnecting: {why}"));
             return;
         }
         if had_socket && was != Phase::Idle {
             self.n.inflight -= 1;
         }
-        if retryable && c.attempts <= self.cfg.retries {
+        if retryable && c.attempts <= self.cfg.common.retries {
             self.n.retries += 1;
-            let backoff_ms = (50u64 << (c.attempts - 1).min(6)).min(2000);
-            self.retry
-                .push(Reverse((now_ns() + backoff_ms * 1_000_000, idx)));
+            self.queue
+                .retry_at(now_ns() + backoff_ms(c.attempts) * 1_000_000, idx);
             self.note(idx, &format!("retrying: {why}"));
         } else {
             self.clients[idx].phase = Phase::Failed;
@@ -549,20 +485,13 @@ impl Worker {
             return;
         }
         if self.clients[idx].phase == Phase::Connecting {
-            if !(ev.is_writable() || ev.is_error() || ev.is_read_closed() || ev.is_write_closed()) {
-                return;
-            }
             let Some(sock) = self.clients[idx].sock.as_ref() else {
                 return;
             };
-            match sock.take_error() {
-                Ok(Some(e)) | Err(e) => return self.lost(idx, &e.to_string(), true),
-                Ok(None) => {}
-            }
-            match sock.peer_addr() {
-                Ok(_) => self.clients[idx].phase = Phase::Writing(0),
-                Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(e) => return self.lost(idx, &e.to_string(), true),
+            match connect_state(sock, ev) {
+                Connect::Pending => return,
+                Connect::Done => self.clients[idx].phase = Phase::Writing(0),
+                Connect::Failed(why) => return self.lost(idx, &why, true),
             }
         }
         if let Phase::Writing(_) = self.clients[idx].phase {
@@ -584,16 +513,13 @@ impl Worker {
         let Some(sock) = self.clients[idx].sock.as_mut() else {
             return;
         };
-        while done < req.len() {
-            match sock.write(&req[done..]) {
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.clients[idx].phase = Phase::Writing(done);
-                    return;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return self.lost(idx, &format!("write: {e}"), true),
+        match write_some(sock, &req, &mut done) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.clients[idx].phase = Phase::Writing(done);
+                return;
             }
+            Err(e) => return self.lost(idx, &format!("write: {e}"), true),
         }
         let c = &mut self.clients[idx];
         c.phase = Phase::Waiting;
@@ -787,21 +713,13 @@ impl Worker {
 
     fn fill(&mut self) {
         let now = now_ns();
-        loop {
-            if let Some(&Reverse((due, idx))) = self.retry.peek() {
-                if due <= now && (self.clients[idx].up || self.n.inflight < self.cfg.inflight) {
-                    self.retry.pop();
-                    self.start(idx);
-                    continue;
-                }
-            }
-            if self.n.inflight >= self.cfg.inflight {
-                break;
-            }
-            match self.pending.pop_front() {
-                Some(idx) => self.start(idx),
-                None => break,
-            }
+        let max = self.cfg.common.inflight;
+        while let Some(idx) = {
+            let clients = &self.clients;
+            self.queue
+                .next(now, self.n.inflight, max, |i| clients[i].up)
+        } {
+            self.start(idx);
         }
     }
 
@@ -816,7 +734,7 @@ impl Worker {
                 let limit = if c.up && c.phase == Phase::Waiting {
                     self.cfg.get_timeout_ns
                 } else {
-                    self.cfg.connect_timeout_ns
+                    self.cfg.common.connect_timeout_ns
                 };
                 let busy = matches!(
                     c.phase,
@@ -840,7 +758,7 @@ impl Worker {
     }
 
     fn connecting_done(&self) -> bool {
-        self.pending.is_empty()
+        self.queue.first_attempts_done()
             && self.n.inflight == 0
             && self
                 .clients
@@ -905,12 +823,7 @@ impl Worker {
 
     fn print_reasons(&self) {
         if !self.reasons.is_empty() {
-            let list: Vec<String> = self
-                .reasons
-                .iter()
-                .map(|(k, v)| format!("{k} ×{v}"))
-                .collect();
-            self.say(&format!("problems: {}", list.join("; ")));
+            self.say(&format!("problems: {}", reason_list(&self.reasons)));
         }
     }
 }
@@ -923,12 +836,8 @@ pub fn run(argv: &[String]) -> i32 {
             return 2;
         }
     };
-    let limit = raise_nofile_limit();
-    if cfg.clients as u64 + 32 > limit {
-        eprintln!(
-            "[comet-worker {}] {} clients need more than the open-file limit {limit}",
-            cfg.index, cfg.clients
-        );
+    if let Err(e) = cfg.common.check_fd_room("comet-worker", "clients") {
+        eprintln!("{e}");
         return 2;
     }
     match run_worker(cfg) {
@@ -942,29 +851,7 @@ pub fn run(argv: &[String]) -> i32 {
 
 fn run_worker(cfg: Config) -> io::Result<()> {
     let mut w = Worker::new(cfg)?;
-    let waker = Arc::new(Waker::new(w.poll.registry(), WAKE)?);
-    let (tx, rx) = mpsc::channel::<Cmd>();
-    {
-        let waker = Arc::clone(&waker);
-        std::thread::spawn(move || {
-            let stdin = io::stdin();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match stdin.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(parse_cmd(line.trim_end())).is_err() {
-                            return;
-                        }
-                        let _ = waker.wake();
-                    }
-                }
-            }
-            let _ = tx.send(Cmd::Quit);
-            let _ = waker.wake();
-        });
-    }
+    let rx = read_commands(&w.poll, parse_cmd, Cmd::Quit)?;
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_progress = now_ns();
@@ -972,7 +859,7 @@ fn run_worker(cfg: Config) -> io::Result<()> {
     loop {
         w.fill();
         let connecting = !w.ready_sent;
-        let mut timeout_ns: u64 = if !w.retry.is_empty() {
+        let mut timeout_ns: u64 = if w.queue.has_retries() {
             5_000_000
         } else if connecting {
             100_000_000
@@ -982,22 +869,8 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         if let Some(left) = w.check_collect() {
             timeout_ns = timeout_ns.min(left);
         }
-        match w.poll.poll(
-            &mut events,
-            Some(Duration::from_nanos(timeout_ns.max(1_000_000))),
-        ) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let mut woke = false;
-        for ev in events.iter() {
-            if ev.token() == WAKE {
-                woke = true;
-            } else {
-                w.on_event(ev.token().0, ev, &mut buf);
-            }
-        }
+        wait(&mut w.poll, &mut events, timeout_ns)?;
+        let woke = dispatch(&events, |idx, ev| w.on_event(idx, ev, &mut buf));
         w.check_collect();
         if woke {
             while let Ok(cmd) = rx.try_recv() {
@@ -1023,10 +896,7 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         }
         if connecting && now - last_progress > 1_000_000_000 {
             last_progress = now;
-            send(&format!(
-                "PROGRESS up={} failed={} inflight={} retries={}",
-                w.n.up, w.n.failed, w.n.inflight, w.n.retries
-            ));
+            send_progress(w.n.up, w.n.failed, w.n.inflight, w.n.retries);
         }
         if !w.ready_sent && w.connecting_done() {
             w.ready_sent = true;

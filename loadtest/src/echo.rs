@@ -3,17 +3,17 @@
 //! for the server's Talk endpoint.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::args::Args;
 use crate::chunked::{ChunkParser, Status};
+use crate::fleet::{is_loopback, resolve};
 use crate::http::{
-    connect, escape, head_end, pull_request, push_request, read_reply, HEADLESS_PULL_HEAD,
-    HEADLESS_PUSH_REPLY,
+    connect, escape, head_end, pull_request, push_request, read_reply, read_until,
+    HEADLESS_PULL_HEAD, HEADLESS_PUSH_REPLY,
 };
-use crate::idle::{is_loopback, resolve};
 use crate::sys::now_ns;
 
 const USAGE: &str = "usage: tidings-load talk-echo-check [--server 127.0.0.1:8080] [--channel C] [--terminator nul|newline] [--allow-non-loopback]";
@@ -53,18 +53,15 @@ impl Probe {
                     break;
                 }
             }
-            let left = deadline.saturating_sub(now_ns());
-            if left == 0 {
+            if now_ns() >= deadline {
                 break;
             }
-            sock.set_read_timeout(Some(Duration::from_nanos(left.max(1_000_000))))
-                .map_err(|e| e.to_string())?;
-            match sock.read(&mut tmp) {
-                Ok(0) => break,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("{name}: read: {e}")),
+            match read_until(&mut sock, &mut tmp, deadline)
+                .map_err(|e| format!("{name}: read: {e}"))?
+            {
+                Some(0) => break,
+                Some(n) => buf.extend_from_slice(&tmp[..n]),
+                None => {}
             }
         }
         let Some(end) = head_end(&buf) else {
@@ -132,19 +129,15 @@ impl Probe {
             if self.ended {
                 return Err(format!("{}: the server ended the stream", self.name));
             }
-            let left = deadline.saturating_sub(now_ns());
-            if left == 0 {
+            if now_ns() >= deadline {
                 return Ok(None);
             }
-            self.sock
-                .set_read_timeout(Some(Duration::from_nanos(left.max(1_000_000))))
-                .map_err(|e| e.to_string())?;
-            match self.sock.read(&mut tmp) {
-                Ok(0) => return Err(format!("{}: the server closed the stream", self.name)),
-                Ok(n) => self.feed(&tmp[..n])?,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("{}: read: {e}", self.name)),
+            match read_until(&mut self.sock, &mut tmp, deadline)
+                .map_err(|e| format!("{}: read: {e}", self.name))?
+            {
+                Some(0) => return Err(format!("{}: the server closed the stream", self.name)),
+                Some(n) => self.feed(&tmp[..n])?,
+                None => {}
             }
         }
     }

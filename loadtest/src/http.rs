@@ -1,7 +1,7 @@
 //! The few HTTP exchanges the load client makes besides the streams: pushes,
 //! `/metrics`, plus the request bytes of a headless pull.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -139,6 +139,30 @@ impl Reply {
     }
 }
 
+/// One read that waits until `deadline_ns` at the most: `Ok(Some(n))` (`0`:
+/// the peer closed), or `Ok(None)`: nothing yet (the wait ran out or was
+/// interrupted; check the deadline and try again).
+pub fn read_until(
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+    deadline_ns: u64,
+) -> io::Result<Option<usize>> {
+    let left = deadline_ns.saturating_sub(now_ns());
+    sock.set_read_timeout(Some(Duration::from_nanos(left.max(1_000_000))))?;
+    match sock.read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads one response. With `Content-Length`, reads exactly that body; without
 /// (a headless push reply), reads until `linger` passes with no more data or
 /// the peer closes.
@@ -157,26 +181,21 @@ pub fn read_reply(
         if buf.len() > MAX_HEAD {
             return Err("reply head too long".into());
         }
-        let left = deadline.saturating_sub(now_ns());
-        if left == 0 {
+        if now_ns() >= deadline {
             return Err(format!(
                 "no complete reply head within {timeout:?} (got {:?})",
                 escape(&buf, 200)
             ));
         }
-        sock.set_read_timeout(Some(Duration::from_nanos(left.max(1_000_000))))
-            .map_err(|e| e.to_string())?;
-        match sock.read(&mut tmp) {
-            Ok(0) => {
+        match read_until(sock, &mut tmp, deadline).map_err(|e| format!("read: {e}"))? {
+            Some(0) => {
                 return Err(format!(
                     "connection closed before a complete reply head (got {:?})",
                     escape(&buf, 200)
                 ))
             }
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read: {e}")),
+            Some(n) => buf.extend_from_slice(&tmp[..n]),
+            None => {}
         }
     };
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -200,20 +219,15 @@ pub fn read_reply(
     match content_length {
         Some(len) => {
             while body.len() < len {
-                let left = deadline.saturating_sub(now_ns());
-                if left == 0 {
+                if now_ns() >= deadline {
                     return Err(format!("body shorter than Content-Length {len}"));
                 }
-                sock.set_read_timeout(Some(Duration::from_nanos(left.max(1_000_000))))
-                    .map_err(|e| e.to_string())?;
-                match sock.read(&mut tmp) {
-                    Ok(0) => {
+                match read_until(sock, &mut tmp, deadline).map_err(|e| format!("read: {e}"))? {
+                    Some(0) => {
                         return Err(format!("closed after {} of {len} body bytes", body.len()))
                     }
-                    Ok(n) => body.extend_from_slice(&tmp[..n]),
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("read: {e}")),
+                    Some(n) => body.extend_from_slice(&tmp[..n]),
+                    None => {}
                 }
             }
         }
@@ -310,6 +324,35 @@ pub fn connect(server: SocketAddr, timeout: Duration) -> Result<TcpStream, Strin
         .map_err(|e| format!("connect {server}: {e}"))?;
     let _ = s.set_nodelay(true);
     Ok(s)
+}
+
+/// One request on a keep-alive connection, reconnecting first if needed.
+pub fn exchange(
+    server: SocketAddr,
+    sock: &mut Option<TcpStream>,
+    req: &[u8],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    if sock.is_none() {
+        *sock = Some(connect(server, Duration::from_secs(5))?);
+    }
+    let s = sock.as_mut().expect("connected");
+    let res = s
+        .write_all(req)
+        .map_err(|e| format!("write: {e}"))
+        .and_then(|_| read_reply(s, timeout, Duration::from_millis(100)));
+    match res {
+        Ok(r) => {
+            if header(&r.head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                *sock = None;
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            *sock = None;
+            Err(e)
+        }
+    }
 }
 
 /// Result of one timed push.

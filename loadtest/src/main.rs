@@ -7,14 +7,17 @@
 //! `talk-idle` / `comet-longpoll` start in child processes. See README.md.
 
 mod args;
+mod child;
 mod chunked;
 mod comet;
 mod comet_worker;
 mod echo;
+mod fleet;
 mod hist;
 mod http;
 mod idle;
 mod json;
+mod measure;
 mod qst;
 mod sys;
 mod worker;
@@ -38,6 +41,36 @@ pub fn parse_terminator(s: &str) -> Result<u8, String> {
         "nul" | "null" | "zero" | "0" => Ok(0),
         "newline" | "nl" | "lf" => Ok(b'\n'),
         other => Err(format!("--terminator `{other}`: want `nul` or `newline`")),
+    }
+}
+
+/// Runs a scenario: `--help` prints `usage`; options that `settings` rejects
+/// print the error and `usage` (exit 2); otherwise `body`'s exit code, or 1
+/// with the error it returns.
+pub fn run_scenario<S>(
+    name: &str,
+    usage: &str,
+    argv: &[String],
+    settings: fn(&[String]) -> Result<S, String>,
+    body: impl FnOnce(S) -> Result<i32, String>,
+) -> i32 {
+    if argv.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return 0;
+    }
+    let s = match settings(argv) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}\n{usage}");
+            return 2;
+        }
+    };
+    match body(s) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            1
+        }
     }
 }
 

@@ -7,17 +7,17 @@
 //! end-to-end message rate (first push to last new pull).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::args::Args;
+use crate::fleet::{check_loopback, resolve};
 use crate::hist::Hist;
-use crate::http::{connect, escape, header, pct, read_reply, Reply};
-use crate::idle::{check_loopback, resolve};
+use crate::http::{escape, exchange, header, pct};
 use crate::json::{self, Value};
+use crate::measure::{opt_ms, verdict};
 use crate::sys::now_ns;
 
 const USAGE: &str = "usage: tidings-load qst --producers P --batches B --batch-size S
@@ -101,24 +101,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
 }
 
 pub fn run(argv: &[String]) -> i32 {
-    if argv.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return 0;
-    }
-    let s = match settings(argv) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("qst: {e}\n{USAGE}");
-            return 2;
-        }
-    };
-    match run_qst(Arc::new(s)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("qst: {e}");
-            1
-        }
-    }
+    crate::run_scenario("qst", USAGE, argv, settings, |s| run_qst(Arc::new(s)))
 }
 
 /// The id of message `n` of producer `p`.
@@ -211,35 +194,6 @@ pub fn retry_after(value: Option<&str>) -> Duration {
         .unwrap_or(1)
         .min(30);
     Duration::from_secs(secs)
-}
-
-/// One request on a keep-alive connection, reconnecting first if needed.
-fn exchange(
-    server: SocketAddr,
-    sock: &mut Option<TcpStream>,
-    req: &[u8],
-    timeout: Duration,
-) -> Result<Reply, String> {
-    if sock.is_none() {
-        *sock = Some(connect(server, Duration::from_secs(5))?);
-    }
-    let s = sock.as_mut().expect("connected");
-    let res = s
-        .write_all(req)
-        .map_err(|e| format!("write: {e}"))
-        .and_then(|_| read_reply(s, timeout, Duration::from_millis(100)));
-    match res {
-        Ok(r) => {
-            if header(&r.head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
-                *sock = None;
-            }
-            Ok(r)
-        }
-        Err(e) => {
-            *sock = None;
-            Err(e)
-        }
-    }
 }
 
 #[derive(Default)]
@@ -611,9 +565,9 @@ fn run_qst(s: Arc<Settings>) -> Result<i32, String> {
     println!(
         "pushed: {accepted_batches} batches ({accepted_msgs} messages) in {push_s:.2}s ({:.0} msg/s) push_p50_ms={} push_p99_ms={} push_max_ms={} 503s={r503} io_errors={io_errors} http_errors={http_errors} etag_mismatch={etag_mismatch} abandoned={abandoned}",
         accepted_msgs as f64 / push_s.max(1e-9),
-        ms(latency.percentile(50.0)),
-        ms(latency.percentile(99.0)),
-        ms(latency.max()),
+        opt_ms(latency.percentile(50.0)),
+        opt_ms(latency.percentile(99.0)),
+        opt_ms(latency.max()),
     );
     println!(
         "pulled: {} unique in {} pulls ({} empty, {:.1} messages a pull) redeliveries={} post_ack_dups={} out_of_order={} unexpected={} etag_mismatch={} http_errors={} io_errors={} residual={}",
@@ -666,15 +620,11 @@ fn run_qst(s: Arc<Settings>) -> Result<i32, String> {
         cons.pulls,
         cons.empty_pulls,
         cons.etag_mismatch,
-        ms(latency.percentile(50.0)),
-        ms(latency.percentile(99.0)),
-        if pass { "PASS" } else { "FAIL" }
+        opt_ms(latency.percentile(50.0)),
+        opt_ms(latency.percentile(99.0)),
+        verdict(pass)
     );
     Ok(if pass { 0 } else { 1 })
-}
-
-fn ms(us: Option<u64>) -> String {
-    us.map_or("na".into(), |v| format!("{:.3}", v as f64 / 1000.0))
 }
 
 #[cfg(test)]

@@ -14,91 +14,42 @@
 //!   `BYE live=… closed=… keepalives=… min_keepalives=… unexpected=… proto_errors=…`
 //! Human-readable problems go to stderr, prefixed `[worker N]`.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Read};
 
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
-use socket2::{Domain, Protocol, Socket, Type};
+use mio::{Events, Interest, Poll, Token};
 
 use crate::args::Args;
+use crate::child::{
+    backoff_ms, bump, connect_state, dispatch, open_socket, read_commands, reason_list, send,
+    send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
+};
 use crate::chunked::{ChunkParser, Status};
 use crate::http::{check_pull_head, escape, head_end, pull_request, MAX_HEAD};
-use crate::sys::{now_ns, raise_nofile_limit};
-
-const WAKE: Token = Token(usize::MAX);
-/// How many problems of each kind a worker prints before it only counts them.
-const PRINT_LIMIT: usize = 5;
+use crate::sys::now_ns;
 
 pub struct Config {
-    pub index: usize,
-    pub server: SocketAddr,
-    pub streams: usize,
-    /// Global index of this worker's first stream (names and source choice).
-    pub offset: usize,
+    pub common: Common,
     pub channel: String,
-    pub sources: Vec<IpAddr>,
     pub run_id: String,
     pub term: u8,
-    pub inflight: usize,
-    pub retries: u32,
-    pub connect_timeout_ns: u64,
 }
 
 impl Config {
     pub fn from_args(argv: &[String]) -> Result<Config, String> {
-        let a = Args::parse(
-            argv,
-            &[
-                "index",
-                "server",
-                "streams",
-                "offset",
-                "channel",
-                "sources",
-                "run-id",
-                "terminator",
-                "inflight",
-                "retries",
-                "connect-timeout-ms",
-            ],
-            &[],
-        )?;
-        let server: SocketAddr = a
-            .required("server")?
-            .parse()
-            .map_err(|e| format!("--server: {e}"))?;
-        let sources = a
-            .required("sources")?
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<IpAddr>()
-                    .map_err(|e| format!("--sources `{s}`: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if sources.is_empty() {
-            return Err("--sources is empty".into());
-        }
+        let names = [
+            &COMMON_OPTIONS[..],
+            &["streams", "channel", "run-id", "terminator"],
+        ]
+        .concat();
+        let a = Args::parse(argv, &names, &[])?;
         Ok(Config {
-            index: a.num("index", 0)?,
-            server,
-            streams: a.num("streams", 0)?,
-            offset: a.num("offset", 0)?,
+            common: Common::from_args(&a, "streams")?,
             channel: a.str_or("channel", "loadtest"),
-            sources,
             run_id: a.str_or("run-id", "x"),
             term: crate::parse_terminator(&a.str_or("terminator", "nul"))?,
-            inflight: a.num::<usize>("inflight", 1000)?.max(1),
-            retries: a.num("retries", 3)?,
-            connect_timeout_ns: a.num::<u64>("connect-timeout-ms", 15_000)? * 1_000_000,
         })
     }
 }
@@ -195,8 +146,7 @@ struct Worker {
     cfg: Config,
     poll: Poll,
     conns: Vec<Conn>,
-    pending: VecDeque<usize>,
-    retry: BinaryHeap<Reverse<(u64, usize)>>,
+    queue: StartQueue,
     inflight: usize,
     up: usize,
     failed: usize,
@@ -213,80 +163,14 @@ struct Worker {
     ready_sent: bool,
 }
 
-/// Sends one line to the parent; exits if the parent is gone.
-fn send(line: &str) {
-    let mut out = io::stdout().lock();
-    if out
-        .write_all(line.as_bytes())
-        .and_then(|_| out.write_all(b"\n"))
-        .and_then(|_| out.flush())
-        .is_err()
-    {
-        std::process::exit(3);
-    }
-}
-
 fn reason(e: &io::Error) -> String {
     e.to_string()
-}
-
-/// A non-blocking socket bound to `src` (port chosen at connect time) with a
-/// connect to `server` in progress.
-pub(crate) fn open_socket(src: IpAddr, server: SocketAddr) -> io::Result<TcpStream> {
-    let sock = Socket::new(
-        Domain::for_address(server),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    sock.set_nonblocking(true)?;
-    sock.set_tcp_nodelay(true)?;
-    // Close with RST: no TIME_WAIT left behind, so runs can follow each other
-    // without exhausting the ephemeral ports.
-    sock.set_linger(Some(Duration::ZERO))?;
-    // Let connect() pick the port for the whole 4-tuple rather than bind().
-    let one: libc::c_int = 1;
-    // SAFETY: a valid fd and a pointer to a c_int of the given size.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    sock.bind(&SocketAddr::new(src, 0).into())?;
-    match sock.connect(&server.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(sock)))
-}
-
-/// Writes from `*done` on; `Ok(true)` once the whole request is out.
-fn write_some(sock: &mut TcpStream, req: &[u8], done: &mut usize) -> io::Result<bool> {
-    while *done < req.len() {
-        match sock.write(&req[*done..]) {
-            Ok(n) => *done += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-fn bump(map: &mut BTreeMap<String, usize>, key: &str) -> usize {
-    let n = map.entry(key.to_string()).or_insert(0);
-    *n += 1;
-    *n
 }
 
 impl Worker {
     fn new(cfg: Config) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        let conns = (0..cfg.streams)
+        let conns = (0..cfg.common.count)
             .map(|_| Conn {
                 sock: None,
                 phase: Phase::Idle,
@@ -298,11 +182,10 @@ impl Worker {
             })
             .collect();
         Ok(Worker {
-            pending: (0..cfg.streams).collect(),
+            queue: StartQueue::new(cfg.common.count),
             conns,
             poll,
             cfg,
-            retry: BinaryHeap::new(),
             inflight: 0,
             up: 0,
             failed: 0,
@@ -321,11 +204,11 @@ impl Worker {
     }
 
     fn say(&self, msg: &str) {
-        eprintln!("[worker {}] {msg}", self.cfg.index);
+        eprintln!("[worker {}] {msg}", self.cfg.common.index);
     }
 
     fn request(&self, idx: usize) -> Vec<u8> {
-        let name = stream_name(&self.cfg.run_id, self.cfg.offset + idx);
+        let name = stream_name(&self.cfg.run_id, self.cfg.common.offset + idx);
         pull_request(&name, &self.cfg.channel)
     }
 
@@ -335,9 +218,8 @@ impl Worker {
 
     /// Starts (or restarts) the connect of stream `idx`.
     fn start(&mut self, idx: usize) {
-        let global = self.cfg.offset + idx;
-        let src = self.cfg.sources[global % self.cfg.sources.len()];
-        let server = self.cfg.server;
+        let src = self.cfg.common.source(idx);
+        let server = self.cfg.common.server;
         self.conns[idx].attempts += 1;
         match open_socket(src, server) {
             Ok(mut sock) => {
@@ -377,16 +259,14 @@ impl Worker {
             self.inflight -= 1;
         }
         c.phase = Phase::Idle;
-        if retryable && c.attempts <= self.cfg.retries {
+        if retryable && c.attempts <= self.cfg.common.retries {
             self.retries += 1;
-            // 50 ms, 100 ms, 200 ms, … capped at 2 s
-            let backoff_ms = (50u64 << (c.attempts - 1).min(6)).min(2000);
-            self.retry
-                .push(Reverse((now_ns() + backoff_ms * 1_000_000, idx)));
+            self.queue
+                .retry_at(now_ns() + backoff_ms(c.attempts) * 1_000_000, idx);
             if bump(&mut self.retry_reasons, why) <= 2 {
                 self.say(&format!(
                     "stream {} attempt {} failed ({why}); retrying",
-                    self.cfg.offset + idx,
+                    self.cfg.common.offset + idx,
                     self.conns[idx].attempts
                 ));
             }
@@ -396,7 +276,7 @@ impl Worker {
             if bump(&mut self.fail_reasons, why) <= PRINT_LIMIT {
                 self.say(&format!(
                     "stream {} FAILED after {} attempt(s): {why}",
-                    self.cfg.offset + idx,
+                    self.cfg.common.offset + idx,
                     self.conns[idx].attempts
                 ));
             }
@@ -416,7 +296,7 @@ impl Worker {
         if bump(&mut self.close_reasons, why) <= PRINT_LIMIT {
             self.say(&format!(
                 "stream {} (up) CLOSED: {why}",
-                self.cfg.offset + idx
+                self.cfg.common.offset + idx
             ));
         }
     }
@@ -445,24 +325,14 @@ impl Worker {
             return;
         }
         if self.conns[idx].phase == Phase::Connecting {
-            if !(ev.is_writable() || ev.is_error() || ev.is_read_closed() || ev.is_write_closed()) {
-                return;
-            }
             let Some(sock) = self.conns[idx].sock.as_ref() else {
                 return;
             };
-            match sock.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    self.attempt_failed(idx, &reason(&e), true);
-                    return;
-                }
-                Ok(None) => {}
-            }
-            match sock.peer_addr() {
-                Ok(_) => self.conns[idx].phase = Phase::Writing(0),
-                Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(e) => {
-                    self.attempt_failed(idx, &reason(&e), true);
+            match connect_state(sock, ev) {
+                Connect::Pending => return,
+                Connect::Done => self.conns[idx].phase = Phase::Writing(0),
+                Connect::Failed(why) => {
+                    self.attempt_failed(idx, &why, true);
                     return;
                 }
             }
@@ -571,7 +441,7 @@ impl Worker {
             Ok(Some(note)) => {
                 self.head_notes += 1;
                 if self.head_notes <= PRINT_LIMIT {
-                    self.say(&format!("stream {}: {note}", self.cfg.offset + idx));
+                    self.say(&format!("stream {}: {note}", self.cfg.common.offset + idx));
                 }
             }
             Err(why) => {
@@ -637,7 +507,7 @@ impl Worker {
             if before < PRINT_LIMIT {
                 self.say(&format!(
                     "stream {}: unexpected record {:?}",
-                    self.cfg.offset + idx,
+                    self.cfg.common.offset + idx,
                     unexpected_sample.unwrap_or_default()
                 ));
             }
@@ -670,25 +540,16 @@ impl Worker {
     /// Starts connects while fewer than `inflight` are under way.
     fn fill(&mut self) {
         let now = now_ns();
-        while self.inflight < self.cfg.inflight {
-            if let Some(&Reverse((due, idx))) = self.retry.peek() {
-                if due <= now {
-                    self.retry.pop();
-                    self.start(idx);
-                    continue;
-                }
-            }
-            match self.pending.pop_front() {
-                Some(idx) => self.start(idx),
-                None => break,
-            }
+        let max = self.cfg.common.inflight;
+        while let Some(idx) = self.queue.next(now, self.inflight, max, |_| false) {
+            self.start(idx);
         }
     }
 
     /// Fails attempts that have taken too long.
     fn check_timeouts(&mut self) {
         let now = now_ns();
-        let limit = self.cfg.connect_timeout_ns;
+        let limit = self.cfg.common.connect_timeout_ns;
         let late: Vec<usize> = self
             .conns
             .iter()
@@ -708,7 +569,7 @@ impl Worker {
     }
 
     fn connecting_done(&self) -> bool {
-        self.pending.is_empty() && self.retry.is_empty() && self.inflight == 0
+        self.queue.is_empty() && self.inflight == 0
     }
 
     fn handle(&mut self, cmd: Cmd) -> bool {
@@ -808,8 +669,7 @@ impl Worker {
         };
         for (what, map) in maps {
             if !map.is_empty() {
-                let list: Vec<String> = map.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
-                self.say(&format!("{what}: {}", list.join("; ")));
+                self.say(&format!("{what}: {}", reason_list(map)));
             }
         }
     }
@@ -824,12 +684,8 @@ pub fn run(argv: &[String]) -> i32 {
             return 2;
         }
     };
-    let limit = raise_nofile_limit();
-    if cfg.streams as u64 + 32 > limit {
-        eprintln!(
-            "[worker {}] {} streams need more than the open-file limit {limit}",
-            cfg.index, cfg.streams
-        );
+    if let Err(e) = cfg.common.check_fd_room("worker", "streams") {
+        eprintln!("{e}");
         return 2;
     }
     match run_worker(cfg) {
@@ -843,29 +699,7 @@ pub fn run(argv: &[String]) -> i32 {
 
 fn run_worker(cfg: Config) -> io::Result<()> {
     let mut w = Worker::new(cfg)?;
-    let waker = Arc::new(Waker::new(w.poll.registry(), WAKE)?);
-    let (tx, rx) = mpsc::channel::<Cmd>();
-    {
-        let waker = Arc::clone(&waker);
-        std::thread::spawn(move || {
-            let stdin = io::stdin();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match stdin.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(parse_cmd(line.trim_end())).is_err() {
-                            return;
-                        }
-                        let _ = waker.wake();
-                    }
-                }
-            }
-            let _ = tx.send(Cmd::Quit);
-            let _ = waker.wake();
-        });
-    }
+    let rx = read_commands(&w.poll, parse_cmd, Cmd::Quit)?;
 
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
@@ -875,7 +709,7 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         w.fill();
         let connecting = !w.connecting_done();
         let mut timeout_ns: u64 = if connecting {
-            if w.retry.is_empty() {
+            if !w.queue.has_retries() {
                 100_000_000
             } else {
                 5_000_000
@@ -886,22 +720,8 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         if let Some(left) = w.check_collect() {
             timeout_ns = timeout_ns.min(left);
         }
-        match w.poll.poll(
-            &mut events,
-            Some(Duration::from_nanos(timeout_ns.max(1_000_000))),
-        ) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let mut woke = false;
-        for ev in events.iter() {
-            if ev.token() == WAKE {
-                woke = true;
-            } else {
-                w.on_event(ev.token().0, ev, &mut buf);
-            }
-        }
+        wait(&mut w.poll, &mut events, timeout_ns)?;
+        let woke = dispatch(&events, |idx, ev| w.on_event(idx, ev, &mut buf));
         w.check_collect();
         if woke {
             while let Ok(cmd) = rx.try_recv() {
@@ -918,10 +738,7 @@ fn run_worker(cfg: Config) -> io::Result<()> {
             }
             if now - last_progress > 1_000_000_000 {
                 last_progress = now;
-                send(&format!(
-                    "PROGRESS up={} failed={} inflight={} retries={}",
-                    w.up, w.failed, w.inflight, w.retries
-                ));
+                send_progress(w.up, w.failed, w.inflight, w.retries);
             }
         }
         if !w.ready_sent && w.connecting_done() {
