@@ -340,45 +340,12 @@ impl<'de> Visitor<'de> for StrOrNull {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::*;
     use super::*;
-    use crate::hub::Origin;
     use proptest::prelude::*;
-
-    /// 2010-01-01T23:18:53Z
-    const WHEN: i64 = 1_262_387_933;
-
-    fn draft(id: Option<&str>, from: &str, to: &str, when: Option<i64>) -> Draft {
-        Draft {
-            id: id.map(str::to_owned),
-            from: from.to_owned(),
-            to: to.to_owned(),
-            when,
-            ..Draft::default()
-        }
-    }
-
-    fn with_body(mut d: Draft, subject: Option<&str>, body: &str) -> Draft {
-        d.subject = subject.map(str::to_owned);
-        d.body = body.as_bytes().to_vec();
-        d
-    }
-
-    fn with_props(mut d: Draft, props: &[(&str, &str)]) -> Draft {
-        d.properties = props
-            .iter()
-            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
-        d
-    }
 
     fn props(props: &[(&str, &str)]) -> Draft {
         with_props(Draft::default(), props)
-    }
-
-    fn message(d: Draft) -> Message {
-        let id = d.id.clone().unwrap_or_default();
-        let when = d.when.unwrap_or(WHEN);
-        Message::new(1, id, when, Origin::Qst, d)
     }
 
     fn encoded(msgs: &[Message]) -> String {

@@ -25,6 +25,46 @@ impl std::fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
+/// Message builders shared by the codec tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::hub::{Draft, Message, Origin};
+
+    /// 2010-01-01T23:18:53Z
+    pub const WHEN: i64 = 1_262_387_933;
+
+    pub fn draft(id: Option<&str>, from: &str, to: &str, when: Option<i64>) -> Draft {
+        Draft {
+            id: id.map(str::to_owned),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            when,
+            ..Draft::default()
+        }
+    }
+
+    pub fn with_body(mut d: Draft, subject: Option<&str>, body: &str) -> Draft {
+        d.subject = subject.map(str::to_owned);
+        d.body = body.as_bytes().to_vec();
+        d
+    }
+
+    pub fn with_props(mut d: Draft, props: &[(&str, &str)]) -> Draft {
+        d.properties = props
+            .iter()
+            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        d
+    }
+
+    /// A stored message from a draft (seq 1; the draft's id and when, or defaults).
+    pub fn message(d: Draft) -> Message {
+        let id = d.id.clone().unwrap_or_default();
+        let when = d.when.unwrap_or(WHEN);
+        Message::new(1, id, when, Origin::Qst, d)
+    }
+}
+
 use std::borrow::Cow;
 
 use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request};
