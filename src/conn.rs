@@ -70,6 +70,8 @@ pub enum Seg {
     Static(&'static [u8]),
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    /// A chunk-size line, inline.
+    Size(http::ChunkSize),
 }
 
 impl Seg {
@@ -78,6 +80,7 @@ impl Seg {
             Seg::Static(b) => b,
             Seg::Owned(v) => v,
             Seg::Shared(a) => a,
+            Seg::Size(line) => line.as_bytes(),
         }
     }
 }
@@ -1017,9 +1020,8 @@ impl Conn {
         if s.pending.is_empty() || !self.out.is_empty() {
             return;
         }
-        let mut size = Vec::with_capacity(8);
-        http::chunk_size_line(s.pending_bytes, &mut size);
-        self.out.push(Seg::Owned(size));
+        self.out
+            .push(Seg::Size(http::chunk_size_line(s.pending_bytes)));
         for r in s.pending.drain(..) {
             self.out.push(Seg::Shared(r));
         }

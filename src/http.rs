@@ -453,10 +453,42 @@ pub fn imf_fixdate(secs: u64) -> [u8; 29] {
     out
 }
 
-/// Writes a chunk-size line: lowercase hex, CRLF.
-pub fn chunk_size_line(len: usize, out: &mut Vec<u8>) {
-    use std::io::Write;
-    let _ = write!(out, "{len:x}\r\n");
+/// A chunk-size line (`chunk-size CRLF`, lowercase hex), held inline: framing a chunk for
+/// each of many streams allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkSize {
+    bytes: [u8; 18],
+    len: u8,
+}
+
+impl ChunkSize {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// The chunk-size line for a chunk of `len` bytes.
+pub fn chunk_size_line(len: usize) -> ChunkSize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    let count = digits.len() - i;
+    let mut bytes = [0u8; 18];
+    bytes[..count].copy_from_slice(&digits[i..]);
+    bytes[count..count + 2].copy_from_slice(b"\r\n");
+    ChunkSize {
+        bytes,
+        len: (count + 2) as u8,
+    }
 }
 
 #[cfg(test)]
@@ -582,7 +614,7 @@ mod tests {
             let mut wire = Vec::new();
             let mut plain = Vec::new();
             for p in &parts {
-                chunk_size_line(p.len(), &mut wire);
+                wire.extend_from_slice(chunk_size_line(p.len()).as_bytes());
                 wire.extend_from_slice(p);
                 wire.extend_from_slice(b"\r\n");
                 plain.extend_from_slice(p);
@@ -594,6 +626,17 @@ mod tests {
             let cut = cut.min(wire.len() - 1);
             proptest::prop_assert_eq!(decode_chunked(&wire[..cut], 1 << 20, &mut out).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(chunk_size_line(0).as_bytes(), b"0\r\n");
+        assert_eq!(chunk_size_line(5).as_bytes(), b"5\r\n");
+        assert_eq!(chunk_size_line(0x1a2b).as_bytes(), b"1a2b\r\n");
+        assert_eq!(
+            chunk_size_line(usize::MAX).as_bytes(),
+            b"ffffffffffffffff\r\n"
+        );
     }
 
     #[test]
