@@ -645,7 +645,6 @@ impl Conn {
                         .content_length
                         .is_some_and(|n| n > config.max_body_bytes as u64)
                     {
-                        local.shared.metrics.bodies_too_large.inc();
                         return self.fail(key, HttpError::BodyTooLarge, local);
                     }
                     let body_due = head.chunked || head.content_length.is_some_and(|n| n > 0);
@@ -656,13 +655,7 @@ impl Conn {
                     self.phase = Phase::Body(head);
                     Step::Continue
                 }
-                Err(e) => {
-                    match e {
-                        HttpError::HeadTooLarge => local.shared.metrics.heads_too_large.inc(),
-                        _ => local.shared.metrics.bad_requests.inc(),
-                    }
-                    self.fail(key, e, local)
-                }
+                Err(e) => self.fail(key, e, local),
             },
             Phase::Body(head) => {
                 let mut decoded = Vec::new();
@@ -684,33 +677,24 @@ impl Conn {
                             return Step::Wait;
                         }
                         Ok(Some(n)) => (0..decoded.len(), head.len + n),
-                        Err(e) => {
-                            if e == HttpError::BodyTooLarge {
-                                local.shared.metrics.bodies_too_large.inc();
-                            } else {
-                                local.shared.metrics.bad_requests.inc();
-                            }
-                            return self.fail(key, e, local);
-                        }
+                        Err(e) => return self.fail(key, e, local),
                     }
-                } else if head.method == Method::Post && head.path.of(buf) == b"/push" {
-                    // Talk's headless push: no framing; the body is what the client sent,
-                    // up to the start of its next push.
+                } else if http::is_unframed_push(&head, buf) {
+                    // Talk's headless push: the body is what the client has sent, up to the
+                    // start of its next push. Wait for more only while the socket may still
+                    // hold some, or while there is nothing at all and no message in the query.
                     let rest = &buf[head.len..];
-                    let end =
-                        memchr::memmem::find(rest, b"POST /push HTTP/1.").unwrap_or(rest.len());
+                    let end = http::unframed_push_len(rest);
                     let waiting =
                         end == 0 && http::form_get(head.query.of(buf), "message").is_none();
                     if waiting || (!drained && end == rest.len()) {
                         if rest.len() > config.max_body_bytes {
-                            local.shared.metrics.bodies_too_large.inc();
                             return self.fail(key, HttpError::BodyTooLarge, local);
                         }
                         self.phase = Phase::Body(head);
                         return Step::Wait;
                     }
                     if end > config.max_body_bytes {
-                        local.shared.metrics.bodies_too_large.inc();
                         return self.fail(key, HttpError::BodyTooLarge, local);
                     }
                     (head.len..head.len + end, head.len + end)
@@ -740,6 +724,12 @@ impl Conn {
     /// Answers a client fault: the status, a short reason, and close.
     fn fail(&mut self, key: usize, e: HttpError, local: &mut Local) -> Step {
         debug!("client fault: {} {}", e.status(), e.reason());
+        let m = &local.shared.metrics;
+        match e {
+            HttpError::HeadTooLarge => m.heads_too_large.inc(),
+            HttpError::BodyTooLarge => m.bodies_too_large.inc(),
+            HttpError::Malformed(_) | HttpError::NotImplemented(_) => m.bad_requests.inc(),
+        }
         local.shared.metrics.request(Proto::Other, e.status());
         let reply = Reply::text(e.status(), e.reason());
         self.queue_reply(reply, Method::Get, 1, false, local);

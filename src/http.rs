@@ -232,6 +232,21 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
     Ok(Some(head))
 }
 
+/// Whether a request's body comes without any framing: Talk's headless clients send
+/// `POST /push` with neither `Content-Length` nor `Transfer-Encoding` (PROTOCOLS.md 3.2).
+pub fn is_unframed_push(head: &Head, buf: &[u8]) -> bool {
+    head.method == Method::Post
+        && head.content_length.is_none()
+        && !head.chunked
+        && head.path.of(buf) == b"/push"
+}
+
+/// The length of an unframed push body in `rest` (the bytes after its head): up to the
+/// start of the client's next push (`POST /push HTTP/1.`), or all of `rest`.
+pub fn unframed_push_len(rest: &[u8]) -> usize {
+    memchr::memmem::find(rest, b"POST /push HTTP/1.").unwrap_or(rest.len())
+}
+
 /// Decodes a chunked body at the start of `buf` into `out`, once it is complete.
 ///
 /// ```text
@@ -626,6 +641,20 @@ mod tests {
             let cut = cut.min(wire.len() - 1);
             proptest::prop_assert_eq!(decode_chunked(&wire[..cut], 1 << 20, &mut out).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn unframed_pushes() {
+        let raw =
+            b"POST /push HTTP/1.1\r\nHead: less\r\n\r\nname=a&message=1POST /push HTTP/1.1\r\n";
+        let h = head(std::str::from_utf8(raw).unwrap());
+        assert!(is_unframed_push(&h, raw));
+        assert_eq!(unframed_push_len(&raw[h.len..]), b"name=a&message=1".len());
+        assert_eq!(unframed_push_len(b"name=a&message=1"), 16);
+        let framed = "POST /push HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+        assert!(!is_unframed_push(&head(framed), framed.as_bytes()));
+        let other = "POST /comet HTTP/1.1\r\n\r\n";
+        assert!(!is_unframed_push(&head(other), other.as_bytes()));
     }
 
     #[test]
