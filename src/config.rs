@@ -34,6 +34,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub talk_keepalive: Duration,
     pub talk_terminator: Terminator,
+    /// Hold a Talk stream's records this long so a burst leaves as one chunk (0: send at once).
+    pub talk_coalesce: Duration,
     pub channel_capacity: usize,
     pub channel_bytes: usize,
     pub channel_idle: Duration,
@@ -64,6 +66,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             talk_keepalive: Duration::from_secs(5),
             talk_terminator: Terminator::Nul,
+            talk_coalesce: Duration::ZERO,
             channel_capacity: 1024,
             channel_bytes: 4 << 20,
             channel_idle: Duration::from_secs(300),

@@ -675,3 +675,191 @@ mod tests {
         assert_eq!(&imf_fixdate(1709210096), b"Thu, 29 Feb 2024 12:34:56 GMT");
     }
 }
+
+/// One piece of response output: static bytes, a small owned head, a shared message frame
+/// (the same bytes queued on many connections), or an inline chunk-size line.
+pub enum Seg {
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+    Shared(std::sync::Arc<[u8]>),
+    Size(ChunkSize),
+}
+
+impl Seg {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Static(b) => b,
+            Seg::Owned(v) => v,
+            Seg::Shared(a) => a,
+            Seg::Size(line) => line.as_bytes(),
+        }
+    }
+}
+
+/// How a response's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length: n` (sent for `HEAD` too, with no body).
+    Length(usize),
+    /// `Transfer-Encoding: chunked`: a stream whose chunks follow.
+    Chunked,
+}
+
+/// The parts of a response head that vary.
+pub struct ResponseHead<'a> {
+    pub status: u16,
+    /// The cached `Date` value.
+    pub date: &'a [u8],
+    pub cors_origin: &'a str,
+    /// Empty: no `Content-Type`.
+    pub content_type: &'a str,
+    pub framing: Framing,
+    pub headers: &'a [(&'static str, String)],
+    pub keep_alive: bool,
+    /// 0 for an HTTP/1.0 request: keep-alive must then be said.
+    pub minor: u8,
+}
+
+/// Whether a response to `method` with `status` carries a body (RFC 9110 6.4.1).
+pub fn has_body(method: Method, status: u16) -> bool {
+    method != Method::Head && status >= 200 && status != 204 && status != 304
+}
+
+/// Encodes a response head, then the body if the method and status allow one.
+pub fn encode_response(head: &ResponseHead<'_>, method: Method, body: &[u8], out: &mut Vec<u8>) {
+    out.reserve(192 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(head.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
+    out.extend_from_slice(head.date);
+    out.extend_from_slice(b"\r\nAccess-Control-Allow-Origin: ");
+    out.extend_from_slice(head.cors_origin.as_bytes());
+    if !head.content_type.is_empty() {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(head.content_type.as_bytes());
+    }
+    if let Framing::Length(n) = head.framing {
+        if head.status != 204 && head.status >= 200 {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+    }
+    for (name, value) in head.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        // No control byte may reach a header value (it could end the header early).
+        out.extend(
+            value
+                .bytes()
+                .map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b }),
+        );
+    }
+    if head.framing == Framing::Chunked {
+        out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+    }
+    if !head.keep_alive {
+        out.extend_from_slice(b"\r\nConnection: close");
+    } else if head.minor == 0 {
+        out.extend_from_slice(b"\r\nConnection: keep-alive");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if has_body(method, head.status) {
+        out.extend_from_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::*;
+
+    fn encode(status: u16, method: Method, keep_alive: bool, minor: u8, body: &[u8]) -> String {
+        let headers = [("X-Id", "a\r\nb".to_string())];
+        let head = ResponseHead {
+            status,
+            date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+            cors_origin: "*",
+            content_type: if body.is_empty() { "" } else { "text/plain" },
+            framing: Framing::Length(body.len()),
+            headers: &headers,
+            keep_alive,
+            minor,
+        };
+        let mut out = Vec::new();
+        encode_response(&head, method, body, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    const PREFIX: &str =
+        "Server: tidings\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nAccess-Control-Allow-Origin: *\r\n";
+
+    #[test]
+    fn response_heads_table() {
+        // (status, method, keep-alive, HTTP/1.minor, body, the bytes expected)
+        type Case = (u16, Method, bool, u8, &'static [u8], &'static str);
+        let cases: &[Case] = &[
+            (
+                200,
+                Method::Get,
+                true,
+                1,
+                b"ok\n",
+                "HTTP/1.1 200 OK\r\n{P}Content-Type: text/plain\r\nContent-Length: 3\r\nX-Id: a  b\r\n\r\nok\n",
+            ),
+            // An error answer to HEAD: the length of the body it would have, no body.
+            (
+                404,
+                Method::Head,
+                false,
+                1,
+                b"not found\n",
+                "HTTP/1.1 404 Not Found\r\n{P}Content-Type: text/plain\r\nContent-Length: 10\r\nX-Id: a  b\r\nConnection: close\r\n\r\n",
+            ),
+            // 204: no length, no body.
+            (
+                204,
+                Method::Options,
+                true,
+                1,
+                b"",
+                "HTTP/1.1 204 No Content\r\n{P}X-Id: a  b\r\n\r\n",
+            ),
+            // HTTP/1.0 keep-alive is said out loud.
+            (
+                503,
+                Method::Post,
+                true,
+                0,
+                b"full\n",
+                "HTTP/1.1 503 Service Unavailable\r\n{P}Content-Type: text/plain\r\nContent-Length: 5\r\nX-Id: a  b\r\nConnection: keep-alive\r\n\r\nfull\n",
+            ),
+        ];
+        for (status, method, keep_alive, minor, body, want) in cases {
+            let want = want.replace("{P}", PREFIX);
+            assert_eq!(encode(*status, *method, *keep_alive, *minor, body), want);
+        }
+    }
+
+    #[test]
+    fn a_stream_head_is_chunked() {
+        let headers = [("Cache-Control", "no-cache".to_string())];
+        let head = ResponseHead {
+            status: 200,
+            date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+            cors_origin: "*",
+            content_type: "text/plain; charset=utf-8",
+            framing: Framing::Chunked,
+            headers: &headers,
+            keep_alive: true,
+            minor: 1,
+        };
+        let mut out = Vec::new();
+        encode_response(&head, Method::Get, b"", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("HTTP/1.1 200 OK\r\n{PREFIX}Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+        );
+    }
+}

@@ -17,6 +17,7 @@ pub mod proto;
 pub mod reactor;
 pub mod server;
 pub mod time;
+pub mod worker;
 
 pub use config::Config;
 pub use hub::{Draft, Message};

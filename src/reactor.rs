@@ -1,5 +1,6 @@
-//! A worker thread: one `mio::Poll`, its own `SO_REUSEPORT` listener, a slab of connections,
-//! its timers, its mailbox and `Waker`.
+//! A worker thread's loop: one `mio::Poll`, its own `SO_REUSEPORT` listeners (each with the
+//! connection kind its sockets get), a slab of connections, its mailbox and `Waker`; the
+//! rest of the worker's state is a `worker::Worker` lent to each connection handler.
 //!
 //! The loop: poll → dispatch readiness → serve capped connections again → drain the mailbox
 //! (deliveries) → expire timers → flush pending writes. Connections that must close are
@@ -13,12 +14,16 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::conn::{token, untoken, Conn, Local, Next, Shared};
+use crate::conn::{token, untoken, Conn, Kind, Next};
 use crate::hub::{Mail, Mailbox, Notify};
+use crate::worker::{Shared, Worker};
 use crate::{debug, error, info, warn};
 
-const LISTENER: Token = Token(usize::MAX - 1);
-pub const WAKER: Token = Token(usize::MAX - 2);
+pub const WAKER: Token = Token(usize::MAX);
+/// Listener `i` has the token `usize::MAX - 1 - i`.
+const FIRST_LISTENER: usize = usize::MAX - 1;
+/// Listeners one worker serves at most.
+pub const MAX_LISTENERS: usize = 8;
 /// Accepts per listener event before serving other work.
 const MAX_ACCEPTS_PER_EVENT: usize = 512;
 /// Readiness events taken per poll.
@@ -39,43 +44,67 @@ impl Notify for WakerNotify {
     }
 }
 
-pub struct Worker {
+/// A listening socket and the kind of connection its sockets get.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub kind: Kind,
+    /// Hit its accept cap: accept again next turn.
+    again: bool,
+}
+
+impl Listener {
+    pub fn new(socket: TcpListener, kind: Kind) -> Listener {
+        Listener {
+            socket,
+            kind,
+            again: false,
+        }
+    }
+}
+
+pub struct Reactor {
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// Empty once shutdown began.
+    listeners: Vec<Listener>,
     conns: Slab<Conn>,
     next_gen: u32,
     mailbox: Arc<Mailbox>,
     mail: Vec<Mail>,
-    local: Local,
+    worker: Worker,
     epoch: Instant,
     /// Set once shutdown began: the time by which the worker exits.
     stop_by: Option<u64>,
-    /// The listener hit its accept cap: accept again next turn.
-    accept_again: bool,
     next_sweep: u64,
 }
 
-impl Worker {
+impl Reactor {
     pub fn new(
         id: usize,
         poll: Poll,
-        mut listener: TcpListener,
+        mut listeners: Vec<Listener>,
         mailbox: Arc<Mailbox>,
         shared: Arc<Shared>,
-    ) -> io::Result<Worker> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Worker {
+    ) -> io::Result<Reactor> {
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::other("too many listeners"));
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry().register(
+                &mut l.socket,
+                Token(FIRST_LISTENER - i),
+                Interest::READABLE,
+            )?;
+        }
+        Ok(Reactor {
             poll,
-            listener: Some(listener),
+            listeners,
             conns: Slab::new(),
             next_gen: 1,
             mailbox,
             mail: Vec::new(),
-            local: Local::new(id, shared),
+            worker: Worker::new(id, shared),
             epoch: Instant::now(),
             stop_by: None,
-            accept_again: false,
             next_sweep: SWEEP_EVERY_MS,
         })
     }
@@ -91,13 +120,15 @@ impl Worker {
                     return;
                 }
             }
-            self.local.now = self.epoch.elapsed().as_millis() as u64;
-            self.local.date.update();
+            self.worker.now = self.epoch.elapsed().as_millis() as u64;
+            self.worker.date.update();
 
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
                     WAKER => {}
+                    Token(t) if t > FIRST_LISTENER - MAX_LISTENERS => {
+                        self.accept(FIRST_LISTENER - t)
+                    }
                     Token(t) => {
                         let (key, gen) = untoken(t);
                         if self.conns.get(key).is_none_or(|c| c.gen() != gen) {
@@ -109,34 +140,36 @@ impl Worker {
                                 if closed {
                                     c.note_read_closed();
                                 }
-                                c.on_readable(key, l)
+                                c.on_readable(l)
                             });
                         }
                         if event.is_writable() {
-                            self.with_conn(key, |c, l| c.flush(key, l));
+                            self.with_conn(key, |c, l| c.flush(l));
                         }
                     }
                 }
             }
-            if self.accept_again {
-                self.accept();
+            for i in 0..self.listeners.len() {
+                if self.listeners[i].again {
+                    self.accept(i);
+                }
             }
-            for key in std::mem::take(&mut self.local.again) {
-                self.with_conn(key, |c, l| c.on_readable(key, l));
+            for key in std::mem::take(&mut self.worker.again) {
+                self.with_conn(key, |c, l| c.on_readable(l));
             }
             self.drain_mailbox();
             self.expire_timers();
             self.flush_pending();
 
-            if self.local.worker == 0 && self.local.now >= self.next_sweep {
-                self.next_sweep = self.local.now + SWEEP_EVERY_MS;
-                self.local.shared.hub.sweep();
+            if self.worker.id == 0 && self.worker.now >= self.next_sweep {
+                self.next_sweep = self.worker.now + SWEEP_EVERY_MS;
+                self.worker.shared.hub.sweep();
             }
             if let Some(stop_by) = self.stop_by {
-                if self.conns.is_empty() || self.local.now >= stop_by {
+                if self.conns.is_empty() || self.worker.now >= stop_by {
                     debug!(
                         "worker {} stops with {} connections",
-                        self.local.worker,
+                        self.worker.id,
                         self.conns.len()
                     );
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -150,12 +183,13 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_again || !self.local.again.is_empty() || !self.local.pending.is_empty() {
+        let accept_again = self.listeners.iter().any(|l| l.again);
+        if accept_again || !self.worker.again.is_empty() || !self.worker.pending.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = self.epoch.elapsed().as_millis() as u64;
-        let mut next = self.local.timers.next();
-        if self.local.worker == 0 {
+        let mut next = self.worker.timers.next();
+        if self.worker.id == 0 {
             next = Some(next.map_or(self.next_sweep, |t| t.min(self.next_sweep)));
         }
         if let Some(stop_by) = self.stop_by {
@@ -165,11 +199,11 @@ impl Worker {
     }
 
     /// Runs a handler on a live connection and closes it if the handler says so.
-    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut Conn, &mut Local) -> Next) {
+    fn with_conn(&mut self, key: usize, f: impl FnOnce(&mut Conn, &mut Worker) -> Next) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if f(conn, &mut self.local) == Next::Close {
+        if f(conn, &mut self.worker) == Next::Close {
             self.close(key);
         }
     }
@@ -177,18 +211,23 @@ impl Worker {
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(conn.socket());
-            conn.close(key, &mut self.local);
+            conn.close(&mut self.worker);
         }
     }
 
-    fn accept(&mut self) {
-        self.accept_again = false;
-        let shared = self.local.shared.clone();
+    /// Accepts on listener `i` until it would block or the accept cap.
+    fn accept(&mut self, i: usize) {
+        let Some(listener) = self.listeners.get_mut(i) else {
+            return;
+        };
+        listener.again = false;
+        let kind = listener.kind;
+        let shared = self.worker.shared.clone();
         for _ in 0..MAX_ACCEPTS_PER_EVENT {
-            let Some(listener) = self.listener.as_ref() else {
+            let Some(listener) = self.listeners.get(i) else {
                 return;
             };
-            let sock = match listener.accept() {
+            let sock = match listener.socket.accept() {
                 Ok((sock, _)) => sock,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -208,13 +247,15 @@ impl Worker {
                 drop(sock);
                 continue;
             }
-            self.register(sock);
+            self.register(sock, kind);
         }
-        self.accept_again = true;
+        if let Some(listener) = self.listeners.get_mut(i) {
+            listener.again = true;
+        }
     }
 
-    fn register(&mut self, mut sock: TcpStream) {
-        let shared = &self.local.shared;
+    fn register(&mut self, mut sock: TcpStream, kind: Kind) {
+        let shared = &self.worker.shared;
         let _ = sock.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -238,7 +279,7 @@ impl Worker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.metrics.connections_open.inc();
         shared.metrics.connections_accepted.inc();
-        let conn = Conn::new(sock, gen, key, &mut self.local);
+        let conn = Conn::new(kind, sock, key, gen, &mut self.worker);
         entry.insert(conn);
     }
 
@@ -248,22 +289,22 @@ impl Worker {
         for m in mail.drain(..) {
             match m {
                 Mail::Deliver { channel, msg } => {
-                    let Some(keys) = self.local.subs.get(&channel) else {
+                    let Some(keys) = self.worker.subs.get(&channel) else {
                         continue;
                     };
                     let keys: Vec<usize> = keys.iter().copied().collect();
-                    self.local.wake_cache = None;
+                    self.worker.wake_cache.clear();
                     // Iterating a copy: a slow reader closed here leaves the list at once
                     // (and no new connection can take its key during the drain).
                     for key in keys {
-                        self.with_conn(key, |c, l| c.deliver(key, &msg, l));
+                        self.with_conn(key, |c, l| c.deliver(&msg, l));
                     }
-                    self.local.wake_cache = None;
+                    self.worker.wake_cache.clear();
                 }
                 Mail::EndStream { token } => {
                     let (key, gen) = untoken(token);
                     if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
-                        self.with_conn(key, |c, l| c.end_stream(key, l));
+                        self.with_conn(key, |c, l| c.end_stream(l));
                     }
                 }
                 Mail::Shutdown => self.begin_shutdown(),
@@ -276,23 +317,23 @@ impl Worker {
         if self.stop_by.is_some() {
             return;
         }
-        info!("worker {} shutting down", self.local.worker);
-        self.local.shutting_down = true;
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
+        info!("worker {} shutting down", self.worker.id);
+        self.worker.shutting_down = true;
+        for mut l in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut l.socket);
         }
         self.stop_by =
-            Some(self.local.now + self.local.shared.config.shutdown_grace.as_millis() as u64);
+            Some(self.worker.now + self.worker.shared.config.shutdown_grace.as_millis() as u64);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.with_conn(key, |c, l| c.begin_shutdown(key, l));
+            self.with_conn(key, |c, l| c.begin_shutdown(l));
         }
     }
 
     fn expire_timers(&mut self) {
-        while let Some((key, gen, entry)) = self.local.timers.pop_due(self.local.now) {
+        while let Some((key, gen, entry)) = self.worker.timers.pop_due(self.worker.now) {
             if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
-                self.with_conn(key, |c, l| c.on_timer(key, entry, l));
+                self.with_conn(key, |c, l| c.on_timer(entry, l));
             }
         }
     }
@@ -300,9 +341,9 @@ impl Worker {
     fn flush_pending(&mut self) {
         // A flush may re-queue a connection whose write loop hit its cap: take the list
         // first so that one is served next turn, not in an endless loop now.
-        let pending = std::mem::take(&mut self.local.pending);
+        let pending = std::mem::take(&mut self.worker.pending);
         for key in pending {
-            self.with_conn(key, |c, l| c.flush(key, l));
+            self.with_conn(key, |c, l| c.flush(l));
         }
     }
 }

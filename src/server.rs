@@ -26,11 +26,12 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
-use crate::conn::Shared;
+use crate::conn::Kind;
 use crate::hub::{Draft, Hub, HubError, Limits, Mailbox, Origin};
 use crate::info;
 use crate::metrics::Metrics;
-use crate::reactor::{WakerNotify, Worker, WAKER};
+use crate::reactor::{Listener, Reactor, WakerNotify, WAKER};
+use crate::worker::Shared;
 
 /// Connections waiting to be accepted, per listener (the kernel caps it at somaxconn).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -120,12 +121,21 @@ impl Server {
             mailboxes.push(Arc::new(Mailbox::new(Box::new(WakerNotify(waker)))));
             polls.push(poll);
         }
-        // The first listener decides the port (port 0 asks the OS); the rest share it.
-        let first = listener(config.listen)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..workers {
-            listeners.push(listener(addr)?);
+        // Every worker gets its own socket for each listening address; the first socket
+        // decides the port (port 0 asks the OS) and the others share it.
+        let addresses = [(config.listen, Kind::Http)];
+        let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut addr = config.listen;
+        for (i, &(wanted, kind)) in addresses.iter().enumerate() {
+            let first = listener(wanted)?;
+            let bound = first.local_addr()?;
+            if i == 0 {
+                addr = bound;
+            }
+            per_worker[0].push(Listener::new(first, kind));
+            for sockets in per_worker.iter_mut().skip(1) {
+                sockets.push(Listener::new(listener(bound)?, kind));
+            }
         }
         let metrics = Arc::new(Metrics::default());
         let limits = Limits {
@@ -151,13 +161,13 @@ impl Server {
             open: Default::default(),
         });
         let mut threads = Vec::with_capacity(workers);
-        for (id, ((poll, listener), mailbox)) in
-            polls.into_iter().zip(listeners).zip(mailboxes).enumerate()
+        for (id, ((poll, listeners), mailbox)) in
+            polls.into_iter().zip(per_worker).zip(mailboxes).enumerate()
         {
-            let worker = Worker::new(id, poll, listener, mailbox, shared.clone())?;
+            let reactor = Reactor::new(id, poll, listeners, mailbox, shared.clone())?;
             let thread = std::thread::Builder::new()
                 .name(format!("tidings-worker-{id}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || reactor.run())?;
             threads.push(thread);
         }
         info!("tidings serving on {addr} with {workers} workers");

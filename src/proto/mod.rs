@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod comet;
 pub mod qst;
+pub mod stream;
 pub mod talk;
 
 use std::borrow::Cow;
@@ -117,12 +118,13 @@ impl Reply {
     }
 }
 
-/// Open a Talk stream.
+/// Open a stream on a channel.
 #[derive(Debug)]
 pub struct StreamStart {
     pub channel: String,
-    pub name: String,
+    /// Start with the retained messages after this `seq`.
     pub since: Option<u64>,
+    pub kind: stream::StreamKind,
 }
 
 /// Hold a request until its channel has something for it, or its timeout.
@@ -171,6 +173,57 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
     match park.kind {
         ParkKind::Comet { .. } => comet::resume(ctx, park, timed_out),
         ParkKind::Qst(_) => qst::resume(ctx, park, timed_out),
+    }
+}
+
+/// The answer last given to a parked request whose answer depends only on its channel,
+/// cursor and callback (a comet `get`), reused for the other such requests woken by the same
+/// delivery (DESIGN rule 3: render once, share). A worker keeps one and clears it before and
+/// after each delivered message.
+#[derive(Default)]
+pub struct WakeCache {
+    entry: Option<WakeEntry>,
+}
+
+struct WakeEntry {
+    channel: String,
+    cursor: u64,
+    callback: Option<String>,
+    reply: Reply,
+}
+
+impl WakeCache {
+    /// Forgets the cached answer (the channel changed since).
+    pub fn clear(&mut self) {
+        self.entry = None;
+    }
+
+    /// `resume` through the cache: a woken comet `get` whose channel, cursor and callback
+    /// match the cached answer gets a copy of it; the first one renders and fills it. A
+    /// timeout is always answered fresh.
+    pub fn resume(&mut self, ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
+        let key = if timed_out {
+            None
+        } else {
+            park.shared_answer()
+        };
+        let Some((cursor, callback)) = key else {
+            return resume(ctx, park, timed_out);
+        };
+        if let Some(e) = &self.entry {
+            if e.channel == park.channel && e.cursor == cursor && e.callback.as_deref() == callback
+            {
+                return Some(e.reply.clone());
+            }
+        }
+        let reply = resume(ctx, park, timed_out)?;
+        self.entry = Some(WakeEntry {
+            channel: park.channel.clone(),
+            cursor,
+            callback: callback.map(str::to_string),
+            reply: reply.clone(),
+        });
+        Some(reply)
     }
 }
 

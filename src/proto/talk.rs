@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
+use super::stream::{HeadEnv, Pick, StreamKind};
 use super::{channel_name, Action, Ctx, Reply, Request, StreamStart};
+use crate::http::{self, Framing, Method, ResponseHead, Seg};
 use crate::hub::{Draft, Message, Origin};
 
 /// The reply head of a headless pull, byte-exact.
@@ -54,6 +56,78 @@ pub fn wants(msg: &Message, name: &str) -> bool {
     msg.from != name
 }
 
+/// A Talk subscriber: its name, whether it asked for no headers, and the terminator.
+#[derive(Debug)]
+pub struct TalkStream {
+    name: Box<str>,
+    headless: bool,
+    terminator: u8,
+}
+
+impl TalkStream {
+    pub fn new(name: &str, headless: bool, terminator: u8) -> TalkStream {
+        TalkStream {
+            name: name.into(),
+            headless,
+            terminator,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The reply head: byte-exact for headless clients, a full chunked head otherwise.
+    pub fn head(&self, env: &HeadEnv<'_>) -> Seg {
+        if self.headless {
+            return Seg::Static(HEADLESS_PULL_HEAD);
+        }
+        let headers = [("Cache-Control", "no-cache".to_string())];
+        let head = ResponseHead {
+            status: 200,
+            date: env.date,
+            cors_origin: env.cors_origin,
+            content_type: "text/plain; charset=utf-8",
+            framing: Framing::Chunked,
+            headers: &headers,
+            keep_alive: true,
+            minor: 1,
+        };
+        let mut out = Vec::with_capacity(256);
+        http::encode_response(&head, Method::Get, b"", &mut out);
+        Seg::Owned(out)
+    }
+
+    /// The message's record if this stream receives it (see `wants`).
+    pub fn pick(&self, msg: &Message) -> Pick {
+        if !wants(msg, &self.name) {
+            return Pick::Skip;
+        }
+        match record(msg, self.terminator) {
+            Some(r) => Pick::Take(Seg::Shared(r)),
+            None => Pick::Unframeable,
+        }
+    }
+
+    /// The `noop` record: greeting and keep-alive.
+    pub fn keepalive(&self) -> Seg {
+        Seg::Static(noop_record(self.terminator))
+    }
+}
+
+/// Frames records into one chunk: `size CRLF records CRLF` (PROTOCOLS.md 3.3), so a client
+/// reading the socket sees whole, batched chunks.
+pub fn frame(records: &mut Vec<Seg>, bytes: usize, out: &mut dyn FnMut(Seg)) {
+    if records.is_empty() {
+        return;
+    }
+    out(Seg::Size(http::chunk_size_line(bytes)));
+    for r in records.drain(..) {
+        out(r);
+    }
+    out(Seg::Static(b"\r\n"));
+}
+
 fn text_param(req: &Request<'_>, key: &str) -> Result<Option<String>, Reply> {
     match req.param(key) {
         None => Ok(None),
@@ -91,10 +165,11 @@ pub fn pull(ctx: &Ctx<'_>, req: &Request<'_>) -> Action {
         };
         let channel = channel(req)?;
         ctx.authorize(&channel, req)?;
+        let terminator = ctx.config.talk_terminator.byte();
         Ok(StreamStart {
             channel,
-            name,
             since,
+            kind: StreamKind::Talk(TalkStream::new(&name, req.headless, terminator)),
         })
     };
     match start() {
@@ -165,6 +240,21 @@ mod tests {
         assert!(!wants(&direct, "carol"));
         let sms = msg(Origin::Qst, "sms://1", "sms://2", "hi");
         assert!(wants(&sms, "carol"));
+    }
+
+    #[test]
+    fn a_batch_is_one_chunk() {
+        let mut records = vec![
+            Seg::Static(b"noop\0"),
+            Seg::Shared(Arc::from(&b"hello\0"[..])),
+        ];
+        let mut out = Vec::new();
+        frame(&mut records, 11, &mut |s| out.extend_from_slice(s.bytes()));
+        assert_eq!(out, b"b\r\nnoop\0hello\0\r\n");
+        assert!(records.is_empty());
+        frame(&mut records, 0, &mut |_| {
+            panic!("an empty batch frames nothing")
+        });
     }
 
     #[test]

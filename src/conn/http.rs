@@ -1,0 +1,758 @@
+//! The HTTP/1.1 connection machine, sans-io: bytes, the time and hang-ups go in; bytes to
+//! write (`out`) and what to do with the connection (`Next`, subscriptions, parking, a
+//! stream) come out. It never touches a socket: the shell in `conn/mod.rs` reads and writes
+//! for it, and a test can drive it with a virtual clock (see `sim.rs`).
+//!
+//! Every phase change of an HTTP connection happens in this file, by replacing the whole
+//! `Phase`; `LIFECYCLE.md` beside `lib.rs` draws it.
+
+use std::sync::Arc;
+
+use super::out::Out;
+use super::readbuf::ReadBuf;
+use super::socket::SocketResult;
+use super::stream::Stream;
+use super::{Link, Next};
+use crate::debug;
+use crate::http::{self, Framing, HttpError, Method, ResponseHead, Seg};
+use crate::hub::{Message, Subscribe};
+use crate::metrics::Proto;
+use crate::proto::stream::HeadEnv;
+use crate::proto::{self, Action, Park, ParkKind, Reply, Request, StreamStart};
+use crate::worker::Worker;
+
+/// How long a closing connection keeps draining its input so its last reply is not reset.
+pub const LINGER_MS: u64 = 2000;
+/// Bytes a buffer may hold past one head and one body before reading stops.
+const READ_SLACK: usize = 1024;
+
+/// A request held until its channel has something for it (comet `get`, QST long-poll).
+pub struct Parked {
+    channel: Arc<str>,
+    park: Park,
+    /// The request's method, version and keep-alive, for the answer's head.
+    method: Method,
+    minor: u8,
+    keep_alive: bool,
+}
+
+/// The phase of a connection (see LIFECYCLE.md).
+pub enum Phase {
+    /// Waiting for a request head; idle keep-alive when it holds no buffer.
+    Head,
+    /// The head is parsed (it is kept in the read buffer, beside its bytes); waiting for the
+    /// whole body.
+    Body,
+    /// Holding a request; pipelined input waits in the buffer.
+    Parked(Box<Parked>),
+    /// A stream: the response never ends while the server runs.
+    Streaming(Box<Stream>),
+    /// Write what is queued, then shut the socket and drain input until EOF or linger.
+    Closing { lingering: bool },
+}
+
+/// What the machine wants done when its socket is readable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Read into `input_buf`, up to `limit` bytes of input, then call `received`.
+    Read { limit: usize },
+    /// Read and drop (a stream or a closing connection), then call `discarded`.
+    Discard,
+    /// Do not read: the client has not read its answers (TCP pushes back on it).
+    Pause,
+}
+
+/// What to do after a write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wrote {
+    Keep,
+    Close,
+    /// More output was made ready: write again.
+    More,
+    /// Everything is written on a closing connection: shut the socket's write side, then
+    /// discard input until the peer's EOF.
+    ShutdownWrite,
+}
+
+enum Step {
+    Continue,
+    Wait,
+    Close,
+}
+
+/// One HTTP/1.1 connection.
+pub struct HttpConn {
+    pub link: Link,
+    phase: Phase,
+    buf: Option<Box<ReadBuf>>,
+    /// The buffer was taken from the pool for the read in progress.
+    fresh: bool,
+    pub out: Out,
+    /// A request on this connection carried `Head:` (Talk's headless clients).
+    headless: bool,
+    /// The peer hung up (EPOLLRDHUP): read to the EOF, whatever the read sizes.
+    pub peer_closed: bool,
+    /// Reading stopped because the output passed `--max-output-bytes`; resumes once the
+    /// client has read it.
+    backpressured: bool,
+}
+
+impl HttpConn {
+    /// A new connection: it must send a request head within `--header-timeout`.
+    pub fn new(key: usize, gen: u32, w: &mut Worker) -> HttpConn {
+        let mut c = HttpConn {
+            link: Link::new(key, gen),
+            phase: Phase::Head,
+            buf: None,
+            fresh: false,
+            out: Out::default(),
+            headless: false,
+            peer_closed: false,
+            backpressured: false,
+        };
+        let t = w.after(w.shared.config.header_timeout);
+        c.link.set_deadline(t, w);
+        c
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Whether the connection holds a read buffer.
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.is_some()
+    }
+
+    /// What to do when the socket is readable.
+    pub fn wants_input(&mut self, w: &Worker) -> Input {
+        if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
+            return Input::Discard;
+        }
+        let config = &w.shared.config;
+        if self.out.len() > config.max_output_bytes {
+            // A pipelining client that does not read its answers: stop reading until it has.
+            self.backpressured = true;
+            return Input::Pause;
+        }
+        Input::Read {
+            limit: config.max_head_bytes + config.max_body_bytes + READ_SLACK,
+        }
+    }
+
+    /// The buffer to read into (taken from the pool if the connection holds none).
+    pub fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
+        if self.buf.is_none() {
+            self.fresh = true;
+        }
+        self.buf.get_or_insert_with(|| w.pool.take())
+    }
+
+    /// Input was read into `input_buf` with this result: answer every complete request.
+    pub fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        let fresh = std::mem::take(&mut self.fresh);
+        let Some(buf) = self.buf.take() else {
+            return Next::Keep;
+        };
+        let parked = matches!(self.phase, Phase::Parked(_));
+        let (eof, capped) = match result {
+            SocketResult::Error => {
+                w.pool.give(buf);
+                return Next::Close;
+            }
+            SocketResult::Closed => (true, false),
+            SocketResult::Done | SocketResult::WouldBlock => (false, false),
+            SocketResult::Continue => (false, true),
+            // Full: read the rest once the requests in the buffer are answered (a parked
+            // connection reads again when it is answered).
+            SocketResult::Full if parked => {
+                self.backpressured = true;
+                (false, false)
+            }
+            SocketResult::Full => (false, true),
+        };
+        if capped {
+            w.again.push(self.link.key);
+        }
+        if buf.is_empty() {
+            w.pool.give(buf);
+        } else {
+            if matches!(self.phase, Phase::Head) && fresh {
+                // The first bytes of a request: it must now complete within the header timeout.
+                let t = w.after(w.shared.config.header_timeout);
+                self.link.set_deadline(t, w);
+            }
+            self.buf = Some(buf);
+        }
+        if parked {
+            // A parked client that hangs up is dropped at once; anything it pipelined
+            // waits in the buffer until the parked request is answered.
+            return if eof { Next::Close } else { Next::Keep };
+        }
+        let next = self.process(w, !capped);
+        if let Some(buf) = self.buf.as_mut() {
+            buf.compact();
+        }
+        if eof && next == Next::Keep {
+            // The client finished sending. Answer what it asked, then close.
+            match self.phase {
+                Phase::Head | Phase::Body if self.out.is_empty() => return Next::Close,
+                Phase::Head | Phase::Body => self.phase = Phase::Closing { lingering: false },
+                // A long-poll or stream whose client already hung up: the EOF has been
+                // read, so no later event would tell; drop it now.
+                Phase::Parked(_) | Phase::Streaming(_) => return Next::Close,
+                Phase::Closing { .. } => {}
+            }
+        }
+        next
+    }
+
+    /// Input was read and dropped with this result.
+    pub fn discarded(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        match result {
+            SocketResult::Closed | SocketResult::Error => Next::Close,
+            SocketResult::Continue => {
+                w.again.push(self.link.key);
+                Next::Keep
+            }
+            _ => Next::Keep,
+        }
+    }
+
+    /// The output to write now (a stream's waiting records are framed into it first).
+    pub fn output(&mut self, w: &Worker) -> &mut Out {
+        self.link.flushed();
+        self.frame_records(w.now);
+        &mut self.out
+    }
+
+    /// The output was written with this result.
+    pub fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
+        match result {
+            SocketResult::Error | SocketResult::Closed => return Wrote::Close,
+            SocketResult::WouldBlock | SocketResult::Full => return Wrote::Keep,
+            SocketResult::Continue => {
+                self.link.mark_pending(w);
+                return Wrote::Keep;
+            }
+            SocketResult::Done => {}
+        }
+        if std::mem::take(&mut self.backpressured) {
+            w.again.push(self.link.key);
+        }
+        match &mut self.phase {
+            Phase::Streaming(s) if s.has_records() && s.hold_until <= w.now => Wrote::More,
+            Phase::Closing { lingering } if !*lingering => {
+                *lingering = true;
+                self.link.set_deadline(w.now + LINGER_MS, w);
+                Wrote::ShutdownWrite
+            }
+            _ => Wrote::Keep,
+        }
+    }
+
+    /// A timer entry for this connection came due.
+    pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+        if !self.link.due(entry, w) {
+            return Next::Keep;
+        }
+        let shared = w.shared.clone();
+        let m = &shared.metrics;
+        match &mut self.phase {
+            Phase::Head if self.buf.is_none() => {
+                m.idle_timeouts.inc();
+                Next::Close
+            }
+            Phase::Head | Phase::Body => {
+                m.header_timeouts.inc();
+                debug!("closing a connection: request not complete within the header timeout");
+                Next::Close
+            }
+            Phase::Streaming(s) => {
+                let interval = shared.config.talk_keepalive.as_millis() as u64;
+                if s.hold_until != 0 && s.hold_until <= w.now {
+                    // The coalescing hold is over: send the burst.
+                    s.hold_until = 0;
+                    let t = s.last_record + interval;
+                    self.link.set_deadline(t, w);
+                    self.link.mark_pending(w);
+                    return Next::Keep;
+                }
+                if w.now < s.last_record + interval {
+                    let t = s.last_record + interval;
+                    self.link.set_deadline(t, w);
+                    return Next::Keep;
+                }
+                s.push(s.kind.keepalive());
+                s.last_record = w.now;
+                self.link.set_deadline(w.now + interval, w);
+                self.link.mark_pending(w);
+                Next::Keep
+            }
+            Phase::Parked(_) => {
+                m.long_poll_timeouts.inc();
+                self.unpark(w, true)
+            }
+            Phase::Closing { .. } => Next::Close,
+        }
+    }
+
+    /// Answers every complete request in the buffer, in order.
+    /// `drained`: the socket had no more data when the buffer was last filled.
+    fn process(&mut self, w: &mut Worker, drained: bool) -> Next {
+        loop {
+            if self.out.len() > w.shared.config.max_output_bytes {
+                self.backpressured = true;
+                return Next::Keep;
+            }
+            let Some(mut buf) = self.buf.take() else {
+                return Next::Keep;
+            };
+            let step = self.step(&mut buf, w, drained);
+            if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
+                // Nothing after a stream or a closing answer will be served.
+                buf.clear();
+            }
+            if buf.is_empty() {
+                w.pool.give(buf);
+                if matches!(self.phase, Phase::Head) {
+                    let t = w.after(w.shared.config.idle_timeout);
+                    self.link.set_deadline(t, w);
+                }
+            } else {
+                self.buf = Some(buf);
+            }
+            match step {
+                Step::Continue => continue,
+                Step::Wait => return Next::Keep,
+                Step::Close => return Next::Close,
+            }
+        }
+    }
+
+    /// One step of reading a request: parse the head, or complete the body and answer.
+    fn step(&mut self, buf: &mut ReadBuf, w: &mut Worker, drained: bool) -> Step {
+        let shared = w.shared.clone();
+        let config = &shared.config;
+        match std::mem::replace(&mut self.phase, Phase::Head) {
+            Phase::Head => match http::parse_head(buf, config.max_head_bytes) {
+                Ok(None) => Step::Wait,
+                Ok(Some(head)) => {
+                    self.headless |= head.headless;
+                    if head
+                        .content_length
+                        .is_some_and(|n| n > config.max_body_bytes as u64)
+                    {
+                        return self.fail(HttpError::BodyTooLarge, w);
+                    }
+                    let body_due = head.chunked || head.content_length.is_some_and(|n| n > 0);
+                    if head.expect_continue && body_due && buf.len() == head.len {
+                        self.out.push(Seg::Static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+                        self.link.mark_pending(w);
+                    }
+                    buf.head = Some(head);
+                    self.phase = Phase::Body;
+                    Step::Continue
+                }
+                Err(e) => self.fail(e, w),
+            },
+            Phase::Body => {
+                let Some(head) = buf.head else {
+                    shared.metrics.internal_errors.inc();
+                    crate::error!("a connection reading a body has no head");
+                    return Step::Close;
+                };
+                let mut decoded = Vec::new();
+                let (body_range, consumed) = if let Some(n) = head.content_length {
+                    let end = head.len + n as usize;
+                    if buf.len() < end {
+                        self.phase = Phase::Body;
+                        return Step::Wait;
+                    }
+                    (head.len..end, end)
+                } else if head.chunked {
+                    match http::decode_chunked(
+                        &buf[head.len..],
+                        config.max_body_bytes,
+                        &mut decoded,
+                    ) {
+                        Ok(None) => {
+                            self.phase = Phase::Body;
+                            return Step::Wait;
+                        }
+                        Ok(Some(n)) => (0..decoded.len(), head.len + n),
+                        Err(e) => return self.fail(e, w),
+                    }
+                } else if http::is_unframed_push(&head, buf) {
+                    // Talk's headless push: the body is what the client has sent, up to the
+                    // start of its next push. Wait for more only while the socket may still
+                    // hold some, or while there is nothing at all and no message in the query.
+                    let rest = &buf[head.len..];
+                    let end = http::unframed_push_len(rest);
+                    let waiting =
+                        end == 0 && http::form_get(head.query.of(buf), "message").is_none();
+                    if waiting || (!drained && end == rest.len()) {
+                        if rest.len() > config.max_body_bytes {
+                            return self.fail(HttpError::BodyTooLarge, w);
+                        }
+                        self.phase = Phase::Body;
+                        return Step::Wait;
+                    }
+                    if end > config.max_body_bytes {
+                        return self.fail(HttpError::BodyTooLarge, w);
+                    }
+                    (head.len..head.len + end, head.len + end)
+                } else {
+                    (head.len..head.len, head.len)
+                };
+                let body: &[u8] = if head.chunked {
+                    &decoded[body_range]
+                } else {
+                    &buf[body_range]
+                };
+                let next = self.answer(&head, buf, body, w);
+                buf.head = None;
+                buf.consume(consumed);
+                match next {
+                    Next::Close => Step::Close,
+                    Next::Keep if matches!(self.phase, Phase::Head) => Step::Continue,
+                    Next::Keep => Step::Wait,
+                }
+            }
+            other => {
+                self.phase = other;
+                Step::Wait
+            }
+        }
+    }
+
+    /// Answers a client fault: the status, a short reason, and close.
+    fn fail(&mut self, e: HttpError, w: &mut Worker) -> Step {
+        debug!("client fault: {} {}", e.status(), e.reason());
+        let m = &w.shared.metrics;
+        match e {
+            HttpError::HeadTooLarge => m.heads_too_large.inc(),
+            HttpError::BodyTooLarge => m.bodies_too_large.inc(),
+            HttpError::Malformed(_) | HttpError::NotImplemented(_) => m.bad_requests.inc(),
+        }
+        m.request(Proto::Other, e.status());
+        let reply = Reply::text(e.status(), e.reason());
+        self.queue_reply(reply, Method::Get, 1, false, w);
+        self.phase = Phase::Closing { lingering: false };
+        self.link.mark_pending(w);
+        Step::Wait
+    }
+
+    /// Routes one complete request and queues its answer.
+    fn answer(&mut self, head: &http::Head, buf: &[u8], body: &[u8], w: &mut Worker) -> Next {
+        let shared = w.shared.clone();
+        let ctx = shared.ctx();
+        let req = Request {
+            head,
+            buf,
+            body,
+            headless: self.headless,
+        };
+        let (proto, action) = proto::handle(&ctx, &req);
+        let keep_alive = head.keep_alive && !w.shutting_down;
+        let mut next = Next::Keep;
+        let reply_now = match action {
+            Action::Reply(reply) => Some(reply),
+            Action::Stream(start) => match self.start_stream(start, w) {
+                Ok(()) => {
+                    shared.metrics.request(proto, 200);
+                    None
+                }
+                Err(reply) => Some(reply),
+            },
+            Action::Park(park) => {
+                let parked = Parked {
+                    channel: Arc::from(""),
+                    park,
+                    method: head.method,
+                    minor: head.minor,
+                    keep_alive,
+                };
+                match self.park(parked, w) {
+                    Ok(()) => {
+                        // Answered at once if a message slipped in before the subscription.
+                        next = self.unpark(w, false);
+                        None
+                    }
+                    Err(reply) => Some(reply),
+                }
+            }
+        };
+        if let Some(reply) = reply_now {
+            shared.metrics.request(proto, reply.status);
+            self.queue_reply(reply, head.method, head.minor, keep_alive, w);
+            self.phase = if keep_alive {
+                Phase::Head
+            } else {
+                Phase::Closing { lingering: false }
+            };
+        }
+        self.link.mark_pending(w);
+        next
+    }
+
+    /// Subscribes a held request to its channel and parks the connection.
+    fn park(&mut self, mut parked: Parked, w: &mut Worker) -> Result<(), Reply> {
+        let shared = w.shared.clone();
+        let sub = Subscribe {
+            worker: w.id,
+            token: self.link.token(),
+            since: None,
+            talk_name: None,
+        };
+        shared
+            .hub
+            .subscribe(&parked.park.channel, sub)
+            .map_err(|e| {
+                shared.metrics.waiters_refused.inc();
+                Reply::hub_error(e)
+            })?;
+        parked.channel = w.join_channel(&parked.park.channel, self.link.key);
+        let t = w.after(parked.park.timeout);
+        self.phase = Phase::Parked(Box::new(parked));
+        shared.metrics.parked.inc();
+        self.link.set_deadline(t, w);
+        Ok(())
+    }
+
+    /// Re-checks a parked request (its channel changed, or it timed out) and answers it
+    /// when there is something to say.
+    fn unpark(&mut self, w: &mut Worker, timed_out: bool) -> Next {
+        let shared = w.shared.clone();
+        let Phase::Parked(p) = &self.phase else {
+            return Next::Keep;
+        };
+        let Some(reply) = w.wake_cache.resume(&shared.ctx(), &p.park, timed_out) else {
+            return Next::Keep;
+        };
+        let proto = match p.park.kind {
+            ParkKind::Comet { .. } => Proto::Comet,
+            ParkKind::Qst(_) => Proto::Qst,
+        };
+        shared.metrics.request(proto, reply.status);
+        self.answer_parked(reply, w);
+        self.link.mark_pending(w);
+        // Serve whatever the client pipelined behind the parked request; if reading
+        // stopped while parked (a full buffer), read the rest next turn.
+        if std::mem::take(&mut self.backpressured) {
+            w.again.push(self.link.key);
+        }
+        let next = self.process(w, true);
+        if let Some(buf) = self.buf.as_mut() {
+            buf.compact();
+        }
+        next
+    }
+
+    /// Answers the parked request and returns the connection to reading requests.
+    fn answer_parked(&mut self, reply: Reply, w: &mut Worker) {
+        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return;
+        };
+        w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
+        w.shared.metrics.parked.dec();
+        let keep_alive = p.keep_alive && !w.shutting_down;
+        self.queue_reply(reply, p.method, p.minor, keep_alive, w);
+        if keep_alive {
+            let t = w.after(w.shared.config.idle_timeout);
+            self.link.set_deadline(t, w);
+        } else {
+            self.phase = Phase::Closing { lingering: false };
+        }
+    }
+
+    /// Renders a reply into the output queue.
+    fn queue_reply(
+        &mut self,
+        reply: Reply,
+        method: Method,
+        minor: u8,
+        keep_alive: bool,
+        w: &Worker,
+    ) {
+        if reply.raw {
+            self.out.push(match reply.body {
+                std::borrow::Cow::Borrowed(b) => Seg::Static(b),
+                std::borrow::Cow::Owned(v) => Seg::Owned(v),
+            });
+            return;
+        }
+        let head = ResponseHead {
+            status: reply.status,
+            date: w.date.get(),
+            cors_origin: &w.shared.config.cors_origin,
+            content_type: reply.content_type,
+            framing: Framing::Length(reply.body.len()),
+            headers: &reply.headers,
+            keep_alive,
+            minor,
+        };
+        let mut out = Vec::new();
+        http::encode_response(&head, method, &reply.body, &mut out);
+        self.out.push(Seg::Owned(out));
+    }
+
+    /// Turns this connection into a stream: subscribe, queue the head and the first records
+    /// (the greeting and any `since` backlog, in one batch).
+    fn start_stream(&mut self, start: StreamStart, w: &mut Worker) -> Result<(), Reply> {
+        let shared = w.shared.clone();
+        let sub = Subscribe {
+            worker: w.id,
+            token: self.link.token(),
+            since: start.since,
+            talk_name: start.kind.name(),
+        };
+        let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
+            shared.metrics.waiters_refused.inc();
+            Reply::hub_error(e)
+        })?;
+        let channel = w.join_channel(&start.channel, self.link.key);
+        let env = HeadEnv {
+            date: w.date.get(),
+            cors_origin: &shared.config.cors_origin,
+        };
+        self.out.push(start.kind.head(&env));
+        let mut stream = Stream::new(channel, start.kind, subscribed.cursor, w.now);
+        if let Some(greeting) = stream.kind.greeting() {
+            stream.push(greeting);
+        }
+        for msg in &subscribed.backlog {
+            stream.offer(msg, &shared.metrics);
+        }
+        self.phase = Phase::Streaming(Box::new(stream));
+        shared.metrics.streaming.inc();
+        self.frame_records(w.now);
+        let t = w.after(shared.config.talk_keepalive);
+        self.link.set_deadline(t, w);
+        Ok(())
+    }
+
+    /// Frames a stream's waiting records into one batch, if the socket has taken everything
+    /// before it (so a client reading the socket sees whole, batched chunks) and no
+    /// coalescing hold is on.
+    fn frame_records(&mut self, now: u64) {
+        let Phase::Streaming(s) = &mut self.phase else {
+            return;
+        };
+        if !s.has_records() || !self.out.is_empty() || s.hold_until > now {
+            return;
+        }
+        let out = &mut self.out;
+        s.frame(&mut |seg| out.push(seg));
+    }
+
+    /// Hands a published message to this connection: a parked request re-checks; a stream
+    /// queues its record. Closes a reader whose queued bytes pass `--max-output-bytes`.
+    pub fn deliver(&mut self, msg: &Arc<Message>, w: &mut Worker) -> Next {
+        if matches!(self.phase, Phase::Parked(_)) {
+            return self.unpark(w, false);
+        }
+        let Phase::Streaming(s) = &mut self.phase else {
+            return Next::Keep;
+        };
+        if msg.seq <= s.cursor {
+            return Next::Keep;
+        }
+        s.cursor = msg.seq;
+        let config = &w.shared.config;
+        if !s.offer(msg, &w.shared.metrics) {
+            return Next::Keep;
+        }
+        s.last_record = w.now;
+        let queued = self.out.len() + s.pending_bytes();
+        if queued > config.max_output_bytes {
+            w.shared.metrics.slow_readers_closed.inc();
+            debug!("closing a slow reader: {queued} bytes queued");
+            return Next::Close;
+        }
+        let hold = config.talk_coalesce.as_millis() as u64;
+        if hold > 0 {
+            // Hold the burst this starts; the deadline sends it.
+            if s.hold_until == 0 {
+                s.hold_until = w.now + hold;
+                let t = s.hold_until;
+                self.link.set_deadline(t, w);
+            }
+            return Next::Keep;
+        }
+        self.link.mark_pending(w);
+        Next::Keep
+    }
+
+    /// Ends a stream replaced by a newer one of the same name: final bytes, close.
+    pub fn end_stream(&mut self, w: &mut Worker) -> Next {
+        if matches!(self.phase, Phase::Streaming(_)) {
+            self.finish_stream(w);
+        }
+        Next::Keep
+    }
+
+    fn finish_stream(&mut self, w: &mut Worker) {
+        if let Phase::Streaming(s) = &mut self.phase {
+            s.hold_until = 0;
+        }
+        self.frame_records(w.now);
+        let Phase::Streaming(s) = &mut self.phase else {
+            return;
+        };
+        // Records still waiting behind a blocked socket are dropped with the stream.
+        s.drop_records();
+        self.out.push(Seg::Static(s.kind.end()));
+        self.leave_stream(w);
+        self.phase = Phase::Closing { lingering: false };
+        self.link.mark_pending(w);
+    }
+
+    /// Unsubscribes a stream from its channel, locally and in the hub.
+    fn leave_stream(&mut self, w: &mut Worker) {
+        let Phase::Streaming(s) = &self.phase else {
+            return;
+        };
+        w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        w.shared.metrics.streaming.dec();
+    }
+
+    /// The server is stopping: end streams with their final bytes, answer parked requests,
+    /// close idle connections, let replies in flight finish.
+    pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+        match self.phase {
+            Phase::Streaming(_) => {
+                self.finish_stream(w);
+                Next::Keep
+            }
+            Phase::Head | Phase::Body if self.out.is_empty() => Next::Close,
+            Phase::Head | Phase::Body => {
+                self.phase = Phase::Closing { lingering: false };
+                Next::Keep
+            }
+            Phase::Parked(_) => {
+                let next = self.unpark(w, true);
+                if next == Next::Keep && !matches!(self.phase, Phase::Closing { .. }) {
+                    self.phase = Phase::Closing { lingering: false };
+                }
+                next
+            }
+            Phase::Closing { .. } => Next::Keep,
+        }
+    }
+
+    /// Releases what the connection holds. Call once, when the connection leaves the slab.
+    pub fn close(mut self, w: &mut Worker) {
+        match &self.phase {
+            Phase::Streaming(_) => self.leave_stream(w),
+            Phase::Parked(p) => {
+                w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
+                w.shared.metrics.parked.dec();
+            }
+            _ => {}
+        }
+        if let Some(buf) = self.buf.take() {
+            w.pool.give(buf);
+        }
+    }
+}

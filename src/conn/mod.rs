@@ -1,0 +1,227 @@
+//! Connections. Each accepted socket gets the connection machine of its listener's kind
+//! (`Kind`); the machine is sans-io (bytes, time and hang-ups in; bytes to write and actions
+//! out), and `Conn` is the thin shell that does its socket I/O.
+//!
+//! - `out`: the output queue (segments, partial writes);
+//! - `readbuf`: the read buffer (a read offset, compacted once per read) and its pool;
+//! - `socket`: the capped read, write and discard loops, each returning a `SocketResult`;
+//! - `http`: the HTTP/1.1 machine, with every phase change of an HTTP connection;
+//! - `stream`: a streaming connection's records, framed by its `proto::stream::StreamKind`.
+//!
+//! `LIFECYCLE.md` beside `lib.rs` draws the machine.
+
+pub mod http;
+pub mod out;
+pub mod readbuf;
+pub mod socket;
+pub mod stream;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+
+use crate::hub::Message;
+use crate::worker::Worker;
+use http::{HttpConn, Input, Wrote};
+
+/// A token names a connection: its slab key, and a generation so a reused key does not
+/// receive its predecessor's events or deadlines.
+pub fn token(key: usize, gen: u32) -> usize {
+    key | ((gen as usize) << 32)
+}
+
+/// The slab key and generation of a token.
+pub fn untoken(token: usize) -> (usize, u32) {
+    (token & 0xffff_ffff, (token >> 32) as u32)
+}
+
+/// What the caller must do with the connection after a handler ran.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Keep,
+    Close,
+}
+
+/// The kind of connection a listener's sockets get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// HTTP/1.1: QST, comet, Talk and the operational endpoints.
+    Http,
+}
+
+/// How a connection is found again by its worker: its slab key and generation, its one
+/// deadline, and whether it is on the pending-write list.
+pub struct Link {
+    pub key: usize,
+    pub gen: u32,
+    /// When the current phase times out (worker ms).
+    deadline: u64,
+    /// The earliest deadline with an entry in the timer heap (0: none).
+    armed: u64,
+    /// On the worker's pending-write list already.
+    queued: bool,
+}
+
+impl Link {
+    pub fn new(key: usize, gen: u32) -> Link {
+        Link {
+            key,
+            gen,
+            deadline: 0,
+            armed: 0,
+            queued: false,
+        }
+    }
+
+    pub fn token(&self) -> usize {
+        token(self.key, self.gen)
+    }
+
+    /// Sets the one deadline. A connection keeps at most one heap entry for its earliest
+    /// deadline; a later deadline re-arms when that entry comes due (`due`), so a busy
+    /// keep-alive connection does not fill the heap.
+    pub fn set_deadline(&mut self, t: u64, w: &mut Worker) {
+        self.deadline = t;
+        if self.armed == 0 || t < self.armed {
+            w.timers.push(t, self.key, self.gen);
+            self.armed = t;
+        }
+    }
+
+    /// Puts the connection on the worker's list of output to flush this turn (once).
+    pub fn mark_pending(&mut self, w: &mut Worker) {
+        if !self.queued {
+            self.queued = true;
+            w.pending.push(self.key);
+        }
+    }
+
+    /// The connection is being flushed: it leaves the pending list.
+    pub fn flushed(&mut self) {
+        self.queued = false;
+    }
+
+    /// A timer entry came due at `entry`: true if the deadline has passed; otherwise the
+    /// entry is re-armed for the later deadline.
+    pub fn due(&mut self, entry: u64, w: &mut Worker) -> bool {
+        if entry == self.armed {
+            self.armed = 0;
+        }
+        if self.deadline > w.now {
+            if self.armed == 0 {
+                let t = self.deadline;
+                self.set_deadline(t, w);
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// A connection machine of some kind.
+pub enum Machine {
+    Http(HttpConn),
+}
+
+/// One client connection: its socket and its machine.
+pub struct Conn {
+    sock: TcpStream,
+    machine: Machine,
+}
+
+impl Conn {
+    /// A new connection of a listener's kind.
+    pub fn new(kind: Kind, sock: TcpStream, key: usize, gen: u32, w: &mut Worker) -> Conn {
+        let machine = match kind {
+            Kind::Http => Machine::Http(HttpConn::new(key, gen, w)),
+        };
+        Conn { sock, machine }
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+
+    pub fn gen(&self) -> u32 {
+        match &self.machine {
+            Machine::Http(m) => m.link.gen,
+        }
+    }
+
+    /// The poller reported that the peer closed its side.
+    pub fn note_read_closed(&mut self) {
+        match &mut self.machine {
+            Machine::Http(m) => m.peer_closed = true,
+        }
+    }
+
+    /// The socket is readable (or its peer hung up).
+    pub fn on_readable(&mut self, w: &mut Worker) -> Next {
+        let Machine::Http(m) = &mut self.machine;
+        match m.wants_input(w) {
+            Input::Pause => Next::Keep,
+            Input::Discard => {
+                let r = socket::discard(&mut self.sock);
+                m.discarded(r, w)
+            }
+            Input::Read { limit } => {
+                let peer_closed = m.peer_closed;
+                let (r, _) = socket::read(&mut self.sock, m.input_buf(w), limit, peer_closed);
+                m.received(r, w)
+            }
+        }
+    }
+
+    /// Writes what is queued.
+    pub fn flush(&mut self, w: &mut Worker) -> Next {
+        let Machine::Http(m) = &mut self.machine;
+        loop {
+            let (r, n) = socket::write(&mut self.sock, m.output(w));
+            w.shared.metrics.bytes_written.add(n as u64);
+            match m.wrote(r, w) {
+                Wrote::Keep => return Next::Keep,
+                Wrote::Close => return Next::Close,
+                Wrote::More => continue,
+                Wrote::ShutdownWrite => {
+                    let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                    let r = socket::discard(&mut self.sock);
+                    return m.discarded(r, w);
+                }
+            }
+        }
+    }
+
+    /// A timer entry for this connection came due.
+    pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+        let Machine::Http(m) = &mut self.machine;
+        m.on_timer(entry, w)
+    }
+
+    /// A message was published on a channel this connection waits on.
+    pub fn deliver(&mut self, msg: &Arc<Message>, w: &mut Worker) -> Next {
+        let Machine::Http(m) = &mut self.machine;
+        m.deliver(msg, w)
+    }
+
+    /// A newer stream of the same name replaced this one.
+    pub fn end_stream(&mut self, w: &mut Worker) -> Next {
+        let Machine::Http(m) = &mut self.machine;
+        m.end_stream(w)
+    }
+
+    /// The server is stopping.
+    pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+        let Machine::Http(m) = &mut self.machine;
+        m.begin_shutdown(w)
+    }
+
+    /// Releases what the connection holds. Call once, when it leaves the slab.
+    pub fn close(self, w: &mut Worker) {
+        match self.machine {
+            Machine::Http(m) => m.close(w),
+        }
+        w.shared.metrics.connections_open.dec();
+        w.shared.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,84 @@
+//! Stream kinds: responses that stay open and carry records as messages arrive. A kind says
+//! what to send first, which messages it takes and as what record, how to frame a batch of
+//! records, its keep-alive and its end; the connection code only queues what it is given.
+//! Talk is the first kind; EventSource and WebSocket are siblings to come, each a variant
+//! here and a file of its own.
+
+use crate::http::Seg;
+use crate::hub::Message;
+
+use super::talk::TalkStream;
+
+/// One kind of stream, with what it needs to know about its subscriber.
+#[derive(Debug)]
+pub enum StreamKind {
+    Talk(TalkStream),
+}
+
+/// What a stream makes of a message.
+pub enum Pick {
+    /// Send this record.
+    Take(Seg),
+    /// Not for this subscriber.
+    Skip,
+    /// For this subscriber, but this kind cannot carry it (counted, then skipped).
+    Unframeable,
+}
+
+/// What the head of a stream may show about the server.
+pub struct HeadEnv<'a> {
+    pub date: &'a [u8],
+    pub cors_origin: &'a str,
+}
+
+impl StreamKind {
+    /// The response head, queued when the stream opens.
+    pub fn head(&self, env: &HeadEnv<'_>) -> Seg {
+        match self {
+            StreamKind::Talk(t) => t.head(env),
+        }
+    }
+
+    /// The record sent right after the head, if any (Talk's `noop` greeting).
+    pub fn greeting(&self) -> Option<Seg> {
+        match self {
+            StreamKind::Talk(t) => Some(t.keepalive()),
+        }
+    }
+
+    /// The record of a message for this subscriber.
+    pub fn pick(&self, msg: &Message) -> Pick {
+        match self {
+            StreamKind::Talk(t) => t.pick(msg),
+        }
+    }
+
+    /// The record sent on a stream quiet for a whole keep-alive interval.
+    pub fn keepalive(&self) -> Seg {
+        match self {
+            StreamKind::Talk(t) => t.keepalive(),
+        }
+    }
+
+    /// Frames a batch of records (`bytes` long in all), handing the segments to `out` in
+    /// order. Empties `records`.
+    pub fn frame(&self, records: &mut Vec<Seg>, bytes: usize, out: &mut dyn FnMut(Seg)) {
+        match self {
+            StreamKind::Talk(_) => super::talk::frame(records, bytes, out),
+        }
+    }
+
+    /// The bytes that end the stream.
+    pub fn end(&self) -> &'static [u8] {
+        match self {
+            StreamKind::Talk(_) => super::talk::LAST_CHUNK,
+        }
+    }
+
+    /// A name that replaces an older stream of the same name on the channel.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            StreamKind::Talk(t) => Some(t.name()),
+        }
+    }
+}
