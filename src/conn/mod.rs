@@ -16,6 +16,9 @@ pub mod readbuf;
 pub mod socket;
 pub mod stream;
 
+#[cfg(test)]
+mod sim;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
