@@ -228,3 +228,4 @@ impl Conn {
         w.shared.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
+

@@ -69,9 +69,9 @@ impl Out {
                 n = 0;
             }
         }
-        if self.segs.is_empty() && self.segs.capacity() > IDLE_CAPACITY {
-            // A burst grew the queue: give the memory back rather than keep it on an
-            // idle connection.
+        if self.segs.is_empty() && self.segs.capacity() > 0 {
+            // Give the memory back: an idle connection or a quiet stream holds no
+            // output queue (a small allocation per write batch, measured as noise).
             self.segs = VecDeque::new();
         }
     }
@@ -83,9 +83,6 @@ impl Out {
         self.len = 0;
     }
 }
-
-/// Segment slots an empty queue may keep allocated (a reply or one stream chunk).
-const IDLE_CAPACITY: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -117,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_does_not_keep_its_memory() {
+    fn an_empty_queue_keeps_no_memory() {
         let mut out = Out::default();
         for _ in 0..100 {
             out.push(Seg::Static(b"x"));

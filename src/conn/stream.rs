@@ -74,10 +74,8 @@ impl Stream {
     pub fn frame(&mut self, out: &mut dyn FnMut(Seg)) {
         let bytes = std::mem::take(&mut self.bytes);
         self.kind.frame(&mut self.records, bytes, out);
-        if self.records.capacity() > 8 {
-            // A burst grew the list: do not keep its memory on an idle stream.
-            self.records = Vec::new();
-        }
+        // A quiet stream keeps no record list.
+        self.records = Vec::new();
     }
 
     /// Drops records that will never be written (the stream is ending).
