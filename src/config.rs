@@ -136,6 +136,12 @@ config! {
         flag: "talk-terminator", value: "nul|newline", kind: TERMINATOR,
         help: "Talk record terminator",
     },
+    talk_coalesce: Duration = Duration::ZERO => {
+        flag: "talk-coalesce-ms", value: "N", kind: MILLIS,
+        help: "hold a Talk stream's records this long so a burst leaves as one chunk (for \
+               clients that keep only the first chunk of each read, such as rupy's C# \
+               client); 0 sends at once",
+    },
     channel_capacity: usize = 1024 => {
         flag: "channel-capacity", value: "N", kind: POSITIVE,
         help: "retained messages per channel",
@@ -273,6 +279,15 @@ const SECS: Kind<Duration> = Kind {
         0 => d.as_secs().to_string(),
         _ => d.as_secs_f64().to_string(),
     },
+};
+
+/// Whole milliseconds, 0 allowed, under 10⁹ seconds (like `SECS`).
+const MILLIS: Kind<Duration> = Kind {
+    parse: |v| match num(v)? {
+        n if n >= 1_000_000_000_000 => Err("must be under 1000000000000 ms".into()),
+        n => Ok(Duration::from_millis(n as u64)),
+    },
+    show: |d| d.as_millis().to_string(),
 };
 
 const TERMINATOR: Kind<Terminator> = Kind {
@@ -434,6 +449,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.long_poll_timeout, Duration::from_secs(25));
         assert_eq!(c.talk_terminator, Terminator::Nul);
+        assert_eq!(c.talk_coalesce, Duration::ZERO);
     }
 
     #[test]
@@ -494,18 +510,32 @@ mod tests {
     fn flag_wins_over_env() {
         let env = [
             ("TIDINGS_WORKERS".to_string(), "5".to_string()),
+            ("TIDINGS_TALK_COALESCE_MS".to_string(), "20".to_string()),
             ("TIDINGS_NOT_A_FLAG".to_string(), "x".to_string()),
         ];
         let c = Config::from_args_and_env(["--workers=2"].map(String::from), env)
             .unwrap()
             .unwrap();
         assert_eq!(c.workers, 2);
+        assert_eq!(c.talk_coalesce, Duration::from_millis(20));
         let e = Config::from_args_and_env(
             Vec::new(),
             [("TIDINGS_WORKERS".to_string(), "0".to_string())],
         )
         .unwrap_err();
         assert_eq!(e, "TIDINGS_WORKERS: --workers: must be at least 1");
+    }
+
+    #[test]
+    fn talk_coalesce_ms() {
+        let c = parse(&["--talk-coalesce-ms", "15"]).unwrap().unwrap();
+        assert_eq!(c.talk_coalesce, Duration::from_millis(15));
+        let c = parse(&["--talk-coalesce-ms=0"]).unwrap().unwrap();
+        assert_eq!(c.talk_coalesce, Duration::ZERO);
+        assert_eq!(
+            parse(&["--talk-coalesce-ms", "1.5"]).unwrap_err(),
+            "--talk-coalesce-ms: expected a non-negative integer, got \"1.5\""
+        );
     }
 
     #[test]
