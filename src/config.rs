@@ -1,5 +1,11 @@
 //! Every limit and timeout of the server: a named default, a command-line flag and a
 //! `TIDINGS_*` environment variable (the flag wins). `--help` lists them all.
+//!
+//! Each flag is one row of the `config!` table below (STYLE rule 14): the row declares the
+//! `Config` field, its default, the flag's name and value name, its help text and the
+//! [`Kind`] that parses and shows it. The parser, `--help`, the `TIDINGS_*` variables and
+//! the README's flags table (checked by a test) are all made from that table, so adding a
+//! flag is one edit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,280 +29,321 @@ impl Terminator {
     }
 }
 
-/// The server's settings. `Config::default()` is what `tidings` with no arguments runs.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub workers: usize,
-    pub max_connections: usize,
-    pub long_poll_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub header_timeout: Duration,
-    pub talk_keepalive: Duration,
-    pub talk_terminator: Terminator,
-    /// Hold a Talk stream's records this long so a burst leaves as one chunk (0: send at once).
-    pub talk_coalesce: Duration,
-    pub channel_capacity: usize,
-    pub channel_bytes: usize,
-    pub channel_idle: Duration,
-    pub max_channels: usize,
-    pub queue_capacity: usize,
-    pub queue_bytes: usize,
-    pub qst_max_tries: u32,
-    pub comet_max_messages: usize,
-    pub max_message_bytes: usize,
-    pub max_body_bytes: usize,
-    pub max_head_bytes: usize,
-    pub max_output_bytes: usize,
-    pub max_streams_per_channel: usize,
-    pub shutdown_grace: Duration,
-    pub credentials: Option<PathBuf>,
-    pub cors_origin: String,
-    pub log_level: Level,
+/// One row of the flag table: what the parser, `--help`, the `TIDINGS_*` variables and the
+/// README table are made from. `set` and `show` work on the row's own `Config` field.
+pub struct Flag {
+    /// The flag without its `--`; `TIDINGS_` + upper case with `_` for `-` in the environment.
+    pub name: &'static str,
+    /// What the value looks like in `--help` (`N`, `SECS`, `nul|newline`…).
+    pub value: &'static str,
+    /// The meaning, in Markdown (backticks are dropped in `--help`).
+    pub help: &'static str,
+    /// The default as the documentation states it, for a default that depends on the
+    /// machine; otherwise the default is shown from `Config::default()`.
+    pub default_doc: Option<&'static str>,
+    /// Parses a value into the field. The error names no flag: `Config::set` adds it.
+    pub set: fn(&mut Config, &str) -> Result<(), String>,
+    /// The field's value as a flag would give it.
+    pub show: fn(&Config) -> String,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_connections: 100_000,
-            long_poll_timeout: Duration::from_secs(25),
-            idle_timeout: Duration::from_secs(60),
-            header_timeout: Duration::from_secs(10),
-            talk_keepalive: Duration::from_secs(5),
-            talk_terminator: Terminator::Nul,
-            talk_coalesce: Duration::ZERO,
-            channel_capacity: 1024,
-            channel_bytes: 4 << 20,
-            channel_idle: Duration::from_secs(300),
-            max_channels: 1_000_000,
-            queue_capacity: 10_000,
-            queue_bytes: 64 << 20,
-            qst_max_tries: 0,
-            comet_max_messages: 100,
-            max_message_bytes: 64 << 10,
-            max_body_bytes: 1 << 20,
-            max_head_bytes: 16 << 10,
-            max_output_bytes: 1 << 20,
-            max_streams_per_channel: 100_000,
-            shutdown_grace: Duration::from_secs(5),
-            credentials: None,
-            cors_origin: "*".to_string(),
-            log_level: Level::Info,
+/// How a flag's text becomes a field of type `T`, and back. Errors name no flag.
+pub struct Kind<T> {
+    pub parse: fn(&str) -> Result<T, String>,
+    pub show: fn(&T) -> String,
+}
+
+/// Declares `Config`, its `Default` and the `FLAGS` table from one row per flag:
+///
+/// ```text
+/// field: Type = default => { flag: "name", value: "VALUE", kind: KIND, help: "meaning" },
+/// ```
+///
+/// with an optional `default_doc: "…"` after `help` for a default that depends on the machine.
+macro_rules! config {
+    ($(
+        $field:ident: $ty:ty = $default:expr => {
+            flag: $flag:literal,
+            value: $value:literal,
+            kind: $kind:expr,
+            help: $help:literal
+            $(, default_doc: $doc:literal)? $(,)?
         }
+    ),* $(,)?) => {
+        /// The server's settings. `Config::default()` is what `tidings` with no arguments
+        /// runs. Each field is set by the flag named in its row of the table in `config.rs`.
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $(#[doc = $help] pub $field: $ty,)*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $($field: $default,)* }
+            }
+        }
+
+        /// Every flag, in `--help` order.
+        pub const FLAGS: &[Flag] = &[$(
+            Flag {
+                name: $flag,
+                value: $value,
+                help: $help,
+                default_doc: config!(@opt $($doc)?),
+                set: |c, v| {
+                    c.$field = ($kind.parse)(v)?;
+                    Ok(())
+                },
+                show: |c| ($kind.show)(&c.$field),
+            },
+        )*];
+    };
+    (@opt) => { None };
+    (@opt $doc:literal) => { Some($doc) };
+}
+
+config! {
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)) => {
+        flag: "listen", value: "ADDR", kind: ADDR,
+        help: "address to serve on",
+    },
+    workers: usize = std::thread::available_parallelism().map_or(1, |n| n.get()) => {
+        flag: "workers", value: "N", kind: WORKERS,
+        help: "reactor threads (1 to 64)",
+        default_doc: "number of CPUs",
+    },
+    max_connections: usize = 100_000 => {
+        flag: "max-connections", value: "N", kind: POSITIVE,
+        help: "beyond it new connections get `503` and are closed",
+    },
+    long_poll_timeout: Duration = Duration::from_secs(25) => {
+        flag: "long-poll-timeout", value: "SECS", kind: SECS,
+        help: "QST long-poll and comet `get` hold time",
+    },
+    idle_timeout: Duration = Duration::from_secs(60) => {
+        flag: "idle-timeout", value: "SECS", kind: SECS,
+        help: "keep-alive connection with no request is closed",
+    },
+    header_timeout: Duration = Duration::from_secs(10) => {
+        flag: "header-timeout", value: "SECS", kind: SECS,
+        help: "a request head and body must arrive within this",
+    },
+    talk_keepalive: Duration = Duration::from_secs(5) => {
+        flag: "talk-keepalive", value: "SECS", kind: SECS,
+        help: "`noop` interval on quiet Talk streams",
+    },
+    talk_terminator: Terminator = Terminator::Nul => {
+        flag: "talk-terminator", value: "nul|newline", kind: TERMINATOR,
+        help: "Talk record terminator",
+    },
+    talk_coalesce: Duration = Duration::ZERO => {
+        flag: "talk-coalesce-ms", value: "N", kind: MILLIS,
+        help: "hold a Talk stream's records this long so a burst leaves as one chunk (for \
+               clients that keep only the first chunk of each read, such as rupy's C# \
+               client); 0 sends at once",
+    },
+    channel_capacity: usize = 1024 => {
+        flag: "channel-capacity", value: "N", kind: POSITIVE,
+        help: "retained messages per channel",
+    },
+    channel_bytes: usize = 4 << 20 => {
+        flag: "channel-bytes", value: "N", kind: POSITIVE,
+        help: "retained bytes per channel",
+    },
+    channel_idle: Duration = Duration::from_secs(300) => {
+        flag: "channel-idle", value: "SECS", kind: SECS,
+        help: "an empty channel with no subscriber is removed after this",
+    },
+    max_channels: usize = 1_000_000 => {
+        flag: "max-channels", value: "N", kind: POSITIVE,
+        help: "channels in the hub; creating more answers `503`",
+    },
+    queue_capacity: usize = 10_000 => {
+        flag: "queue-capacity", value: "N", kind: POSITIVE,
+        help: "unacknowledged messages per QST queue before pushes get `503`",
+    },
+    queue_bytes: usize = 64 << 20 => {
+        flag: "queue-bytes", value: "N", kind: POSITIVE,
+        help: "bytes a QST queue channel may hold before pushes get `503`",
+    },
+    qst_max_tries: u32 = 0 => {
+        flag: "qst-max-tries", value: "N", kind: TRIES,
+        help: "deliveries of an unacknowledged QST message before it is dropped (0: no cap)",
+    },
+    comet_max_messages: usize = 100 => {
+        flag: "comet-max-messages", value: "N", kind: POSITIVE,
+        help: "messages in one comet `get` answer",
+    },
+    max_message_bytes: usize = 64 << 10 => {
+        flag: "max-message-bytes", value: "N", kind: POSITIVE,
+        help: "one message (`413` past it)",
+    },
+    max_body_bytes: usize = 1 << 20 => {
+        flag: "max-body-bytes", value: "N", kind: POSITIVE,
+        help: "one request body (`413` past it)",
+    },
+    max_head_bytes: usize = 16 << 10 => {
+        flag: "max-head-bytes", value: "N", kind: HEAD_BYTES,
+        help: "one request head (`431` past it)",
+    },
+    max_output_bytes: usize = 1 << 20 => {
+        flag: "max-output-bytes", value: "N", kind: POSITIVE,
+        help: "bytes queued to one slow reader before it is closed",
+    },
+    max_streams_per_channel: usize = 100_000 => {
+        flag: "max-streams-per-channel", value: "N", kind: POSITIVE,
+        help: "Talk streams and parked requests on one channel (`503` past it)",
+    },
+    shutdown_grace: Duration = Duration::from_secs(5) => {
+        flag: "shutdown-grace", value: "SECS", kind: SECS,
+        help: "time to flush final bytes on shutdown",
+    },
+    credentials: Option<PathBuf> = None => {
+        flag: "credentials", value: "FILE", kind: FILE,
+        help: "users and the channels they may use",
+    },
+    cors_origin: String = "*".to_string() => {
+        flag: "cors-origin", value: "ORIGIN", kind: ORIGIN,
+        help: "`Access-Control-Allow-Origin`",
+    },
+    log_level: Level = Level::Info => {
+        flag: "log-level", value: "error|warn|info|debug", kind: LEVEL,
+        help: "what goes to stderr",
+    },
+}
+
+/// A non-negative integer.
+fn num(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .map_err(|_| format!("expected a non-negative integer, got {v:?}"))
+}
+
+/// An integer of at least 1.
+fn positive(v: &str) -> Result<usize, String> {
+    match num(v)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
     }
 }
 
-/// One line of `--help`: flag, value name, meaning. The default is printed from `Config`.
-const FLAGS: &[(&str, &str, &str)] = &[
-    ("listen", "ADDR", "address to serve on"),
-    (
-        "workers",
-        "N",
-        "reactor threads (1..=64); default: number of CPUs",
-    ),
-    (
-        "max-connections",
-        "N",
-        "beyond it new connections are refused",
-    ),
-    (
-        "long-poll-timeout",
-        "SECS",
-        "QST long-poll and comet get hold time",
-    ),
-    (
-        "idle-timeout",
-        "SECS",
-        "keep-alive connection with no request is closed",
-    ),
-    (
-        "header-timeout",
-        "SECS",
-        "a request head or body must arrive within this",
-    ),
-    (
-        "talk-keepalive",
-        "SECS",
-        "noop interval on quiet Talk streams",
-    ),
-    ("talk-terminator", "nul|newline", "Talk record terminator"),
-    ("channel-capacity", "N", "retained messages per channel"),
-    ("channel-bytes", "N", "retained bytes per channel"),
-    (
-        "channel-idle",
-        "SECS",
-        "an empty channel with no subscriber is removed after this",
-    ),
-    (
-        "max-channels",
-        "N",
-        "channels in the hub; creating more answers 503",
-    ),
-    (
-        "queue-capacity",
-        "N",
-        "unacknowledged messages per QST queue before pushes get 503",
-    ),
-    (
-        "queue-bytes",
-        "N",
-        "bytes a QST queue channel may hold before pushes get 503",
-    ),
-    (
-        "qst-max-tries",
-        "N",
-        "deliveries of an unacknowledged QST message before it is dropped (0: no cap)",
-    ),
-    ("comet-max-messages", "N", "messages in one comet get reply"),
-    ("max-message-bytes", "N", "one message"),
-    ("max-body-bytes", "N", "one request body"),
-    ("max-head-bytes", "N", "one request head"),
-    (
-        "max-output-bytes",
-        "N",
-        "bytes queued to one slow reader before it is closed",
-    ),
-    (
-        "max-streams-per-channel",
-        "N",
-        "Talk streams and parked requests on one channel",
-    ),
-    (
-        "shutdown-grace",
-        "SECS",
-        "time to flush final bytes on shutdown",
-    ),
-    ("credentials", "FILE", "users and the channels they may use"),
-    ("cors-origin", "ORIGIN", "Access-Control-Allow-Origin"),
-    ("log-level", "error|warn|info|debug", "what goes to stderr"),
-];
+fn show_num<T: ToString>(n: &T) -> String {
+    n.to_string()
+}
+
+const ADDR: Kind<SocketAddr> = Kind {
+    parse: |v| {
+        v.parse()
+            .map_err(|_| format!("expected IP:PORT, got {v:?}"))
+    },
+    show: show_num,
+};
+
+const POSITIVE: Kind<usize> = Kind {
+    parse: positive,
+    show: show_num,
+};
+
+const WORKERS: Kind<usize> = Kind {
+    parse: |v| match positive(v)? {
+        n if n > crate::hub::MAX_WORKERS => Err(format!("at most {}", crate::hub::MAX_WORKERS)),
+        n => Ok(n),
+    },
+    show: show_num,
+};
+
+const HEAD_BYTES: Kind<usize> = Kind {
+    parse: |v| match positive(v)? {
+        n if n < 256 => Err("at least 256".into()),
+        n => Ok(n),
+    },
+    show: show_num,
+};
+
+const TRIES: Kind<u32> = Kind {
+    parse: |v| u32::try_from(num(v)?).map_err(|_| "too large".to_string()),
+    show: show_num,
+};
+
+/// Seconds, fractions allowed, more than 0 and under 10⁹.
+const SECS: Kind<Duration> = Kind {
+    parse: |v| {
+        let n: f64 = v
+            .parse()
+            .map_err(|_| format!("expected seconds, got {v:?}"))?;
+        if !(n > 0.0 && n < 1e9) {
+            return Err("must be more than 0 seconds".into());
+        }
+        Ok(Duration::from_secs_f64(n))
+    },
+    show: |d| match d.subsec_nanos() {
+        0 => d.as_secs().to_string(),
+        _ => d.as_secs_f64().to_string(),
+    },
+};
+
+/// Whole milliseconds, 0 allowed, under 10⁹ seconds (like `SECS`).
+const MILLIS: Kind<Duration> = Kind {
+    parse: |v| match num(v)? {
+        n if n >= 1_000_000_000_000 => Err("must be under 1000000000000 ms".into()),
+        n => Ok(Duration::from_millis(n as u64)),
+    },
+    show: |d| d.as_millis().to_string(),
+};
+
+const TERMINATOR: Kind<Terminator> = Kind {
+    parse: |v| match v {
+        "nul" => Ok(Terminator::Nul),
+        "newline" => Ok(Terminator::Newline),
+        _ => Err(format!("nul or newline, got {v:?}")),
+    },
+    show: |t| match t {
+        Terminator::Nul => "nul".into(),
+        Terminator::Newline => "newline".into(),
+    },
+};
+
+const FILE: Kind<Option<PathBuf>> = Kind {
+    parse: |v| Ok(Some(PathBuf::from(v))),
+    show: |p| {
+        p.as_ref()
+            .map_or("none".into(), |p| p.display().to_string())
+    },
+};
+
+/// A header value: no control characters.
+const ORIGIN: Kind<String> = Kind {
+    parse: |v| match v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        true => Err("control characters are not allowed".into()),
+        false => Ok(v.to_string()),
+    },
+    show: |s| s.clone(),
+};
+
+const LEVEL: Kind<Level> = Kind {
+    parse: |v| Level::parse(v).ok_or_else(|| format!("error, warn, info or debug, got {v:?}")),
+    show: |l| l.name().into(),
+};
+
+/// The row of a flag, by name (without `--`).
+pub fn flag(name: &str) -> Option<&'static Flag> {
+    FLAGS.iter().find(|f| f.name == name)
+}
+
+impl Flag {
+    /// The default as `--help` and the README state it.
+    pub fn default_text(&self) -> String {
+        match self.default_doc {
+            Some(doc) => doc.to_string(),
+            None => (self.show)(&Config::default()),
+        }
+    }
+}
 
 impl Config {
-    /// The value of a flag, as `--help` shows it.
-    fn show(&self, flag: &str) -> String {
-        let secs = |d: &Duration| d.as_secs().to_string();
-        match flag {
-            "listen" => self.listen.to_string(),
-            "workers" => self.workers.to_string(),
-            "max-connections" => self.max_connections.to_string(),
-            "long-poll-timeout" => secs(&self.long_poll_timeout),
-            "idle-timeout" => secs(&self.idle_timeout),
-            "header-timeout" => secs(&self.header_timeout),
-            "talk-keepalive" => secs(&self.talk_keepalive),
-            "talk-terminator" => match self.talk_terminator {
-                Terminator::Nul => "nul".into(),
-                Terminator::Newline => "newline".into(),
-            },
-            "channel-capacity" => self.channel_capacity.to_string(),
-            "channel-bytes" => self.channel_bytes.to_string(),
-            "channel-idle" => secs(&self.channel_idle),
-            "max-channels" => self.max_channels.to_string(),
-            "queue-capacity" => self.queue_capacity.to_string(),
-            "queue-bytes" => self.queue_bytes.to_string(),
-            "qst-max-tries" => self.qst_max_tries.to_string(),
-            "comet-max-messages" => self.comet_max_messages.to_string(),
-            "max-message-bytes" => self.max_message_bytes.to_string(),
-            "max-body-bytes" => self.max_body_bytes.to_string(),
-            "max-head-bytes" => self.max_head_bytes.to_string(),
-            "max-output-bytes" => self.max_output_bytes.to_string(),
-            "max-streams-per-channel" => self.max_streams_per_channel.to_string(),
-            "shutdown-grace" => secs(&self.shutdown_grace),
-            "credentials" => self
-                .credentials
-                .as_ref()
-                .map_or("none".into(), |p| p.display().to_string()),
-            "cors-origin" => self.cors_origin.clone(),
-            "log-level" => self.log_level.name().into(),
-            _ => String::new(),
-        }
-    }
-
-    /// Sets one flag from its text value.
-    pub fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
-        fn num(flag: &str, v: &str) -> Result<usize, String> {
-            v.parse::<usize>()
-                .map_err(|_| format!("--{flag}: expected a non-negative integer, got {v:?}"))
-        }
-        fn secs(flag: &str, v: &str) -> Result<Duration, String> {
-            let n: f64 = v
-                .parse()
-                .map_err(|_| format!("--{flag}: expected seconds, got {v:?}"))?;
-            if !(n > 0.0 && n < 1e9) {
-                return Err(format!("--{flag}: must be more than 0 seconds"));
-            }
-            Ok(Duration::from_secs_f64(n))
-        }
-        fn positive(flag: &str, v: &str) -> Result<usize, String> {
-            match num(flag, v)? {
-                0 => Err(format!("--{flag}: must be at least 1")),
-                n => Ok(n),
-            }
-        }
-        match flag {
-            "listen" => {
-                self.listen = value
-                    .parse()
-                    .map_err(|_| format!("--listen: expected IP:PORT, got {value:?}"))?
-            }
-            "workers" => {
-                let n = positive(flag, value)?;
-                if n > crate::hub::MAX_WORKERS {
-                    return Err(format!("--workers: at most {}", crate::hub::MAX_WORKERS));
-                }
-                self.workers = n;
-            }
-            "max-connections" => self.max_connections = positive(flag, value)?,
-            "long-poll-timeout" => self.long_poll_timeout = secs(flag, value)?,
-            "idle-timeout" => self.idle_timeout = secs(flag, value)?,
-            "header-timeout" => self.header_timeout = secs(flag, value)?,
-            "talk-keepalive" => self.talk_keepalive = secs(flag, value)?,
-            "talk-terminator" => {
-                self.talk_terminator = match value {
-                    "nul" => Terminator::Nul,
-                    "newline" => Terminator::Newline,
-                    _ => return Err(format!("--talk-terminator: nul or newline, got {value:?}")),
-                }
-            }
-            "channel-capacity" => self.channel_capacity = positive(flag, value)?,
-            "channel-bytes" => self.channel_bytes = positive(flag, value)?,
-            "channel-idle" => self.channel_idle = secs(flag, value)?,
-            "max-channels" => self.max_channels = positive(flag, value)?,
-            "queue-capacity" => self.queue_capacity = positive(flag, value)?,
-            "queue-bytes" => self.queue_bytes = positive(flag, value)?,
-            "qst-max-tries" => {
-                self.qst_max_tries = u32::try_from(num(flag, value)?)
-                    .map_err(|_| "--qst-max-tries: too large".to_string())?
-            }
-            "comet-max-messages" => self.comet_max_messages = positive(flag, value)?,
-            "max-message-bytes" => self.max_message_bytes = positive(flag, value)?,
-            "max-body-bytes" => self.max_body_bytes = positive(flag, value)?,
-            "max-head-bytes" => {
-                let n = positive(flag, value)?;
-                if n < 256 {
-                    return Err("--max-head-bytes: at least 256".into());
-                }
-                self.max_head_bytes = n;
-            }
-            "max-output-bytes" => self.max_output_bytes = positive(flag, value)?,
-            "max-streams-per-channel" => self.max_streams_per_channel = positive(flag, value)?,
-            "shutdown-grace" => self.shutdown_grace = secs(flag, value)?,
-            "credentials" => self.credentials = Some(PathBuf::from(value)),
-            "cors-origin" => {
-                if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
-                    return Err("--cors-origin: control characters are not allowed".into());
-                }
-                self.cors_origin = value.to_string()
-            }
-            "log-level" => {
-                self.log_level = Level::parse(value).ok_or_else(|| {
-                    format!("--log-level: error, warn, info or debug, got {value:?}")
-                })?
-            }
-            _ => return Err(format!("unknown flag --{flag} (see --help)")),
-        }
-        Ok(())
+    /// Sets one flag from its text value. The error names the flag (`--workers: at most 64`).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+        let flag = flag(name).ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
+        (flag.set)(self, value).map_err(|e| format!("--{name}: {e}"))
     }
 
     /// Builds the configuration from `TIDINGS_*` variables, then the arguments (without the
@@ -308,10 +355,10 @@ impl Config {
         let mut config = Config::default();
         for (key, value) in env {
             if let Some(name) = key.strip_prefix("TIDINGS_") {
-                let flag = name.to_ascii_lowercase().replace('_', "-");
-                if FLAGS.iter().any(|(f, _, _)| *f == flag) {
+                let name = name.to_ascii_lowercase().replace('_', "-");
+                if flag(&name).is_some() {
                     config
-                        .set(&flag, &value)
+                        .set(&name, &value)
                         .map_err(|e| format!("{key}: {e}"))?;
                 }
             }
@@ -346,11 +393,42 @@ impl Config {
              usage: tidings [--flag VALUE]...\n\
              Each flag can also be set as TIDINGS_<FLAG> (upper case, - as _).\n\n",
         );
-        for (flag, value, meaning) in FLAGS {
-            let left = format!("  --{flag} {value}");
+        let default = Config::default();
+        for f in FLAGS {
+            let left = format!("  --{} {}", f.name, f.value);
+            let shown = match f.default_doc {
+                Some(doc) => format!("{doc}, here {}", (f.show)(&default)),
+                None => (f.show)(&default),
+            };
             s.push_str(&format!(
-                "{left:<44} {meaning} [default: {}]\n",
-                Config::default().show(flag)
+                "{left:<44} {} [default: {shown}]\n",
+                f.help.replace('`', "")
+            ));
+        }
+        s
+    }
+
+    /// The README's flags table (Markdown), made from `FLAGS`; a test keeps README.md equal
+    /// to it.
+    pub fn markdown_table() -> String {
+        let cell = |s: &str| s.replace('|', "\\|");
+        let mut s = String::from("| flag | default | meaning |\n|---|---|---|\n");
+        for f in FLAGS {
+            let default = f.default_text();
+            let default = if f.default_doc.is_some()
+                || default == "none"
+                || default.bytes().all(|b| b.is_ascii_digit())
+            {
+                default
+            } else {
+                format!("`{default}`")
+            };
+            s.push_str(&format!(
+                "| `--{} {}` | {} | {} |\n",
+                f.name,
+                cell(f.value),
+                cell(&default),
+                cell(f.help)
             ));
         }
         s
@@ -371,6 +449,48 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.long_poll_timeout, Duration::from_secs(25));
         assert_eq!(c.talk_terminator, Terminator::Nul);
+        assert_eq!(c.talk_coalesce, Duration::ZERO);
+    }
+
+    #[test]
+    fn defaults_are_unchanged() {
+        let c = Config::default();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.workers, cpus);
+        assert_eq!(
+            (c.max_connections, c.channel_capacity, c.channel_bytes),
+            (100_000, 1024, 4 << 20)
+        );
+        assert_eq!(
+            (
+                c.max_channels,
+                c.queue_capacity,
+                c.queue_bytes,
+                c.qst_max_tries
+            ),
+            (1_000_000, 10_000, 64 << 20, 0)
+        );
+        assert_eq!(
+            (c.comet_max_messages, c.max_message_bytes, c.max_body_bytes),
+            (100, 64 << 10, 1 << 20)
+        );
+        assert_eq!(
+            (
+                c.max_head_bytes,
+                c.max_output_bytes,
+                c.max_streams_per_channel
+            ),
+            (16 << 10, 1 << 20, 100_000)
+        );
+        let secs = Duration::from_secs;
+        assert_eq!(
+            (c.idle_timeout, c.header_timeout, c.talk_keepalive),
+            (secs(60), secs(10), secs(5))
+        );
+        assert_eq!((c.channel_idle, c.shutdown_grace), (secs(300), secs(5)));
+        assert_eq!(c.credentials, None);
+        assert_eq!(c.cors_origin, "*");
+        assert_eq!(c.log_level, Level::Info);
     }
 
     #[test]
@@ -387,6 +507,38 @@ mod tests {
     }
 
     #[test]
+    fn flag_wins_over_env() {
+        let env = [
+            ("TIDINGS_WORKERS".to_string(), "5".to_string()),
+            ("TIDINGS_TALK_COALESCE_MS".to_string(), "20".to_string()),
+            ("TIDINGS_NOT_A_FLAG".to_string(), "x".to_string()),
+        ];
+        let c = Config::from_args_and_env(["--workers=2"].map(String::from), env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.talk_coalesce, Duration::from_millis(20));
+        let e = Config::from_args_and_env(
+            Vec::new(),
+            [("TIDINGS_WORKERS".to_string(), "0".to_string())],
+        )
+        .unwrap_err();
+        assert_eq!(e, "TIDINGS_WORKERS: --workers: must be at least 1");
+    }
+
+    #[test]
+    fn talk_coalesce_ms() {
+        let c = parse(&["--talk-coalesce-ms", "15"]).unwrap().unwrap();
+        assert_eq!(c.talk_coalesce, Duration::from_millis(15));
+        let c = parse(&["--talk-coalesce-ms=0"]).unwrap().unwrap();
+        assert_eq!(c.talk_coalesce, Duration::ZERO);
+        assert_eq!(
+            parse(&["--talk-coalesce-ms", "1.5"]).unwrap_err(),
+            "--talk-coalesce-ms: expected a non-negative integer, got \"1.5\""
+        );
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(parse(&["--workers", "0"]).is_err());
         assert!(parse(&["--workers", "65"]).is_err());
@@ -397,11 +549,126 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--workers", "0"], "--workers: must be at least 1"),
+            (&["--workers", "65"], "--workers: at most 64"),
+            (&["--nope", "1"], "unknown flag --nope (see --help)"),
+            (&["--listen"], "--listen needs a value"),
+            (&["listen"], "unexpected argument \"listen\" (see --help)"),
+            (&["--listen", "x"], "--listen: expected IP:PORT, got \"x\""),
+            (
+                &["--max-connections", "-3"],
+                "--max-connections: expected a non-negative integer, got \"-3\"",
+            ),
+            (
+                &["--idle-timeout", "x"],
+                "--idle-timeout: expected seconds, got \"x\"",
+            ),
+            (
+                &["--idle-timeout", "-1"],
+                "--idle-timeout: must be more than 0 seconds",
+            ),
+            (
+                &["--talk-terminator", "tab"],
+                "--talk-terminator: nul or newline, got \"tab\"",
+            ),
+            (
+                &["--qst-max-tries", "4294967296"],
+                "--qst-max-tries: too large",
+            ),
+            (
+                &["--max-head-bytes", "255"],
+                "--max-head-bytes: at least 256",
+            ),
+            (
+                &["--cors-origin", "a\nb"],
+                "--cors-origin: control characters are not allowed",
+            ),
+            (
+                &["--log-level", "loud"],
+                "--log-level: error, warn, info or debug, got \"loud\"",
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(parse(args).unwrap_err(), *want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn every_flag_round_trips_its_default() {
+        let default = Config::default();
+        for f in FLAGS {
+            let shown = (f.show)(&default);
+            assert!(!shown.is_empty(), "{}", f.name);
+            if f.name == "credentials" {
+                continue; // "none" is how the absence is shown, not a value to set
+            }
+            let mut c = Config::default();
+            c.set(f.name, &shown).unwrap();
+            assert_eq!((f.show)(&c), shown, "{}", f.name);
+        }
+        let names: std::collections::HashSet<_> = FLAGS.iter().map(|f| f.name).collect();
+        assert_eq!(names.len(), FLAGS.len(), "a flag is listed twice");
+    }
+
+    #[test]
     fn help_lists_every_flag() {
         let help = Config::default().help();
-        for (flag, _, _) in FLAGS {
-            assert!(help.contains(&format!("--{flag} ")), "{flag}");
-            assert!(!Config::default().show(flag).is_empty() || *flag == "cors-origin");
+        for f in FLAGS {
+            let line = help
+                .lines()
+                .find(|l| l.starts_with(&format!("  --{} ", f.name)))
+                .unwrap_or_else(|| panic!("--{} is not in --help", f.name));
+            assert!(
+                line.contains(&format!("[default: {}", f.default_text())),
+                "{line}"
+            );
+            assert!(!line.contains('`'), "{line}");
         }
+    }
+
+    /// README.md's flags table is `Config::markdown_table()`, row for row. To update it after
+    /// adding a flag, run this test with `UPDATE_README=1`.
+    #[test]
+    fn readme_flags_table_matches_the_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let want = Config::markdown_table();
+        let start = readme
+            .find("| flag | default | meaning |\n")
+            .expect("README.md has a flags table");
+        let len = readme[start..]
+            .split_inclusive('\n')
+            .take_while(|l| l.starts_with('|'))
+            .map(str::len)
+            .sum::<usize>();
+        let have = &readme[start..start + len];
+        if have != want && std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{want}{}", &readme[..start], &readme[start + len..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        let rows = |t: &str| -> Vec<(String, String)> {
+            t.lines()
+                .skip(2)
+                .map(|l| {
+                    let cells: Vec<&str> = l.split(" | ").collect();
+                    (
+                        cells[0].to_string(),
+                        cells.get(1).unwrap_or(&"").to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            rows(have),
+            rows(&want),
+            "README.md lists other flags or defaults than the table"
+        );
+        assert_eq!(
+            have, want,
+            "README.md's flags table differs from the table; rerun with UPDATE_README=1"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Counters and gauges in one place, rendered at `GET /metrics` in the Prometheus text
 //! format. One `Metrics` per server (tests run several servers in one process).
 
+use std::cell::Cell;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// The protocol a request was routed to, for `tidings_requests_total{protocol=…}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,35 +20,80 @@ const STATUSES: [u16; 15] = [
     100, 200, 204, 400, 401, 403, 404, 405, 408, 411, 413, 415, 431, 500, 503,
 ];
 
-/// A gauge that goes up and down.
+/// Slots per counter and gauge. Each thread that counts adds to one slot of its own (see
+/// `slot`), so worker threads do not fight over one cache line per count; reading sums the
+/// slots. 8 slots keep a typical server (2 to 8 workers) contention-free while `Metrics` stays
+/// under 64 KiB: 92 cells (4 gauges, 24 counters, 64 request counters) × 8 slots × 64 B is
+/// 46 KiB, where 64 slots would be 368 KiB per server. With more threads than slots, threads
+/// share a slot: the sums stay exact, only contention comes back.
+pub const SLOTS: usize = 8;
+
+/// One atomic on a cache line of its own.
 #[derive(Default)]
-pub struct Gauge(AtomicI64);
+#[repr(align(64))]
+struct Padded<A>(A);
+
+/// The next slot index to hand to a thread that counts for the first time.
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's slot, `usize::MAX` until the thread first counts.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The slot of the calling thread: given once per thread, round-robin over `SLOTS`.
+#[inline]
+fn slot() -> usize {
+    SLOT.with(|s| {
+        let i = s.get();
+        if i < SLOTS {
+            return i;
+        }
+        let i = NEXT_SLOT.fetch_add(1, Relaxed) % SLOTS;
+        s.set(i);
+        i
+    })
+}
+
+/// A gauge that goes up and down. A thread's slot may go negative (a connection opened on
+/// one thread and closed on another); the sum is the value.
+#[derive(Default)]
+pub struct Gauge([Padded<AtomicI64>; SLOTS]);
 
 impl Gauge {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
+        self.0[slot()].0.fetch_add(1, Relaxed);
     }
     pub fn dec(&self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0[slot()].0.fetch_sub(1, Relaxed);
     }
+    /// The sum over all slots: exact once the threads that changed it are quiet. While they
+    /// are not, the slots are read one by one, so a change that moves between slots during
+    /// the read (up on one thread, down on another) may be seen half: off by what changed
+    /// during the read, as any scrape of a moving gauge is.
     pub fn get(&self) -> i64 {
-        self.0.load(Relaxed)
+        self.0
+            .iter()
+            .fold(0i64, |sum, s| sum.wrapping_add(s.0.load(Relaxed)))
     }
 }
 
 /// A counter that only goes up.
 #[derive(Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter([Padded<AtomicU64>; SLOTS]);
 
 impl Counter {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
+        self.add(1);
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
+        self.0[slot()].0.fetch_add(n, Relaxed);
     }
+    /// The sum over all slots (never less than a value read before).
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Relaxed)))
     }
 }
 
@@ -315,5 +361,57 @@ mod tests {
         assert!(text.contains("tidings_requests_total{protocol=\"qst\",status=\"other\"} 1\n"));
         assert!(text.contains("tidings_slow_readers_closed_total 1\n"));
         assert_eq!(m.requests(Proto::Talk, 200), 2);
+    }
+
+    #[test]
+    fn sums_are_exact_across_threads() {
+        const THREADS: usize = 12; // more than SLOTS: some threads share a slot
+        const N: u64 = 20_000;
+        let m = Metrics::default();
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let m = &m;
+                s.spawn(move || {
+                    for i in 0..N {
+                        m.messages_delivered.inc();
+                        m.bytes_written.add(3);
+                        m.request(Proto::Comet, 200);
+                        m.connections_open.inc();
+                        // Half the threads close what the other half opened.
+                        if t % 2 == 1 || i % 2 == 0 {
+                            m.parked.dec();
+                        }
+                    }
+                });
+            }
+        });
+        let total = THREADS as u64 * N;
+        assert_eq!(m.messages_delivered.get(), total);
+        assert_eq!(m.bytes_written.get(), 3 * total);
+        assert_eq!(m.requests(Proto::Comet, 200), total);
+        assert_eq!(m.connections_open.get(), total as i64);
+        let decs = (THREADS as u64 / 2) * N + (THREADS as u64 / 2) * (N / 2);
+        assert_eq!(m.parked.get(), -(decs as i64));
+        assert!(m
+            .render()
+            .contains(&format!("tidings_messages_delivered_total {total}\n")));
+    }
+
+    #[test]
+    fn a_gauge_moved_between_threads_sums_to_zero() {
+        let g = Gauge::default();
+        std::thread::scope(|s| {
+            s.spawn(|| (0..1000).for_each(|_| g.inc()));
+        });
+        std::thread::scope(|s| {
+            s.spawn(|| (0..1000).for_each(|_| g.dec()));
+        });
+        assert_eq!(g.get(), 0);
+    }
+
+    #[test]
+    fn metrics_stay_small() {
+        assert_eq!(std::mem::size_of::<Counter>(), SLOTS * 64);
+        assert!(std::mem::size_of::<Metrics>() <= 64 << 10);
     }
 }
