@@ -13,14 +13,16 @@ use crate::fleet::{
 };
 use crate::hist::Hist;
 use crate::http::{connect, escape, exchange};
-use crate::measure::{kib, opt_ms, per_item, verdict, whole, RssSource};
+use crate::measure::{kib, opt_ms, parse_pids, per_item, verdict, whole, RssSource};
 use crate::sys::{now_ns, self_cpu_ns};
 
 const USAGE: &str = "usage: tidings-load comet-longpoll --clients N [--server 127.0.0.1:8080]
        [--rate 10] [--duration 20] [--channel C] [--procs P] [--sources 127.0.0.1,…]
        [--server-pid PID] [--inflight 1000] [--retries 3] [--connect-timeout 15]
        [--get-timeout 40] [--loss-timeout 10] [--settle-ms 1000] [--max-connect-secs 600]
-       [--dialect comet|nchan] [--allow-non-loopback]
+       [--dialect comet|nchan|qst] [--allow-non-loopback]
+  --dialect qst: QST long-poll pulls parked on an empty queue, for the memory per
+      parked pull; nothing is published (--rate and --duration are ignored)
   --server-pid takes a comma-separated list too (nginx master and workers: RSS and CPU are summed)";
 
 struct Settings {
@@ -68,17 +70,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         return Err("--duration must be in (0, 3600] seconds".into());
     }
     let fleet = Fleet::from_args(&a, server, n, "clients")?;
-    let pids: Vec<u32> = match a.get("server-pid") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|p| {
-                p.trim()
-                    .parse::<u32>()
-                    .map_err(|_| format!("--server-pid: `{p}` is not a pid"))
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let pids = parse_pids(a.get("server-pid"))?;
     // nginx has no /metrics to fall back on.
     let rss = RssSource::new(&pids, server, dialect != Dialect::Nchan)?;
     let channel = match a.get("channel") {
@@ -125,6 +117,7 @@ impl Publisher {
         let req = match self.dialect {
             Dialect::Comet => put_request(&self.channel, seq, now_ns()),
             Dialect::Nchan => nchan_pub_request(&self.channel, seq, now_ns()),
+            Dialect::Qst => return Err("the qst dialect publishes nothing".into()),
         };
         let reply = exchange(self.server, &mut self.sock, &req, Duration::from_secs(10))?;
         if self.dialect == Dialect::Nchan && (200..300).contains(&reply.status) {
@@ -168,7 +161,11 @@ struct Totals {
 
 fn run_comet(s: &Settings) -> Result<i32, String> {
     let f = &s.fleet;
-    let puts_total = (s.rate * s.duration).round().max(1.0) as u64;
+    let puts_total = if s.dialect == Dialect::Qst {
+        0
+    } else {
+        (s.rate * s.duration).round().max(1.0) as u64
+    };
     println!(
         "comet-longpoll: dialect={} server={} clients={} procs={} sources={} channel={} rate={}/s duration={}s puts={} rss={}",
         s.dialect.name(),
@@ -434,7 +431,7 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
         && time_regressions == 0
         && bad_hist == 0;
     println!(
-        "SUMMARY dialect={} clients={} up={} failed={} procs={} connect_s={connect_s:.2} rate={} duration_s={} puts={puts_total} accepted={accepted} put_errors={put_errors} late_puts={late_puts} put_p50_ms={} put_p99_ms={} expected={expected} delivered={} lost={lost} extra={extra} dups={} gaps={} missed={} stale={} unexpected={} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_max_ms={} replies={} empty_replies={} msgs_per_reply={msgs_per_reply} reconnects={} closed_by_server={} stuck={} http_errors={} proto_errors={} collected_s={collected_s:.2} server_cpu_pct={} clients_cpu_pct={} rss_source={} rss_base_kib={} rss_parked_kib={} rss_per_parked_client_bytes={} rss_max_kib={} rss_end_kib={} result={}",
+        "SUMMARY dialect={} clients={} up={} failed={} procs={} connect_s={connect_s:.2} rate={} duration_s={} puts={puts_total} accepted={accepted} put_errors={put_errors} late_puts={late_puts} put_p50_ms={} put_p99_ms={} expected={expected} delivered={} lost={lost} extra={extra} dups={} gaps={} missed={} stale={} unexpected={} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_max_ms={} replies={} empty_replies={} msgs_per_reply={msgs_per_reply} reconnects={} closed_by_server={} stuck={} http_errors={} proto_errors={} collected_s={collected_s:.2} server_cpu_pct={} server_cpu_us_per_delivery={} clients_cpu_pct={} rss_source={} rss_base_kib={} rss_parked_kib={} rss_per_parked_client_bytes={} rss_max_kib={} rss_end_kib={} result={}",
         s.dialect.name(),
         f.n,
         t.up,
@@ -462,6 +459,13 @@ fn run_comet(s: &Settings) -> Result<i32, String> {
         t.http_errors,
         t.proto_errors,
         server_cpu.map_or("na".into(), pct),
+        // over the publishing and collecting window, per message delivered to a client
+        server_cpu
+            .filter(|_| t.received > 0)
+            .map_or("na".into(), |c| format!(
+                "{:.2}",
+                c as f64 / 1e3 / t.received.min(expected) as f64
+            )),
         pct(clients_cpu),
         s.rss.label(),
         kib(rss_base),

@@ -68,6 +68,10 @@ pub enum Dialect {
     /// asked for with `If-Modified-Since` / `If-None-Match` from the last reply),
     /// for comparison. One message per reply; the body is the message.
     Nchan,
+    /// QST long-poll pulls (`GET /qst/C?format=json&long-polling=true`, PROTOCOLS.md
+    /// 1.4), parked on an empty queue: for the memory per parked pull only (nothing
+    /// is published; a timed-out pull's `[]` is an empty reply, asked again).
+    Qst,
 }
 
 impl Dialect {
@@ -75,7 +79,10 @@ impl Dialect {
         match s {
             "comet" => Ok(Dialect::Comet),
             "nchan" => Ok(Dialect::Nchan),
-            other => Err(format!("--dialect `{other}`: want `comet` or `nchan`")),
+            "qst" => Ok(Dialect::Qst),
+            other => Err(format!(
+                "--dialect `{other}`: want `comet`, `nchan` or `qst`"
+            )),
         }
     }
 
@@ -83,6 +90,7 @@ impl Dialect {
         match self {
             Dialect::Comet => "comet",
             Dialect::Nchan => "nchan",
+            Dialect::Qst => "qst",
         }
     }
 }
@@ -97,6 +105,15 @@ pub fn nchan_sub_request(channel: &str, cursor: Option<&(String, String)>) -> Ve
     }
     r.push_str("\r\n");
     r.into_bytes()
+}
+
+/// A QST long-poll pull that acknowledges nothing.
+pub fn qst_pull_request(channel: &str) -> Vec<u8> {
+    format!(
+        "GET /qst/{}?format=json&long-polling=true HTTP/1.1\r\nHost: x\r\n\r\n",
+        pct(channel)
+    )
+    .into_bytes()
 }
 
 /// An nchan publish of `<seq>-<ns>`.
@@ -397,8 +414,12 @@ impl Worker {
     }
 
     fn request(&self, idx: usize) -> Vec<u8> {
-        if self.cfg.dialect == Dialect::Nchan {
-            return nchan_sub_request(&self.cfg.channel, self.clients[idx].nchan.as_deref());
+        match self.cfg.dialect {
+            Dialect::Nchan => {
+                return nchan_sub_request(&self.cfg.channel, self.clients[idx].nchan.as_deref())
+            }
+            Dialect::Qst => return qst_pull_request(&self.cfg.channel),
+            Dialect::Comet => {}
         }
         match self.clients[idx].cursor {
             None => sync_request(&self.cfg.channel),
@@ -409,8 +430,8 @@ impl Worker {
     fn start(&mut self, idx: usize) {
         let src = self.cfg.common.source(idx);
         self.clients[idx].attempts += 1;
-        if self.cfg.dialect == Dialect::Nchan && self.clients[idx].cursor.is_none() {
-            // nchan has no sync: the first request waits for the next message.
+        if self.cfg.dialect != Dialect::Comet && self.clients[idx].cursor.is_none() {
+            // nchan and QST have no sync: the first request waits for the next message.
             self.clients[idx].cursor = Some(0);
         }
         match open_socket(src, self.cfg.common.server) {
@@ -595,10 +616,14 @@ impl Worker {
             let whole = std::mem::replace(&mut self.clients[idx].inbuf, rest);
             let body = &whole[head.head_len..];
             let nchan = self.cfg.dialect == Dialect::Nchan;
-            if nchan && matches!(head.status, 304 | 408) {
-                // nchan's long-poll timeout: nothing new, ask again.
+            let qst = self.cfg.dialect == Dialect::Qst;
+            if (nchan && matches!(head.status, 304 | 408)) || (qst && head.status == 200) {
+                // nchan's long-poll timeout, or QST's (`[]`): nothing new, ask again.
                 self.n.replies += 1;
                 self.n.empty_replies += 1;
+                if qst && body != b"[]" {
+                    self.n.unexpected += 1;
+                }
             } else if head.status != 200 {
                 self.n.http_errors += 1;
                 let why = format!("status {} ({:?})", head.status, escape(body, 80));
@@ -951,6 +976,11 @@ mod tests {
             b"POST /pub?channel=c HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\n2-7".to_vec()
         );
         assert_eq!(Dialect::parse("nchan"), Ok(Dialect::Nchan));
+        assert_eq!(Dialect::parse("qst"), Ok(Dialect::Qst));
+        assert_eq!(
+            qst_pull_request("q/1"),
+            b"GET /qst/q%2F1?format=json&long-polling=true HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()
+        );
         assert!(Dialect::parse("x").is_err());
     }
 

@@ -37,6 +37,30 @@ pub fn pull_request(name: &str, channel: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// An nchan `http-chunked` subscriber (`TE: chunked` selects the transport) at
+/// `/pull`, the location `bench/lib.sh` configures for it. `name` only tells the
+/// requests apart in logs; nchan ignores it.
+pub fn nchan_chunked_request(name: &str, channel: &str) -> Vec<u8> {
+    format!(
+        "GET /pull?name={}&channel={} HTTP/1.1\r\nHost: x\r\nTE: chunked\r\n\r\n",
+        pct(name),
+        pct(channel)
+    )
+    .into_bytes()
+}
+
+/// An nchan publish (`POST /pub?channel=C`) of `body`.
+pub fn nchan_pub(channel: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /pub?channel={} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        pct(channel),
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
 /// `POST /push` with a form body; `headless` adds `Head: less`.
 pub fn push_request(name: &str, channel: &str, message: &str, headless: bool) -> Vec<u8> {
     let body = format!(
@@ -364,20 +388,16 @@ pub struct Pushed {
     pub reply: Reply,
 }
 
-/// Pushes one message on a fresh connection (connected before the clock starts).
-/// `after_write` runs right after the request is written, before the reply is read.
-pub fn timed_push(
+/// Sends one request on a fresh connection (connected before the clock starts)
+/// and reads its reply. `after_write` runs right after the request is written.
+pub fn timed_request(
     server: SocketAddr,
-    name: &str,
-    channel: &str,
-    message: &str,
-    headless: bool,
+    req: &[u8],
     after_write: impl FnOnce(u64),
 ) -> Result<Pushed, String> {
     let mut sock = connect(server, Duration::from_secs(5))?;
-    let req = push_request(name, channel, message, headless);
     let t0_ns = now_ns();
-    sock.write_all(&req)
+    sock.write_all(req)
         .map_err(|e| format!("write push: {e}"))?;
     after_write(t0_ns);
     let reply = read_reply(

@@ -7,8 +7,8 @@ use crate::args::Args;
 use crate::fleet::{
     await_ready, broadcast, gather, kv, kv_num, reap, resolve, Fleet, Msg, FLEET_OPTIONS,
 };
-use crate::http::{escape, timed_push};
-use crate::measure::{kib, pct_ms, per_item, verdict, whole, RssSource};
+use crate::http::{escape, nchan_pub, push_request, timed_request};
+use crate::measure::{kib, parse_pids, pct_ms, per_item, verdict, whole, RssSource};
 use crate::sys::now_ns;
 
 const USAGE: &str =
@@ -16,7 +16,23 @@ const USAGE: &str =
        [--procs P] [--sources 127.0.0.1,127.0.0.2,…] [--server-pid PID] [--pushes K] [--hold SECS]
        [--terminator nul|newline] [--inflight 1000] [--retries 3] [--connect-timeout 15]
        [--loss-timeout 10] [--settle-ms 1000] [--push-gap-ms 200] [--max-connect-secs 600]
-       [--allow-non-loopback]";
+       [--dialect talk|nchan] [--allow-non-loopback]
+
+  --dialect nchan: nginx + nchan http-chunked subscribers instead of Talk streams
+      (`GET /pull?channel=C` with `TE: chunked`; a location as in bench/lib.sh, with
+      `nchan_subscriber_first_message oldest`). The channel first gets a `noop`
+      message, which every subscriber receives first; pushes are `POST /pub?channel=C`
+      (any 2xx); records end in `\n`. --server-pid then takes nginx's master and
+      workers, comma-separated (PSS and CPU summed).";
+
+/// `talk` (false) or `nchan` (true).
+pub fn parse_dialect(s: &str) -> Result<bool, String> {
+    match s {
+        "talk" => Ok(false),
+        "nchan" => Ok(true),
+        other => Err(format!("--dialect `{other}`: want `talk` or `nchan`")),
+    }
+}
 
 struct Settings {
     fleet: Fleet,
@@ -27,6 +43,7 @@ struct Settings {
     loss_timeout_ms: u64,
     push_gap_ms: u64,
     rss: RssSource,
+    nchan: bool,
 }
 
 fn settings(argv: &[String]) -> Result<Settings, String> {
@@ -40,6 +57,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
             "terminator",
             "loss-timeout",
             "push-gap-ms",
+            "dialect",
         ],
     ]
     .concat();
@@ -53,9 +71,15 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         return Err("--streams must be at least 1".into());
     }
     let fleet = Fleet::from_args(&a, server, n, "streams")?;
-    let pid = a.opt_num::<u32>("server-pid")?;
-    let rss = RssSource::new(pid.as_slice(), server, true)?;
-    let terminator = a.str_or("terminator", "nul");
+    let nchan = parse_dialect(&a.str_or("dialect", "talk"))?;
+    let pids = parse_pids(a.get("server-pid"))?;
+    // nginx has no /metrics to fall back on
+    let rss = RssSource::new(&pids, server, !nchan)?;
+    let terminator = if nchan {
+        "newline".to_string()
+    } else {
+        a.str_or("terminator", "nul")
+    };
     crate::parse_terminator(&terminator)?;
     Ok(Settings {
         fleet,
@@ -66,6 +90,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         loss_timeout_ms: a.num::<u64>("loss-timeout", 10)? * 1000,
         push_gap_ms: a.num("push-gap-ms", 200)?,
         rss,
+        nchan,
     })
 }
 
@@ -93,7 +118,8 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     let f = &s.fleet;
     let run_id = format!("{:x}{:x}", std::process::id(), now_ns() % (1 << 32));
     println!(
-        "talk-idle: server={} streams={} procs={} sources={} channel={} terminator={} rss={}",
+        "talk-idle: dialect={} server={} streams={} procs={} sources={} channel={} terminator={} rss={}",
+        if s.nchan { "nchan" } else { "talk" },
         f.server,
         f.n,
         f.procs,
@@ -104,6 +130,16 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     );
     let rss_base = s.rss.read();
     println!("baseline: rss_kib={}", kib(rss_base));
+    if s.nchan {
+        // every subscriber gets this buffered message first, as a Talk stream its `noop`
+        let r = timed_request(f.server, &nchan_pub(&s.channel, b"noop\n"), |_| {})?;
+        if !(200..300).contains(&r.reply.status) {
+            return Err(format!(
+                "nchan publish of the first noop: status {}",
+                r.reply.status
+            ));
+        }
+    }
 
     let t_connect = Instant::now();
     let (mut workers, rx) = f.spawn(
@@ -113,6 +149,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
             ("--channel", &s.channel),
             ("--run-id", &run_id),
             ("--terminator", &s.terminator),
+            ("--dialect", if s.nchan { "nchan" } else { "talk" }),
         ],
     )?;
     let mut t = Totals::default();
@@ -202,17 +239,29 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
             );
             let loss_ns = s.loss_timeout_ms * 1_000_000;
             let mut collecting = false;
-            let pushed = timed_push(f.server, "loadtest", &s.channel, &token, false, |t0| {
+            let req = if s.nchan {
+                nchan_pub(&s.channel, format!("{token}\n").as_bytes())
+            } else {
+                push_request("loadtest", &s.channel, &token, false)
+            };
+            let pushed = timed_request(f.server, &req, |t0| {
                 collecting = true;
                 broadcast(
                     &mut workers,
                     &format!("COLLECT {token} {t0} {}", t0 + loss_ns),
                 );
             });
-            let push_ok = matches!(&pushed, Ok(p) if p.reply.status == 200);
+            let accepted = |status: u16| {
+                if s.nchan {
+                    (200..300).contains(&status)
+                } else {
+                    status == 200
+                }
+            };
+            let push_ok = matches!(&pushed, Ok(p) if accepted(p.reply.status));
             let push_ms = match &pushed {
                 Ok(p) => {
-                    if p.reply.status != 200 {
+                    if !accepted(p.reply.status) {
                         t.push_errors += 1;
                         println!(
                             "!!! push {k}: status {} (reply {:?})",
@@ -297,7 +346,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
                 per / 1e6,
                 per / 1e3 / t.up as f64
             );
-            Some(per / 1e6)
+            Some((per / 1e6, per / 1e3 / t.up as f64))
         }
         _ => None,
     };
@@ -359,7 +408,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         && t.push_errors == 0
         && t.dead_workers == 0;
     println!(
-        "SUMMARY streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} result={}",
+        "SUMMARY streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} server_cpu_us_per_delivery={} result={}",
         f.n,
         t.up,
         t.failed,
@@ -384,7 +433,8 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         t.push_errors,
         t.keepalives,
         t.min_keepalives.map_or("na".into(), |m| m.to_string()),
-        cpu_per_push.map_or("na".into(), |v| format!("{v:.2}")),
+        cpu_per_push.map_or("na".into(), |v| format!("{:.2}", v.0)),
+        cpu_per_push.map_or("na".into(), |v| format!("{:.2}", v.1)),
         verdict(pass)
     );
     Ok(if pass { 0 } else { 1 })

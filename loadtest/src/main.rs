@@ -3,7 +3,8 @@
 //! Subcommands: `talk-idle` (many idle streams, RSS per stream, fan-out
 //! latency), `talk-echo-check` (smoke test), `qst` (QST producers and a
 //! long-polling consumer, end to end), `comet-longpoll` (many comet clients,
-//! put→delivery latency), and the hidden `worker` / `comet-worker` that
+//! put→delivery latency), `pipeline` (pipelined requests against round
+//! trips, server CPU per request), and the hidden `worker` / `comet-worker` that
 //! `talk-idle` / `comet-longpoll` start in child processes. See README.md.
 
 mod args;
@@ -18,6 +19,7 @@ mod http;
 mod idle;
 mod json;
 mod measure;
+mod pipeline;
 mod qst;
 mod sys;
 mod worker;
@@ -32,6 +34,8 @@ scenarios:
                    consumer long-polls and acknowledges; checks loss and duplicates
   comet-longpoll   N comet clients long-poll one channel while a publisher puts R
                    messages a second; checks every delivery, measures latency and RSS
+  pipeline         N small requests pipelined on one connection, then N round trips
+                   one at a time; checks every reply, the server's CPU per request
 
 run `tidings-load <scenario> --help` for the options of a scenario";
 
@@ -84,6 +88,7 @@ fn main() {
         Some("qst") => qst::run(&argv[1..]),
         Some("comet-longpoll") => comet::run(&argv[1..]),
         Some("comet-worker") => comet_worker::run(&argv[1..]),
+        Some("pipeline") => pipeline::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0

@@ -113,6 +113,22 @@ impl RssSource {
     }
 }
 
+/// `--server-pid`: none, one pid, or a comma-separated list (nginx's master
+/// and workers: their memory and CPU are summed).
+pub fn parse_pids(arg: Option<&str>) -> Result<Vec<u32>, String> {
+    match arg {
+        None => Ok(Vec::new()),
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("--server-pid: `{p}` is not a pid"))
+            })
+            .collect(),
+    }
+}
+
 /// `(rss − base) / count` in bytes, when both were measured and `count > 0`.
 pub fn per_item(base: Option<u64>, rss: Option<u64>, count: usize) -> Option<f64> {
     match (base, rss) {
@@ -169,6 +185,14 @@ pub fn verdict(pass: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_lists() {
+        assert_eq!(parse_pids(None), Ok(vec![]));
+        assert_eq!(parse_pids(Some("7")), Ok(vec![7]));
+        assert_eq!(parse_pids(Some("7, 8,9")), Ok(vec![7, 8, 9]));
+        assert!(parse_pids(Some("7,x")).is_err());
+    }
 
     #[test]
     fn percentiles_nearest_rank() {

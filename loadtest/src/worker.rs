@@ -27,7 +27,9 @@ use crate::child::{
     send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
 };
 use crate::chunked::{ChunkParser, Status};
-use crate::http::{check_pull_head, escape, head_end, pull_request, MAX_HEAD};
+use crate::http::{
+    check_pull_head, escape, head_end, nchan_chunked_request, pull_request, MAX_HEAD,
+};
 use crate::sys::now_ns;
 
 pub struct Config {
@@ -35,13 +37,16 @@ pub struct Config {
     pub channel: String,
     pub run_id: String,
     pub term: u8,
+    /// `--dialect nchan`: nginx + nchan `http-chunked` subscribers instead of
+    /// Talk streams (for comparison; see `talk_idle`'s usage).
+    pub nchan: bool,
 }
 
 impl Config {
     pub fn from_args(argv: &[String]) -> Result<Config, String> {
         let names = [
             &COMMON_OPTIONS[..],
-            &["streams", "channel", "run-id", "terminator"],
+            &["streams", "channel", "run-id", "terminator", "dialect"],
         ]
         .concat();
         let a = Args::parse(argv, &names, &[])?;
@@ -50,6 +55,7 @@ impl Config {
             channel: a.str_or("channel", "loadtest"),
             run_id: a.str_or("run-id", "x"),
             term: crate::parse_terminator(&a.str_or("terminator", "nul"))?,
+            nchan: crate::idle::parse_dialect(&a.str_or("dialect", "talk"))?,
         })
     }
 }
@@ -209,7 +215,11 @@ impl Worker {
 
     fn request(&self, idx: usize) -> Vec<u8> {
         let name = stream_name(&self.cfg.run_id, self.cfg.common.offset + idx);
-        pull_request(&name, &self.cfg.channel)
+        if self.cfg.nchan {
+            nchan_chunked_request(&name, &self.cfg.channel)
+        } else {
+            pull_request(&name, &self.cfg.channel)
+        }
     }
 
     fn live(&self) -> usize {
@@ -438,6 +448,8 @@ impl Worker {
         }
         match check_pull_head(&head) {
             Ok(None) => {}
+            // nchan's head is never Talk's headless one
+            Ok(Some(_)) if self.cfg.nchan => {}
             Ok(Some(note)) => {
                 self.head_notes += 1;
                 if self.head_notes <= PRINT_LIMIT {

@@ -1,0 +1,116 @@
+# Shared by run-results.sh and compare.sh (source it; it runs nothing itself):
+# port checks, the quiet-machine wait, starting and stopping tidings and
+# nginx (+ nchan) by PID, the nginx configurations, server CPU time.
+#
+# Settings (environment, with defaults): TIDINGS (the server binary,
+# $BIN/tidings), PORT, WORKERS (2: tidings --workers), NGINX_WORKERS (2:
+# worker_processes), PIN ("": a command prefix for the servers, e.g.
+# "taskset -c 0"), START_WAIT (1 s after a start), STOP_WAIT (2 s after a stop).
+
+port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
+
+# wait_quiet [MAX_SECS]: until the machine is under 8 % busy over 2 s.
+wait_quiet() {
+    local max=${1:-300} start b
+    start=$(date +%s)
+    while true; do
+        read -r _ a1 b1 c1 d1 e1 f1 g1 h1 _ < /proc/stat
+        sleep 2
+        read -r _ a2 b2 c2 d2 e2 f2 g2 h2 _ < /proc/stat
+        local t=$(((a2 + b2 + c2 + d2 + e2 + f2 + g2 + h2) - (a1 + b1 + c1 + d1 + e1 + f1 + g1 + h1)))
+        local i=$(((d2 + e2) - (d1 + e1)))
+        b=$((100 * (t - i) / t))
+        if [ "$b" -lt 8 ]; then echo "quiet: ${b}% busy"; return 0; fi
+        if [ $(($(date +%s) - start)) -gt "$max" ]; then
+            echo "NOT QUIET: ${b}% busy: $(ps -eo pcpu,comm --sort=-pcpu | sed -n 2,4p | tr -s ' ' | tr '\n' ';')"
+            return 0
+        fi
+    done
+}
+
+# start_server [flags…]: starts ${TIDINGS:-$BIN/tidings} on $PORT; sets PID.
+start_server() {
+    port_free "$PORT" || { echo "port $PORT busy" >&2; exit 1; }
+    ${PIN:-} "${TIDINGS:-$BIN/tidings}" --listen "127.0.0.1:$PORT" --workers "${WORKERS:-2}" \
+        --max-connections 25000 "$@" > "$WORK/tidings-$PORT.log" 2>&1 &
+    PID=$!
+    sleep "${START_WAIT:-1}"
+}
+stop_server() { kill "$PID"; wait "$PID" 2>/dev/null; sleep "${STOP_WAIT:-2}"; }
+
+nginx_conf() { # nginx_conf DIR PORT [nchan]
+    local dir=$1 port=$2 nchan=${3:-}
+    mkdir -p "$dir/logs" "$dir/www"
+    printf 'ok\n' > "$dir/www/health"
+    chmod -R a+rX "$dir"
+    {
+        [ -n "$nchan" ] && echo "load_module /usr/lib/nginx/modules/ngx_nchan_module.so;"
+        cat <<EOF
+worker_processes ${NGINX_WORKERS:-2};
+worker_rlimit_nofile 20000;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+EOF
+        if [ -n "$nchan" ]; then
+            # /pub: publish (POST) and channel info (GET); /sub: long-poll (comet-longpoll
+            # --dialect nchan); /pull: http-chunked streams (talk-idle --dialect nchan);
+            # /health: a 3-byte answer from nginx itself (pipeline).
+            cat <<EOF
+    nchan_shared_memory_size 128m;
+    server {
+        listen 127.0.0.1:$port reuseport;
+        location = /pub { nchan_publisher; nchan_channel_id \$arg_channel;
+                          nchan_message_buffer_length 1024; nchan_message_timeout 10m; }
+        location = /sub { nchan_subscriber longpoll; nchan_channel_id \$arg_channel;
+                          nchan_subscriber_first_message newest; nchan_subscriber_timeout 25s; }
+        location = /pull { nchan_subscriber http-chunked; nchan_channel_id \$arg_channel;
+                           nchan_subscriber_first_message oldest; }
+        location = /health { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+EOF
+        else
+            cat <<EOF
+    server {
+        listen 127.0.0.1:$port reuseport;
+        location / { root $dir/www; default_type text/plain; }
+    }
+}
+EOF
+        fi
+    } > "$dir/nginx.conf"
+}
+
+# start_nginx DIR PORT: sets NPID (master) and NPIDS (master,workers)
+start_nginx() {
+    port_free "$2" || { echo "port $2 busy" >&2; exit 1; }
+    ${PIN:-} nginx -c "$1/nginx.conf" -p "$1" &
+    NPID=$!
+    sleep "${START_WAIT:-1}"
+    NPIDS="$NPID,$(pgrep -P "$NPID" | paste -sd,)"
+}
+stop_nginx() { kill "$NPID"; wait "$NPID" 2>/dev/null; sleep "${STOP_WAIT:-2}"; }
+
+# cpu_us PID[,PID…]: user + system CPU time of the processes, summed, in µs
+cpu_us() {
+    local tck sum=0 p t
+    tck=$(getconf CLK_TCK)
+    for p in ${1//,/ }; do
+        # fields after the command name, which may hold spaces: utime is the 12th
+        t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
+        sum=$((sum + ${t:-0}))
+    done
+    echo $((sum * 1000000 / tck))
+}
+
+run() { echo "\$ $*"; "$@" 2>&1; }
