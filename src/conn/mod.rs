@@ -228,4 +228,3 @@ impl Conn {
         w.shared.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
-

@@ -164,6 +164,31 @@ impl io::Write for Reader<'_> {
     }
 }
 
+/// What a worker shares, with the hub's one mailbox (the simulation drains it).
+fn shared(config: Config) -> (Arc<Shared>, Arc<Mailbox>) {
+    let metrics = Arc::new(Metrics::default());
+    let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
+    let limits = Limits {
+        channel_capacity: config.channel_capacity,
+        channel_bytes: config.channel_bytes,
+        channel_idle: config.channel_idle,
+        max_channels: config.max_channels,
+        max_waiters: config.max_streams_per_channel,
+        queue_capacity: config.queue_capacity,
+        queue_bytes: config.queue_bytes,
+        qst_max_tries: config.qst_max_tries,
+    };
+    let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
+    let shared = Arc::new(Shared {
+        config,
+        hub,
+        metrics,
+        auth: Default::default(),
+        open: Default::default(),
+    });
+    (shared, mailbox)
+}
+
 struct Sim {
     rng: Rng,
     w: Worker,
@@ -182,26 +207,7 @@ impl Sim {
             talk_keepalive: Duration::from_secs(1),
             ..Config::default()
         };
-        let metrics = Arc::new(Metrics::default());
-        let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
-        let limits = Limits {
-            channel_capacity: config.channel_capacity,
-            channel_bytes: config.channel_bytes,
-            channel_idle: config.channel_idle,
-            max_channels: config.max_channels,
-            max_waiters: config.max_streams_per_channel,
-            queue_capacity: config.queue_capacity,
-            queue_bytes: config.queue_bytes,
-            qst_max_tries: config.qst_max_tries,
-        };
-        let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
-        let shared = Arc::new(Shared {
-            config,
-            hub,
-            metrics,
-            auth: Default::default(),
-            open: Default::default(),
-        });
+        let (shared, mailbox) = shared(config);
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut w = Worker::new(0, shared);
         w.now = 1;
@@ -540,5 +546,146 @@ fn one_client_pipelining_everything_at_once() {
         sim.act(0, next);
         sim.run();
         check(seed, &sim);
+    }
+}
+
+/// Targeted tests of the machine, with the same worker set-up as the simulation.
+mod machine {
+    use super::*;
+
+    fn worker(tweak: impl FnOnce(&mut Config)) -> (Worker, HttpConn) {
+        let mut config = Config::default();
+        tweak(&mut config);
+        let (shared, _) = shared(config);
+        let mut w = Worker::new(0, shared);
+        w.now = 1;
+        let m = HttpConn::new(0, 1, &mut w);
+        (w, m)
+    }
+
+    fn feed(m: &mut HttpConn, w: &mut Worker, bytes: &[u8]) -> Next {
+        match m.wants_input(w) {
+            Input::Read { .. } => {
+                m.input_buf(w).extend(bytes);
+                m.received(SocketResult::Done, w)
+            }
+            other => panic!("the machine wants {other:?}, not input"),
+        }
+    }
+
+    fn written(m: &mut HttpConn, w: &mut Worker) -> (Vec<u8>, Wrote) {
+        let mut got = Vec::new();
+        let mut reader = Reader {
+            into: &mut got,
+            room: usize::MAX,
+        };
+        let (r, _) = socket::write(&mut reader, m.output(w));
+        let wrote = m.wrote(r, w);
+        (got, wrote)
+    }
+
+    #[test]
+    fn a_head_sent_byte_by_byte_is_answered_once() {
+        let (mut w, mut m) = worker(|_| {});
+        let req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        for b in req.iter() {
+            assert_eq!(feed(&mut m, &mut w, &[*b]), Next::Keep);
+        }
+        let (out, wrote) = written(&mut m, &mut w);
+        assert_eq!(wrote, Wrote::Keep);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(out.ends_with(b"\r\n\r\nok\n"));
+        assert_eq!(memchr::memmem::find_iter(&out, b"HTTP/1.1").count(), 1);
+        assert!(
+            !m.holds_buffer(),
+            "an idle keep-alive connection holds no buffer"
+        );
+        assert_eq!(w.pool.in_use(), 0);
+    }
+
+    #[test]
+    fn reading_pauses_while_answers_are_unread_and_resumes_after() {
+        let (mut w, mut m) = worker(|c| c.max_output_bytes = 200);
+        let many = b"GET /health HTTP/1.1\r\n\r\n".repeat(20);
+        feed(&mut m, &mut w, &many);
+        assert!(m.out.len() > 200, "answers up to the limit");
+        assert!(m.holds_buffer(), "the rest waits in the buffer");
+        assert_eq!(m.wants_input(&w), Input::Pause);
+        w.again.clear();
+        let (out, _) = written(&mut m, &mut w);
+        assert_eq!(w.again, [0], "served again next turn once the client read");
+        let mut answered = memchr::memmem::find_iter(&out, b"200 OK").count();
+        // The reactor serves it again: the rest of the requests are answered.
+        while m.holds_buffer() {
+            w.again.clear();
+            assert_eq!(m.received(SocketResult::Done, &mut w), Next::Keep);
+            let (out, _) = written(&mut m, &mut w);
+            answered += memchr::memmem::find_iter(&out, b"200 OK").count();
+        }
+        assert_eq!(answered, 20);
+    }
+
+    #[test]
+    fn idle_and_header_timeouts() {
+        let (mut w, mut m) = worker(|c| {
+            c.idle_timeout = Duration::from_secs(3);
+            c.header_timeout = Duration::from_secs(1);
+        });
+        feed(&mut m, &mut w, b"GET /health HTTP/1.1\r\n\r\n");
+        written(&mut m, &mut w);
+        let mut fired = None;
+        w.now += 1500;
+        while let Some((_, _, entry)) = w.timers.pop_due(w.now) {
+            fired = Some(m.on_timer(entry, &mut w));
+        }
+        assert_eq!(fired, Some(Next::Keep), "idle, not yet past --idle-timeout");
+        feed(&mut m, &mut w, b"GET /hea");
+        w.now += 1100;
+        let mut next = Next::Keep;
+        while let Some((_, _, entry)) = w.timers.pop_due(w.now) {
+            next = m.on_timer(entry, &mut w);
+        }
+        assert_eq!(next, Next::Close, "a partial head past --header-timeout");
+        assert_eq!(w.shared.metrics.header_timeouts.get(), 1);
+        m.close(&mut w);
+        assert_eq!(w.pool.in_use(), 0);
+    }
+
+    #[test]
+    fn expect_continue_then_the_body() {
+        let (mut w, mut m) = worker(|_| {});
+        feed(
+            &mut m,
+            &mut w,
+            b"POST /comet?method=put&message=x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n",
+        );
+        let (out, _) = written(&mut m, &mut w);
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+        feed(&mut m, &mut w, b"hi");
+        let (out, _) = written(&mut m, &mut w);
+        assert!(
+            out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
+    #[test]
+    fn a_fault_is_answered_then_the_write_side_shuts() {
+        let (mut w, mut m) = worker(|_| {});
+        feed(
+            &mut m,
+            &mut w,
+            b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\nGET /health HTTP/1.1\r\n\r\n",
+        );
+        let (out, wrote) = written(&mut m, &mut w);
+        assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert!(
+            memchr::memmem::find(&out, b"200 OK").is_none(),
+            "nothing after a fault"
+        );
+        assert_eq!(wrote, Wrote::ShutdownWrite);
+        assert_eq!(m.wants_input(&w), Input::Discard);
+        assert_eq!(m.discarded(SocketResult::Closed, &mut w), Next::Close);
     }
 }
