@@ -289,17 +289,17 @@ impl Reactor {
         for m in mail.drain(..) {
             match m {
                 Mail::Deliver { channel, msg } => {
-                    let Some(keys) = self.worker.subs.get(&channel) else {
+                    let Some((name, keys)) = self.worker.begin_delivery(&channel) else {
                         continue;
                     };
-                    let keys: Vec<usize> = keys.iter().copied().collect();
                     self.worker.wake_cache.clear();
-                    // Iterating a copy: a slow reader closed here leaves the list at once
-                    // (and no new connection can take its key during the drain).
-                    for key in keys {
-                        self.with_conn(key, |c, l| c.deliver(&msg, l));
+                    // No connection can take a key of the set during the delivery: accepts
+                    // happen elsewhere in the loop.
+                    for &key in &keys {
+                        self.with_conn(key, |c, w| c.deliver(&msg, w));
                     }
                     self.worker.wake_cache.clear();
+                    self.worker.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => {
                     let (key, gen) = untoken(token);

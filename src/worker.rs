@@ -94,6 +94,10 @@ pub struct Worker {
     pub shutting_down: bool,
     /// Answers shared by the comet `get`s one delivery wakes.
     pub wake_cache: WakeCache,
+    /// The channel whose waiter set is taken out for a delivery (see `begin_delivery`).
+    delivering: Option<Arc<str>>,
+    /// Waiters that left that channel during the delivery: key, token, Talk name.
+    left: Vec<(usize, usize, Option<Box<str>>)>,
 }
 
 impl Worker {
@@ -110,6 +114,8 @@ impl Worker {
             date: DateCache::default(),
             shutting_down: false,
             wake_cache: WakeCache::default(),
+            delivering: None,
+            left: Vec::new(),
         }
     }
 
@@ -129,7 +135,8 @@ impl Worker {
         name
     }
 
-    /// Removes a waiter from this worker's list and from the hub.
+    /// Removes a waiter from this worker's list and from the hub (for the channel being
+    /// delivered, once the delivery ends).
     pub fn leave_channel(
         &mut self,
         channel: &Arc<str>,
@@ -137,6 +144,10 @@ impl Worker {
         token: usize,
         talk_name: Option<&str>,
     ) {
+        if self.delivering.as_deref() == Some(&**channel) {
+            self.left.push((key, token, talk_name.map(Box::from)));
+            return;
+        }
         let mut last = false;
         if let Some(keys) = self.subs.get_mut(channel) {
             // A set, so that answering every waiter of a channel stays linear.
@@ -151,5 +162,137 @@ impl Worker {
             token,
         };
         self.shared.hub.unsubscribe(channel, me, last, talk_name);
+    }
+
+    /// Takes a channel's waiters out of the list to deliver a message to each of them
+    /// without copying the set; `end_delivery` puts them back. Between the two, waiters
+    /// that leave the channel are noted, and waiters that join it go into a new set.
+    pub fn begin_delivery(&mut self, channel: &str) -> Option<(Arc<str>, HashSet<usize>)> {
+        let (name, keys) = self.subs.remove_entry(channel)?;
+        self.delivering = Some(name.clone());
+        Some((name, keys))
+    }
+
+    /// Puts a channel's waiters back after a delivery: without those that left, with those
+    /// that joined; then tells the hub who left (and, if none is left, that this worker no
+    /// longer waits there).
+    pub fn end_delivery(&mut self, name: Arc<str>, mut keys: HashSet<usize>) {
+        self.delivering = None;
+        let left = std::mem::take(&mut self.left);
+        for (key, _, _) in &left {
+            keys.remove(key);
+        }
+        if let Some(joined) = self.subs.remove(&name) {
+            keys.extend(joined);
+        }
+        let empty = keys.is_empty();
+        if !empty {
+            self.subs.insert(name.clone(), keys);
+        }
+        let n = left.len();
+        for (i, (_, token, talk_name)) in left.into_iter().enumerate() {
+            let me = WaiterRef {
+                worker: self.id,
+                token,
+            };
+            let last = empty && i + 1 == n;
+            self.shared
+                .hub
+                .unsubscribe(&name, me, last, talk_name.as_deref());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Draft, Limits, Mailbox, Notify, Origin, Subscribe};
+
+    struct NoWake;
+    impl Notify for NoWake {
+        fn notify(&self) {}
+    }
+
+    fn worker() -> (Worker, Arc<Mailbox>) {
+        let config = Config::default();
+        let metrics = Arc::new(Metrics::default());
+        let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
+        let limits = Limits {
+            channel_capacity: 8,
+            channel_bytes: 1 << 20,
+            channel_idle: Duration::from_secs(60),
+            max_channels: 8,
+            max_waiters: 8,
+            queue_capacity: 8,
+            queue_bytes: 1 << 20,
+            qst_max_tries: 0,
+        };
+        let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
+        let shared = Arc::new(Shared {
+            config,
+            hub,
+            metrics,
+            auth: Default::default(),
+            open: Default::default(),
+        });
+        (Worker::new(0, shared), mailbox)
+    }
+
+    fn join(w: &mut Worker, channel: &str, key: usize) {
+        let sub = Subscribe {
+            worker: 0,
+            token: key,
+            since: None,
+            talk_name: None,
+        };
+        w.shared.hub.subscribe(channel, sub).unwrap();
+        w.join_channel(channel, key);
+    }
+
+    fn mail_after_publish(w: &Worker, mailbox: &Mailbox) -> usize {
+        w.shared
+            .hub
+            .publish("c", vec![Draft::with_body("x")], Origin::Comet, false)
+            .unwrap();
+        let mut mail = Vec::new();
+        mailbox.take(&mut mail);
+        mail.len()
+    }
+
+    #[test]
+    fn a_delivery_puts_back_who_stayed_and_who_joined() {
+        let (mut w, mailbox) = worker();
+        for key in [1, 2, 3] {
+            join(&mut w, "c", key);
+        }
+        let (name, keys) = w.begin_delivery("c").unwrap();
+        assert!(w.subs.is_empty());
+        // 1 is answered and leaves; 2 is answered and parks again; 4 is new.
+        w.leave_channel(&name, 1, 1, None);
+        w.leave_channel(&name, 2, 2, None);
+        join(&mut w, "c", 2);
+        join(&mut w, "c", 4);
+        w.end_delivery(name, keys);
+        let mut now: Vec<usize> = w.subs["c"].iter().copied().collect();
+        now.sort();
+        assert_eq!(now, [2, 3, 4]);
+        assert_eq!(
+            mail_after_publish(&w, &mailbox),
+            1,
+            "the worker still waits on c"
+        );
+    }
+
+    #[test]
+    fn when_every_waiter_left_during_a_delivery_the_worker_stops_getting_mail() {
+        let (mut w, mailbox) = worker();
+        join(&mut w, "c", 1);
+        join(&mut w, "c", 2);
+        let (name, keys) = w.begin_delivery("c").unwrap();
+        w.leave_channel(&name, 1, 1, None);
+        w.leave_channel(&name, 2, 2, None);
+        w.end_delivery(name, keys);
+        assert!(w.subs.is_empty());
+        assert_eq!(mail_after_publish(&w, &mailbox), 0);
     }
 }

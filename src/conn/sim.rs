@@ -366,18 +366,16 @@ impl Sim {
         for m in mail {
             match m {
                 Mail::Deliver { channel, msg } => {
-                    let keys: Vec<usize> = self
-                        .w
-                        .subs
-                        .get(&channel)
-                        .map(|k| k.iter().copied().collect())
-                        .unwrap_or_default();
+                    let Some((name, keys)) = self.w.begin_delivery(&channel) else {
+                        continue;
+                    };
                     self.w.wake_cache.clear();
-                    for key in keys {
+                    for &key in &keys {
                         let token = super::token(key, self.gens[&key]);
                         self.route(token, |m, w| m.deliver(&msg, w));
                     }
                     self.w.wake_cache.clear();
+                    self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
                 Mail::Shutdown => {}
