@@ -203,38 +203,45 @@ impl Worker {
     }
 }
 
+/// What a worker shares, built for tests: a hub with one mailbox (the test drains it) and no
+/// waking. Used by the worker's tests and the connection simulation.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::{Draft, Limits, Mailbox, Notify, Origin, Subscribe};
-
+pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
+    use crate::hub::{Limits, Mailbox, Notify};
     struct NoWake;
     impl Notify for NoWake {
         fn notify(&self) {}
     }
+    let metrics = Arc::new(Metrics::default());
+    let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
+    let limits = Limits {
+        channel_capacity: config.channel_capacity,
+        channel_bytes: config.channel_bytes,
+        channel_idle: config.channel_idle,
+        max_channels: config.max_channels,
+        max_waiters: config.max_streams_per_channel,
+        queue_capacity: config.queue_capacity,
+        queue_bytes: config.queue_bytes,
+        qst_max_tries: config.qst_max_tries,
+    };
+    let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
+    let shared = Arc::new(Shared {
+        config,
+        hub,
+        metrics,
+        auth: Default::default(),
+        open: Default::default(),
+    });
+    (shared, mailbox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Draft, Mailbox, Origin, Subscribe};
 
     fn worker() -> (Worker, Arc<Mailbox>) {
-        let config = Config::default();
-        let metrics = Arc::new(Metrics::default());
-        let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
-        let limits = Limits {
-            channel_capacity: 8,
-            channel_bytes: 1 << 20,
-            channel_idle: Duration::from_secs(60),
-            max_channels: 8,
-            max_waiters: 8,
-            queue_capacity: 8,
-            queue_bytes: 1 << 20,
-            qst_max_tries: 0,
-        };
-        let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
-        let shared = Arc::new(Shared {
-            config,
-            hub,
-            metrics,
-            auth: Default::default(),
-            open: Default::default(),
-        });
+        let (shared, mailbox) = test_shared(Config::default());
         (Worker::new(0, shared), mailbox)
     }
 

@@ -15,9 +15,8 @@ use super::http::{HttpConn, Input, Phase, Wrote};
 use super::socket::{self, SocketResult};
 use super::{untoken, Next};
 use crate::config::Config;
-use crate::hub::{Hub, Limits, Mail, Mailbox, Notify};
-use crate::metrics::Metrics;
-use crate::worker::{Shared, Worker};
+use crate::hub::{Mail, Mailbox};
+use crate::worker::{test_shared, Worker};
 
 /// A small, seeded xorshift: the runs are the same on every machine.
 struct Rng(u64);
@@ -37,11 +36,6 @@ impl Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
-}
-
-struct NoWake;
-impl Notify for NoWake {
-    fn notify(&self) {}
 }
 
 /// What the answer to one request must look like.
@@ -164,31 +158,6 @@ impl io::Write for Reader<'_> {
     }
 }
 
-/// What a worker shares, with the hub's one mailbox (the simulation drains it).
-fn shared(config: Config) -> (Arc<Shared>, Arc<Mailbox>) {
-    let metrics = Arc::new(Metrics::default());
-    let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
-    let limits = Limits {
-        channel_capacity: config.channel_capacity,
-        channel_bytes: config.channel_bytes,
-        channel_idle: config.channel_idle,
-        max_channels: config.max_channels,
-        max_waiters: config.max_streams_per_channel,
-        queue_capacity: config.queue_capacity,
-        queue_bytes: config.queue_bytes,
-        qst_max_tries: config.qst_max_tries,
-    };
-    let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
-    let shared = Arc::new(Shared {
-        config,
-        hub,
-        metrics,
-        auth: Default::default(),
-        open: Default::default(),
-    });
-    (shared, mailbox)
-}
-
 struct Sim {
     rng: Rng,
     w: Worker,
@@ -207,7 +176,7 @@ impl Sim {
             talk_keepalive: Duration::from_secs(1),
             ..Config::default()
         };
-        let (shared, mailbox) = shared(config);
+        let (shared, mailbox) = test_shared(config);
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut w = Worker::new(0, shared);
         w.now = 1;
@@ -554,7 +523,7 @@ mod machine {
     fn worker(tweak: impl FnOnce(&mut Config)) -> (Worker, HttpConn) {
         let mut config = Config::default();
         tweak(&mut config);
-        let (shared, _) = shared(config);
+        let (shared, _) = test_shared(config);
         let mut w = Worker::new(0, shared);
         w.now = 1;
         let m = HttpConn::new(0, 1, &mut w);
