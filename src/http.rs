@@ -247,7 +247,7 @@ pub fn unframed_push_len(rest: &[u8]) -> usize {
     memchr::memmem::find(rest, b"POST /push HTTP/1.").unwrap_or(rest.len())
 }
 
-/// Decodes a chunked body at the start of `buf` into `out`, once it is complete.
+/// An incremental decoder of a chunked body (RFC 9112 7.1):
 ///
 /// ```text
 /// chunked-body = *chunk last-chunk trailer-section CRLF
@@ -255,71 +255,133 @@ pub fn unframed_push_len(rest: &[u8]) -> usize {
 /// last-chunk   = 1*("0") [ chunk-ext ] CRLF
 /// ```
 ///
-/// Returns `Ok(None)` while incomplete, `Ok(Some(n))` with the encoded length `n` when the
-/// whole body has arrived (and is then in `out`). A decoded body over `max` is refused.
-/// Each call scans chunk heads only, skipping data, so re-scanning a growing buffer is cheap.
+/// It is fed the encoded body received so far, each time a longer prefix of the same
+/// bytes, and resumes where it stopped: a body trickled a few bytes at a time costs time
+/// linear in its length. The decoded data collects in `body`.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    /// Encoded bytes consumed so far.
+    pos: usize,
+    /// Data bytes of the current chunk not yet copied.
+    left: usize,
+    state: ChunkState,
+    /// The decoded body so far.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data,
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+/// A chunk-size or trailer line longer than this is refused.
+const MAX_CHUNK_LINE: usize = 1024;
+
+impl ChunkedDecoder {
+    /// Forgets everything: ready for the next body (the body's allocation is kept).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.left = 0;
+        self.state = ChunkState::Size;
+        self.body.clear();
+    }
+
+    /// Decodes what `buf` (the encoded body so far, from its first byte) adds. Returns
+    /// `Ok(None)` while incomplete, `Ok(Some(n))` with the encoded length `n` once the whole
+    /// body has arrived (it is then in `body`). A decoded body over `max` is refused.
+    pub fn feed(&mut self, buf: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
+        const BAD: HttpError = HttpError::Malformed("malformed chunked body");
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let rest = buf.get(self.pos..).unwrap_or(&[]);
+                    let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
+                        return if rest.len() > MAX_CHUNK_LINE {
+                            Err(BAD)
+                        } else {
+                            Ok(None)
+                        };
+                    };
+                    let line = &rest[..eol];
+                    let size_text = line.split(|&b| b == b';').next().map(trim).unwrap_or(b"");
+                    if size_text.is_empty() || size_text.len() > 15 {
+                        return Err(BAD);
+                    }
+                    let mut size = 0usize;
+                    for &b in size_text {
+                        size = size * 16 + hex(b).ok_or(BAD)? as usize;
+                    }
+                    self.pos += eol + 2;
+                    if size == 0 {
+                        self.state = ChunkState::Trailer;
+                    } else {
+                        if self.body.len() + size > max {
+                            return Err(HttpError::BodyTooLarge);
+                        }
+                        self.left = size;
+                        self.state = ChunkState::Data;
+                    }
+                }
+                ChunkState::Data => {
+                    let avail = buf.len().saturating_sub(self.pos);
+                    let n = avail.min(self.left);
+                    self.body.extend_from_slice(&buf[self.pos..self.pos + n]);
+                    self.pos += n;
+                    self.left -= n;
+                    if self.left > 0 {
+                        return Ok(None);
+                    }
+                    self.state = ChunkState::DataEnd;
+                }
+                ChunkState::DataEnd => {
+                    let Some(end) = buf.get(self.pos..self.pos + 2) else {
+                        return Ok(None);
+                    };
+                    if end != b"\r\n" {
+                        return Err(BAD);
+                    }
+                    self.pos += 2;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailer => {
+                    // Trailer section: header lines until an empty line.
+                    let rest = buf.get(self.pos..).unwrap_or(&[]);
+                    let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
+                        return if rest.len() > MAX_CHUNK_LINE {
+                            Err(BAD)
+                        } else {
+                            Ok(None)
+                        };
+                    };
+                    self.pos += eol + 2;
+                    if eol == 0 {
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => return Ok(Some(self.pos)),
+            }
+        }
+    }
+}
+
+/// Decodes a whole chunked body at the start of `buf` into `out` (one `ChunkedDecoder`
+/// fed once). `Ok(None)` while incomplete; `Ok(Some(n))`, the encoded length, when complete.
 pub fn decode_chunked(
     buf: &[u8],
     max: usize,
     out: &mut Vec<u8>,
 ) -> Result<Option<usize>, HttpError> {
-    const BAD: HttpError = HttpError::Malformed("malformed chunked body");
-    let mut pos = 0;
-    let mut total = 0usize;
-    let mut chunks: Vec<(usize, usize)> = Vec::new();
-    loop {
-        let Some(eol) = memchr::memmem::find(&buf[pos..], b"\r\n") else {
-            return if buf.len() - pos > 1024 {
-                Err(BAD)
-            } else {
-                Ok(None)
-            };
-        };
-        let line = &buf[pos..pos + eol];
-        let size_text = line.split(|&b| b == b';').next().map(trim).unwrap_or(b"");
-        if size_text.is_empty() || size_text.len() > 15 {
-            return Err(BAD);
-        }
-        let mut size = 0usize;
-        for &b in size_text {
-            let d = (b as char).to_digit(16).ok_or(BAD)? as usize;
-            size = size * 16 + d;
-        }
-        pos += eol + 2;
-        if size == 0 {
-            // Trailer section: header lines until an empty line.
-            loop {
-                let Some(eol) = memchr::memmem::find(&buf[pos..], b"\r\n") else {
-                    return if buf.len() - pos > 1024 {
-                        Err(BAD)
-                    } else {
-                        Ok(None)
-                    };
-                };
-                pos += eol + 2;
-                if eol == 0 {
-                    out.clear();
-                    out.reserve(total);
-                    for (start, len) in chunks {
-                        out.extend_from_slice(&buf[start..start + len]);
-                    }
-                    return Ok(Some(pos));
-                }
-            }
-        }
-        total = total.checked_add(size).ok_or(HttpError::BodyTooLarge)?;
-        if total > max {
-            return Err(HttpError::BodyTooLarge);
-        }
-        if buf.len() < pos + size + 2 {
-            return Ok(None);
-        }
-        if &buf[pos + size..pos + size + 2] != b"\r\n" {
-            return Err(BAD);
-        }
-        chunks.push((pos, size));
-        pos += size + 2;
+    let mut d = ChunkedDecoder::default();
+    let r = d.feed(buf, max)?;
+    if r.is_some() {
+        *out = d.body;
     }
+    Ok(r)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -610,6 +672,31 @@ mod tests {
         assert_eq!(form_get(q, "empty").unwrap().as_ref(), b"");
         assert_eq!(form_get(q, "flag").unwrap().as_ref(), b"");
         assert!(form_get(q, "nope").is_none());
+    }
+
+    #[test]
+    fn chunked_decoding_resumes_and_stays_linear() {
+        // `1\r\na\r\n` repeated, fed one byte more each time, as a trickling client sends it.
+        let mut wire = b"1\r\na\r\n".repeat(5000);
+        wire.extend_from_slice(b"0\r\n\r\n");
+        let mut d = ChunkedDecoder::default();
+        let mut done = None;
+        for end in 1..=wire.len() {
+            let before = d.pos;
+            done = d.feed(&wire[..end], 1 << 20).unwrap();
+            assert!(
+                d.pos >= before && d.pos <= end,
+                "never rescans, never runs ahead"
+            );
+        }
+        assert_eq!(done, Some(wire.len()));
+        assert_eq!(d.body, vec![b'a'; 5000]);
+        d.reset();
+        assert_eq!(
+            d.feed(b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", 10).unwrap(),
+            Some(21)
+        );
+        assert_eq!(d.body, b"abc");
     }
 
     proptest::proptest! {

@@ -362,7 +362,6 @@ impl HttpConn {
                     crate::error!("a connection reading a body has no head");
                     return Step::Close;
                 };
-                let mut decoded = Vec::new();
                 let (body_range, consumed) = if let Some(n) = head.content_length {
                     let end = head.len + n as usize;
                     if buf.len() < end {
@@ -371,16 +370,12 @@ impl HttpConn {
                     }
                     (head.len..end, end)
                 } else if head.chunked {
-                    match http::decode_chunked(
-                        &buf[head.len..],
-                        config.max_body_bytes,
-                        &mut decoded,
-                    ) {
+                    match buf.feed_chunked(head.len, config.max_body_bytes) {
                         Ok(None) => {
                             self.phase = Phase::Body;
                             return Step::Wait;
                         }
-                        Ok(Some(n)) => (0..decoded.len(), head.len + n),
+                        Ok(Some(n)) => (0..buf.chunked.body.len(), head.len + n),
                         Err(e) => return self.fail(e, w),
                     }
                 } else if http::is_unframed_push(&head, buf) {
@@ -406,12 +401,13 @@ impl HttpConn {
                     (head.len..head.len, head.len)
                 };
                 let body: &[u8] = if head.chunked {
-                    &decoded[body_range]
+                    &buf.chunked.body[body_range]
                 } else {
                     &buf[body_range]
                 };
                 let next = self.answer(&head, buf, body, w);
                 buf.head = None;
+                buf.chunked.reset();
                 buf.consume(consumed);
                 match next {
                     Next::Close => Step::Close,

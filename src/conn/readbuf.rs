@@ -4,25 +4,30 @@
 //! the pool on the first readable event, given back once every request in it is answered.
 //! Answered requests move a read offset forward; the bytes left over are moved to the front
 //! once per read event (`compact`), not once per request, so a client pipelining many small
-//! requests costs a linear amount of copying. The parsed head of the request being read
-//! lives here too, beside the bytes its spans point into.
+//! requests costs a linear amount of copying. The parsed head of the request being read and
+//! the state of its chunked body live here too, beside the bytes they point into.
+//!
+//! A buffer grows only by what was read (the socket is read into a scratch array first), so a
+//! client that sends one byte and waits holds a few bytes, not a read-sized block; a buffer
+//! goes back to the pool shrunk to `STEADY_BYTES`, so the pool holds at most
+//! `POOL_MAX * STEADY_BYTES` per worker whatever the clients did.
 
-use crate::http::Head;
+use crate::http::{ChunkedDecoder, Head};
 
 /// Read buffers kept for reuse per worker.
 const POOL_MAX: usize = 256;
-/// A read buffer larger than this is not returned to the pool.
-const POOL_BUF_MAX: usize = 64 * 1024;
+/// The capacity a buffer keeps when it goes back to the pool.
+pub const STEADY_BYTES: usize = 4096;
 
-/// Storage that is zeroed once, when it grows, and the window of it that holds input not
-/// yet consumed: `store[start..end]`.
+/// The input of a connection: `store[start..]` is read and not yet consumed.
 #[derive(Default)]
 pub struct ReadBuf {
     store: Vec<u8>,
     start: usize,
-    end: usize,
     /// The head of the request whose body is being read; its spans are relative to `start`.
     pub head: Option<Head>,
+    /// The chunked body of that request, decoded so far.
+    pub chunked: ChunkedDecoder,
 }
 
 impl std::ops::Deref for ReadBuf {
@@ -30,58 +35,58 @@ impl std::ops::Deref for ReadBuf {
 
     /// The input read and not yet consumed.
     fn deref(&self) -> &[u8] {
-        &self.store[self.start..self.end]
+        &self.store[self.start..]
     }
 }
 
 impl ReadBuf {
-    /// Room for at least `n` more bytes after the input. Moves the input to the front first
-    /// when that makes the room.
-    pub fn spare(&mut self, n: usize) -> &mut [u8] {
-        if self.start > 0 && self.store.len() < self.end + n {
+    /// Appends input.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.store.capacity() - self.store.len() < bytes.len() {
             self.compact();
         }
-        if self.store.len() < self.end + n {
-            self.store.resize(self.end + n, 0);
-        }
-        &mut self.store[self.end..]
-    }
-
-    /// Counts `n` bytes written into `spare` as input.
-    pub fn filled(&mut self, n: usize) {
-        debug_assert!(self.end + n <= self.store.len());
-        self.end = (self.end + n).min(self.store.len());
-    }
-
-    /// Appends bytes (a test or a caller that already holds the input).
-    pub fn extend(&mut self, bytes: &[u8]) {
-        self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
-        self.filled(bytes.len());
+        self.store.extend_from_slice(bytes);
     }
 
     /// Drops the first `n` bytes of input (a request that was answered). O(1).
     pub fn consume(&mut self, n: usize) {
-        self.start += n.min(self.end - self.start);
-        if self.start == self.end {
+        self.start += n.min(self.store.len() - self.start);
+        if self.start == self.store.len() {
             self.start = 0;
-            self.end = 0;
+            self.store.clear();
         }
     }
 
-    /// Drops all input.
+    /// Drops all input and the request state.
     pub fn clear(&mut self) {
         self.start = 0;
-        self.end = 0;
+        self.store.clear();
         self.head = None;
+        self.chunked.reset();
     }
 
     /// Moves the unconsumed input to the front of the storage. Call once per read event.
     pub fn compact(&mut self) {
         if self.start > 0 {
-            self.store.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.store.drain(..self.start);
             self.start = 0;
         }
+    }
+
+    /// Feeds the chunked body that starts `from` bytes into the input to the decoder
+    /// (`http::ChunkedDecoder::feed`).
+    pub fn feed_chunked(
+        &mut self,
+        from: usize,
+        max: usize,
+    ) -> Result<Option<usize>, crate::http::HttpError> {
+        let encoded = self.store.get(self.start + from..).unwrap_or(&[]);
+        self.chunked.feed(encoded, max)
+    }
+
+    /// Bytes of memory this buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.store.capacity() + self.chunked.body.capacity()
     }
 }
 
@@ -102,11 +107,13 @@ impl BufPool {
         self.bufs.pop().unwrap_or_default()
     }
 
-    /// Takes a buffer back: kept for reuse unless the pool is full or the buffer grew large.
+    /// Takes a buffer back, shrunk to its steady size; freed if the pool is full.
     pub fn give(&mut self, mut buf: Box<ReadBuf>) {
         self.out -= 1;
-        if self.bufs.len() < POOL_MAX && buf.store.len() <= POOL_BUF_MAX {
+        if self.bufs.len() < POOL_MAX {
             buf.clear();
+            buf.store.shrink_to(STEADY_BYTES);
+            buf.chunked.body.shrink_to(STEADY_BYTES);
             self.bufs.push(buf);
         }
     }
@@ -114,6 +121,11 @@ impl BufPool {
     /// Buffers handed out and not given back.
     pub fn in_use(&self) -> usize {
         self.out
+    }
+
+    /// Bytes held by the spare buffers.
+    pub fn spare_bytes(&self) -> usize {
+        self.bufs.iter().map(|b| b.capacity()).sum()
     }
 }
 
@@ -124,6 +136,7 @@ mod tests {
     #[test]
     fn consume_moves_an_offset_and_compact_moves_the_rest_once() {
         let mut b = ReadBuf::default();
+        b.store.reserve(64);
         b.extend(b"GET /a\r\n\r\nGET /b\r\n\r\nGET /c");
         let ptr = b.store.as_ptr();
         b.consume(10);
@@ -132,41 +145,46 @@ mod tests {
         assert_eq!(&*b, b"GET /c");
         assert_eq!(b.start, 20, "nothing moved yet");
         b.compact();
-        assert_eq!((b.start, b.end), (0, 6));
+        assert_eq!(b.start, 0);
         assert_eq!(&*b, b"GET /c");
         assert_eq!(b.store.as_ptr(), ptr, "compacted in place");
         b.consume(6);
         assert!(b.is_empty());
-        assert_eq!((b.start, b.end), (0, 0), "empty input resets the window");
+        assert_eq!(
+            (b.start, b.store.len()),
+            (0, 0),
+            "empty input resets the window"
+        );
     }
 
     #[test]
-    fn spare_compacts_when_that_makes_room() {
+    fn extend_compacts_when_that_makes_room() {
         let mut b = ReadBuf::default();
         b.extend(&[1u8; 100]);
         b.consume(90);
-        let cap = b.store.len();
-        let room = b.spare(80).len();
-        assert!(room >= 80);
-        assert_eq!(b.store.len(), cap, "reused the consumed front");
-        assert_eq!(&*b, &[1u8; 10]);
+        let cap = b.store.capacity();
+        b.extend(&[2u8; 80]);
+        assert_eq!(b.store.capacity(), cap, "reused the consumed front");
+        assert_eq!(&b[..10], &[1u8; 10]);
+        assert_eq!(b.len(), 90);
     }
 
     #[test]
-    fn pool_counts_buffers_out_and_keeps_small_ones() {
+    fn pool_counts_buffers_out_and_shrinks_what_comes_back() {
         let mut p = BufPool::default();
         let mut a = p.take();
-        a.extend(b"xyz");
-        let big = {
-            let mut big = p.take();
-            big.spare(POOL_BUF_MAX + 1);
-            big
-        };
+        a.extend(b"x");
+        assert!(
+            a.capacity() < 64,
+            "one byte read holds a few bytes, not a read block"
+        );
+        let mut big = p.take();
+        big.extend(&vec![0u8; 1 << 20]);
         assert_eq!(p.in_use(), 2);
         p.give(a);
         p.give(big);
         assert_eq!(p.in_use(), 0);
-        assert_eq!(p.bufs.len(), 1, "the oversized buffer is freed");
+        assert!(p.spare_bytes() <= 2 * STEADY_BYTES, "{}", p.spare_bytes());
         assert!(p.take().is_empty(), "a pooled buffer comes back empty");
     }
 }

@@ -34,7 +34,8 @@ pub enum SocketResult {
 
 /// Reads into `buf` until the socket would block, the input reaches `limit` bytes, or the
 /// loop cap. Returns the bytes read too. `peer_closed`: the poller reported a hang-up, so
-/// read on to the EOF (no later edge would come).
+/// read on to the EOF (no later edge would come). Each read goes to a scratch array first,
+/// so the buffer grows by what arrived, not by a whole read size.
 pub fn read(
     sock: &mut impl Read,
     buf: &mut ReadBuf,
@@ -42,14 +43,15 @@ pub fn read(
     peer_closed: bool,
 ) -> (SocketResult, usize) {
     let mut total = 0;
+    let mut scratch = [0u8; READ_CHUNK];
     for _ in 0..MAX_READS_PER_EVENT {
         if buf.len() >= limit {
             return (SocketResult::Full, total);
         }
-        match sock.read(buf.spare(READ_CHUNK)) {
+        match sock.read(&mut scratch) {
             Ok(0) => return (SocketResult::Closed, total),
             Ok(n) => {
-                buf.filled(n);
+                buf.extend(&scratch[..n]);
                 total += n;
                 if n < READ_CHUNK && !peer_closed {
                     // A short read took all there was: data arriving later raises a new
