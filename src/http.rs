@@ -229,6 +229,11 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
             "both Content-Length and Transfer-Encoding",
         ));
     }
+    if transfer_encoding && minor == 0 {
+        // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding may have been forwarded
+        // by a hop that did not understand it: its framing is suspect, so close after it.
+        head.keep_alive = false;
+    }
     Ok(Some(head))
 }
 
@@ -672,6 +677,22 @@ mod tests {
         assert_eq!(form_get(q, "empty").unwrap().as_ref(), b"");
         assert_eq!(form_get(q, "flag").unwrap().as_ref(), b"");
         assert!(form_get(q, "nope").is_none());
+    }
+
+    #[test]
+    fn http10_with_transfer_encoding_closes_after_the_request() {
+        let h = parse_head(
+            b"POST /x HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+            4096,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.chunked);
+        assert!(!h.keep_alive, "RFC 9112 6.1");
+        let h = parse_head(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 4096)
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
     }
 
     #[test]

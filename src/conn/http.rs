@@ -25,6 +25,9 @@ use crate::worker::Worker;
 pub const LINGER_MS: u64 = 2000;
 /// Bytes a buffer may hold past one head and one body before reading stops.
 const READ_SLACK: usize = 1024;
+/// Requests answered for one connection in one reactor turn; then the other connections of
+/// the worker are served before it gets another turn.
+pub const MAX_REQUESTS_PER_TURN: usize = 64;
 
 /// A request held until its channel has something for it (comet `get`, QST long-poll).
 pub struct Parked {
@@ -171,9 +174,6 @@ impl HttpConn {
             }
             SocketResult::Full => (false, true),
         };
-        if capped {
-            w.again.push(self.link.key);
-        }
         if buf.is_empty() {
             w.pool.give(buf);
         } else {
@@ -187,11 +187,29 @@ impl HttpConn {
         if parked {
             // A parked client that hangs up is dropped at once; anything it pipelined
             // waits in the buffer until the parked request is answered.
+            if capped {
+                w.again.push(self.link.key);
+            }
             return if eof { Next::Close } else { Next::Keep };
         }
-        let next = self.process(w, !capped);
+        let mut next = self.process(w, !capped);
         if let Some(buf) = self.buf.as_mut() {
             buf.compact();
+        }
+        let limit = w.shared.config.max_head_bytes + w.shared.config.max_body_bytes + READ_SLACK;
+        let stuck = result == SocketResult::Full
+            && !self.backpressured
+            && self.buf.as_ref().is_some_and(|b| b.len() >= limit);
+        if stuck && next == Next::Keep && matches!(self.phase, Phase::Head | Phase::Body) {
+            // The request in the full buffer cannot complete (a chunked body whose encoding
+            // outgrew the buffer): refuse it rather than read nothing forever.
+            let _ = self.fail(HttpError::BodyTooLarge, w);
+            if let Some(buf) = self.buf.take() {
+                w.pool.give(buf);
+            }
+            next = Next::Keep;
+        } else if capped {
+            w.again.push(self.link.key);
         }
         if eof && next == Next::Keep {
             // The client finished sending. Answer what it asked, then close.
@@ -300,19 +318,28 @@ impl HttpConn {
     /// Answers every complete request in the buffer, in order.
     /// `drained`: the socket had no more data when the buffer was last filled.
     fn process(&mut self, w: &mut Worker, drained: bool) -> Next {
+        let mut answered = 0;
         loop {
             if self.out.len() > w.shared.config.max_output_bytes {
                 self.backpressured = true;
                 return Next::Keep;
             }
+            if answered >= MAX_REQUESTS_PER_TURN && self.buf.is_some() {
+                // Fair to the others on this worker: the rest waits for the next turn.
+                w.again.push(self.link.key);
+                return Next::Keep;
+            }
             let Some(mut buf) = self.buf.take() else {
                 return Next::Keep;
             };
+            let had_request = matches!(self.phase, Phase::Body);
             let step = self.step(&mut buf, w, drained);
             if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
                 // Nothing after a stream or a closing answer will be served.
                 buf.clear();
             }
+            let answered_one = had_request && !matches!(self.phase, Phase::Body);
+            answered += usize::from(answered_one);
             if buf.is_empty() {
                 w.pool.give(buf);
                 if matches!(self.phase, Phase::Head) {
@@ -320,6 +347,12 @@ impl HttpConn {
                     self.link.set_deadline(t, w);
                 }
             } else {
+                if answered_one && matches!(self.phase, Phase::Head) {
+                    // The next request has begun: the header timeout is for it, not for the
+                    // connection, so a busy pipelining client is never cut off.
+                    let t = w.after(w.shared.config.header_timeout);
+                    self.link.set_deadline(t, w);
+                }
                 self.buf = Some(buf);
             }
             match step {

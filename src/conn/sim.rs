@@ -244,9 +244,6 @@ impl Sim {
             1 + self.rng.below(left.min(300) as u64) as usize
         };
         let eof = client.sent + piece >= end && client.hang_up_at.is_some();
-        if piece == 0 && !eof {
-            return;
-        }
         if eof {
             m.peer_closed = true;
         }
@@ -546,9 +543,14 @@ mod machine {
             into: &mut got,
             room: usize::MAX,
         };
-        let (r, _) = socket::write(&mut reader, m.output(w));
-        let wrote = m.wrote(r, w);
-        (got, wrote)
+        loop {
+            let (r, _) = socket::write(&mut reader, m.output(w));
+            let wrote = m.wrote(r, w);
+            if r != SocketResult::Continue && wrote != Wrote::More {
+                w.pending.clear();
+                return (got, wrote);
+            }
+        }
     }
 
     #[test]
@@ -654,5 +656,81 @@ mod machine {
         assert_eq!(wrote, Wrote::ShutdownWrite);
         assert_eq!(m.wants_input(&w), Input::Discard);
         assert_eq!(m.discarded(SocketResult::Closed, &mut w), Next::Close);
+    }
+
+    #[test]
+    fn one_turn_answers_a_bounded_batch_then_yields() {
+        let (mut w, mut m) = worker(|_| {});
+        let many = b"GET /health HTTP/1.1\r\n\r\n".repeat(200);
+        feed(&mut m, &mut w, &many);
+        let (out, _) = written(&mut m, &mut w);
+        let mut answered = memchr::memmem::find_iter(&out, b"200 OK").count();
+        assert_eq!(answered, super::super::http::MAX_REQUESTS_PER_TURN);
+        assert_eq!(w.again, [0], "served again next turn");
+        let mut turns = 1;
+        while !w.again.is_empty() {
+            w.again.clear();
+            m.received(SocketResult::Done, &mut w);
+            let (out, _) = written(&mut m, &mut w);
+            answered += memchr::memmem::find_iter(&out, b"200 OK").count();
+            turns += 1;
+        }
+        assert_eq!(answered, 200);
+        assert_eq!(turns, 4);
+    }
+
+    #[test]
+    fn a_busy_pipelining_client_is_not_cut_off_by_the_header_timeout() {
+        let (mut w, mut m) = worker(|c| c.header_timeout = Duration::from_secs(1));
+        // Every 600 ms a request completes and the next one has begun: 10 s of this.
+        feed(&mut m, &mut w, b"GET /health HTTP/1.1\r\n\r\nGET /hea");
+        for _ in 0..16 {
+            w.now += 600;
+            while let Some((_, _, entry)) = w.timers.pop_due(w.now) {
+                assert_eq!(m.on_timer(entry, &mut w), Next::Keep);
+            }
+            feed(&mut m, &mut w, b"lth HTTP/1.1\r\n\r\nGET /hea");
+        }
+        let (out, _) = written(&mut m, &mut w);
+        assert_eq!(memchr::memmem::find_iter(&out, b"200 OK").count(), 17);
+        // A head that stops arriving is still cut off.
+        w.now += 1100;
+        let mut next = Next::Keep;
+        while let Some((_, _, entry)) = w.timers.pop_due(w.now) {
+            next = m.on_timer(entry, &mut w);
+        }
+        assert_eq!(next, Next::Close);
+    }
+
+    #[test]
+    fn an_encoded_body_that_outgrows_the_buffer_is_refused() {
+        let (mut w, mut m) = worker(|c| {
+            c.max_head_bytes = 1024;
+            c.max_body_bytes = 1024;
+        });
+        let mut req = b"POST /comet HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend(b"1\r\na\r\n".repeat(600));
+        let limit = 1024 + 1024 + 1024;
+        let next = match m.wants_input(&w) {
+            Input::Read { limit: l } => {
+                assert_eq!(l, limit);
+                m.input_buf(&mut w).extend(&req[..limit]);
+                m.received(SocketResult::Full, &mut w)
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(next, Next::Keep);
+        let (out, wrote) = written(&mut m, &mut w);
+        assert!(
+            out.starts_with(b"HTTP/1.1 413 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(wrote, Wrote::ShutdownWrite);
+        assert!(
+            w.again.is_empty(),
+            "no turn spent reading a full buffer again"
+        );
+        assert_eq!(w.pool.in_use(), 0);
     }
 }
