@@ -195,7 +195,7 @@ impl Channel {
             let acked = self.log.front().map_or(self.clock, |m| m.seq - 1);
             let mut q = Queue::new(acked);
             for m in &self.log {
-                q.note_id(&m.id);
+                q.push(m);
             }
             self.queue = Some(q);
         }
@@ -397,7 +397,7 @@ impl Hub {
                 ch.drop_known_ids(&mut prepared);
                 if let Some(q) = ch.queue.as_ref() {
                     let bytes: usize = prepared.iter().map(Message::size).sum();
-                    if q.pending(&ch.log) + prepared.len() > self.limits.queue_capacity
+                    if q.pending() + prepared.len() > self.limits.queue_capacity
                         || ch.bytes + bytes > self.limits.queue_bytes
                     {
                         self.metrics.queue_full.inc();
@@ -410,7 +410,7 @@ impl Hub {
                     m.seq = ch.tick(now);
                     ch.bytes += m.size();
                     if let Some(q) = ch.queue.as_mut() {
-                        q.note_id(&m.id);
+                        q.push(&m);
                     }
                     let m = Arc::new(m);
                     ch.log.push_back(m.clone());
