@@ -12,7 +12,7 @@
 mod message;
 pub mod queue;
 
-pub use message::{Draft, Message, Origin};
+pub use message::{Draft, Format, Message, Origin, Renders};
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{HashMap, VecDeque};
