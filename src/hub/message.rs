@@ -111,18 +111,139 @@ impl Draft {
     }
 }
 
+/// A message id as stored: inline up to `Id::INLINE` bytes, which holds the UUID-shaped ids
+/// the server makes and most client ids without a heap allocation of their own, and boxed
+/// beyond that. Reads as a `str` (`Deref`), compares with `str` and `String`.
+#[derive(Clone)]
+pub struct Id(IdRepr);
+
+#[derive(Clone)]
+enum IdRepr {
+    /// `bytes[..len]` is always a whole `str`, copied from one in `Id::new`.
+    Inline {
+        len: u8,
+        bytes: [u8; Id::INLINE],
+    },
+    Boxed(Box<str>),
+}
+
+impl Id {
+    /// The longest id held inline: a server id (36 bytes) fits, and the enum stays 40 bytes.
+    pub const INLINE: usize = 38;
+
+    pub fn new(id: &str) -> Id {
+        if id.len() <= Id::INLINE {
+            let mut bytes = [0; Id::INLINE];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Id(IdRepr::Inline {
+                len: id.len() as u8,
+                bytes,
+            })
+        } else {
+            Id(IdRepr::Boxed(id.into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Never falls back: the inline bytes were copied from a `str`, whole.
+            IdRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            IdRepr::Boxed(s) => s,
+        }
+    }
+}
+
+impl From<String> for Id {
+    fn from(id: String) -> Id {
+        if id.len() <= Id::INLINE {
+            Id::new(&id)
+        } else {
+            Id(IdRepr::Boxed(id.into_boxed_str()))
+        }
+    }
+}
+
+impl From<&str> for Id {
+    fn from(id: &str) -> Id {
+        Id::new(id)
+    }
+}
+
+impl std::ops::Deref for Id {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Id {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Id {}
+
+impl std::hash::Hash for Id {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq<str> for Id {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Id {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for Id {
+    fn eq(&self, other: &String) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A stored message. `seq` is unique and strictly increasing within its channel.
+///
+/// Laid out for the many that wait in queues: boxed slices instead of growable strings and
+/// vectors (no spare capacity, 16 bytes a field), the id inline, one render cache.
 #[derive(Debug)]
 pub struct Message {
     pub seq: u64,
-    pub id: String,
-    pub from: String,
-    pub to: String,
+    pub id: Id,
+    pub from: Box<str>,
+    pub to: Box<str>,
     /// Seconds since the Unix epoch, UTC.
     pub when: i64,
-    pub subject: Option<String>,
-    pub body: Vec<u8>,
-    pub properties: Vec<(String, String)>,
+    pub subject: Option<Box<str>>,
+    pub body: Box<[u8]>,
+    /// Ordered multimap: a name may repeat, and order is kept.
+    pub properties: Box<[(Box<str>, Box<str>)]>,
     pub origin: Origin,
     /// Cached renders, one per wire format that delivers this message (see module doc).
     renders: Renders,
@@ -133,13 +254,17 @@ impl Message {
     pub fn new(seq: u64, id: String, when: i64, origin: Origin, draft: Draft) -> Message {
         Message {
             seq,
-            id,
-            from: draft.from,
-            to: draft.to,
+            id: Id::from(id),
+            from: draft.from.into_boxed_str(),
+            to: draft.to.into_boxed_str(),
             when,
-            subject: draft.subject,
-            body: draft.body,
-            properties: draft.properties,
+            subject: draft.subject.map(String::into_boxed_str),
+            body: draft.body.into_boxed_slice(),
+            properties: draft
+                .properties
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
             origin,
             renders: Renders::default(),
         }
@@ -159,13 +284,17 @@ impl Message {
     /// The message back as a draft with every field set (used by tests and re-encoding).
     pub fn to_draft(&self) -> Draft {
         Draft {
-            id: Some(self.id.clone()),
-            from: self.from.clone(),
-            to: self.to.clone(),
+            id: Some(self.id.to_string()),
+            from: self.from.to_string(),
+            to: self.to.to_string(),
             when: Some(self.when),
-            subject: self.subject.clone(),
-            body: self.body.clone(),
-            properties: self.properties.clone(),
+            subject: self.subject.as_deref().map(str::to_string),
+            body: self.body.to_vec(),
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -188,6 +317,24 @@ impl Message {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn ids_inline_and_boxed() {
+        let uuid = "24c287ba-9007-4280-99aa-66e0baa69f5a";
+        let long = "x".repeat(Id::INLINE + 1);
+        for s in ["", "mo-2", "héllo ✓", uuid, &long[1..], &long] {
+            let id = Id::from(s.to_string());
+            assert_eq!(id, s);
+            assert_eq!(id.as_str(), s);
+            assert_eq!(id, Id::new(s));
+            assert_eq!(format!("{id}"), s);
+            assert_eq!(format!("{id:?}"), format!("{s:?}"));
+        }
+        assert!(matches!(Id::new(uuid).0, IdRepr::Inline { .. }));
+        assert!(matches!(Id::new(&long).0, IdRepr::Boxed(_)));
+        assert_ne!(Id::new("a"), Id::new("ab"));
+        assert_eq!(std::mem::size_of::<Id>(), 40);
+    }
 
     #[test]
     fn each_format_renders_once_across_threads() {

@@ -12,7 +12,7 @@
 mod message;
 pub mod queue;
 
-pub use message::{Draft, Format, Message, Origin, Renders};
+pub use message::{Draft, Format, Id, Message, Origin, Renders};
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{HashMap, VecDeque};
@@ -128,7 +128,7 @@ pub struct Channel {
     workers: u64,
     waiters: usize,
     talk_names: HashMap<Box<str>, WaiterRef>,
-    last_id: Option<String>,
+    last_id: Option<Id>,
     last_active: Instant,
     queue: Option<Queue>,
 }
@@ -206,7 +206,7 @@ impl Channel {
     /// id index, so the log is only scanned when an id's hash is already known.
     fn drop_known_ids(&self, batch: &mut Vec<Message>) {
         let Some(q) = self.queue.as_ref() else { return };
-        let mut kept: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut kept: HashMap<u32, Vec<usize>> = HashMap::new();
         let mut keep = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             let h = queue::id_hash(&m.id);
@@ -569,7 +569,7 @@ impl Hub {
 
     /// The id of the last message pushed into the channel, if any.
     pub fn last_id(&self, channel: &str) -> Option<String> {
-        self.with_existing(channel, |ch| ch.last_id.clone())
+        self.with_existing(channel, |ch| ch.last_id.as_ref().map(Id::to_string))
             .flatten()
     }
 
@@ -593,7 +593,7 @@ impl Hub {
             let messages = q.take(log, max, self.limits.qst_max_tries, &mut counts);
             let etag = messages
                 .last()
-                .map(|m| m.id.clone())
+                .map(|m| m.id.to_string())
                 .or_else(|| q.acked_id().map(str::to_string));
             self.metrics.qst_acked.add(counts.acked);
             self.metrics.qst_failed.add(counts.failed);
@@ -718,7 +718,7 @@ mod tests {
         }
         let r = h.read("c", 0, 10);
         assert_eq!(r.messages.len(), 3);
-        assert_eq!(r.messages[0].body, b"b");
+        assert_eq!(&*r.messages[0].body, b"b");
         assert!(r.missed);
         let r = h.read("c", first.seq, 10);
         assert!(!r.missed);
@@ -777,7 +777,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s.backlog.len(), 1);
-        assert_eq!(s.backlog[0].body, b"b");
+        assert_eq!(&*s.backlog[0].body, b"b");
         assert_eq!(s.cursor, s.backlog[0].seq);
     }
 
