@@ -111,118 +111,146 @@ impl Draft {
     }
 }
 
-/// A message id as stored: inline up to `Id::INLINE` bytes, which holds the UUID-shaped ids
-/// the server makes and most client ids without a heap allocation of their own, and boxed
-/// beyond that. Reads as a `str` (`Deref`), compares with `str` and `String`.
+/// A short string held inline up to `N` bytes and boxed beyond: message ids (`Id`, which
+/// holds the 36-byte UUID-shaped ids the server makes and most client ids) and addresses
+/// (`Address`: `sms://5550001`, a Talk name) without a heap allocation of their own. Reads as
+/// a `str` (`Deref`), compares with `str` and `String`.
 #[derive(Clone)]
-pub struct Id(IdRepr);
+pub struct SmallStr<const N: usize>(Repr<N>);
+
+/// A message id: 40 bytes, inline up to 38.
+pub type Id = SmallStr<38>;
+/// A `from` or `to` address: 24 bytes, inline up to 22.
+pub type Address = SmallStr<22>;
 
 #[derive(Clone)]
-enum IdRepr {
-    /// `bytes[..len]` is always a whole `str`, copied from one in `Id::new`.
+enum Repr<const N: usize> {
+    /// `bytes[..len]` is always a whole `str`, copied from one in `SmallStr::new`.
     Inline {
         len: u8,
-        bytes: [u8; Id::INLINE],
+        bytes: [u8; N],
     },
     Boxed(Box<str>),
 }
 
-impl Id {
-    /// The longest id held inline: a server id (36 bytes) fits, and the enum stays 40 bytes.
-    pub const INLINE: usize = 38;
+impl<const N: usize> SmallStr<N> {
+    /// The longest string held inline.
+    pub const INLINE: usize = N;
 
-    pub fn new(id: &str) -> Id {
-        if id.len() <= Id::INLINE {
-            let mut bytes = [0; Id::INLINE];
-            bytes[..id.len()].copy_from_slice(id.as_bytes());
-            Id(IdRepr::Inline {
-                len: id.len() as u8,
+    pub fn new(s: &str) -> SmallStr<N> {
+        if s.len() <= N && N <= u8::MAX as usize {
+            let mut bytes = [0; N];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            SmallStr(Repr::Inline {
+                len: s.len() as u8,
                 bytes,
             })
         } else {
-            Id(IdRepr::Boxed(id.into()))
+            SmallStr(Repr::Boxed(s.into()))
         }
+    }
+
+    /// The bytes, without the UTF-8 check `as_str` makes: what comparisons use.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Boxed(s) => s.as_bytes(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
     }
 
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Never falls back: the inline bytes were copied from a `str`, whole.
-            IdRepr::Inline { len, bytes } => {
+            Repr::Inline { len, bytes } => {
                 std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
             }
-            IdRepr::Boxed(s) => s,
+            Repr::Boxed(s) => s,
         }
     }
 }
 
-impl From<String> for Id {
-    fn from(id: String) -> Id {
-        if id.len() <= Id::INLINE {
-            Id::new(&id)
+impl<const N: usize> From<String> for SmallStr<N> {
+    fn from(s: String) -> SmallStr<N> {
+        if s.len() <= N {
+            SmallStr::new(&s)
         } else {
-            Id(IdRepr::Boxed(id.into_boxed_str()))
+            SmallStr(Repr::Boxed(s.into_boxed_str()))
         }
     }
 }
 
-impl From<&str> for Id {
-    fn from(id: &str) -> Id {
-        Id::new(id)
+impl<const N: usize> From<&str> for SmallStr<N> {
+    fn from(s: &str) -> SmallStr<N> {
+        SmallStr::new(s)
     }
 }
 
-impl std::ops::Deref for Id {
+impl<const N: usize> Default for SmallStr<N> {
+    fn default() -> SmallStr<N> {
+        SmallStr::new("")
+    }
+}
+
+impl<const N: usize> std::ops::Deref for SmallStr<N> {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl AsRef<str> for Id {
+impl<const N: usize> AsRef<str> for SmallStr<N> {
     fn as_ref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl PartialEq for Id {
-    fn eq(&self, other: &Id) -> bool {
+impl<const N: usize> PartialEq for SmallStr<N> {
+    fn eq(&self, other: &SmallStr<N>) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 
-impl Eq for Id {}
+impl<const N: usize> Eq for SmallStr<N> {}
 
-impl std::hash::Hash for Id {
+impl<const N: usize> std::hash::Hash for SmallStr<N> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.as_str().hash(state)
     }
 }
 
-impl PartialEq<str> for Id {
+impl<const N: usize> PartialEq<str> for SmallStr<N> {
     fn eq(&self, other: &str) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 
-impl PartialEq<&str> for Id {
+impl<const N: usize> PartialEq<&str> for SmallStr<N> {
     fn eq(&self, other: &&str) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 
-impl PartialEq<String> for Id {
+impl<const N: usize> PartialEq<String> for SmallStr<N> {
     fn eq(&self, other: &String) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 
-impl std::fmt::Debug for Id {
+impl<const N: usize> std::fmt::Debug for SmallStr<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl std::fmt::Display for Id {
+impl<const N: usize> std::fmt::Display for SmallStr<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -231,13 +259,14 @@ impl std::fmt::Display for Id {
 /// A stored message. `seq` is unique and strictly increasing within its channel.
 ///
 /// Laid out for the many that wait in queues: boxed slices instead of growable strings and
-/// vectors (no spare capacity, 16 bytes a field), the id inline, one render cache.
+/// vectors (no spare capacity, 16 bytes a field), the id and short addresses inline, one
+/// render cache.
 #[derive(Debug)]
 pub struct Message {
     pub seq: u64,
     pub id: Id,
-    pub from: Box<str>,
-    pub to: Box<str>,
+    pub from: Address,
+    pub to: Address,
     /// Seconds since the Unix epoch, UTC.
     pub when: i64,
     pub subject: Option<Box<str>>,
@@ -255,8 +284,8 @@ impl Message {
         Message {
             seq,
             id: Id::from(id),
-            from: draft.from.into_boxed_str(),
-            to: draft.to.into_boxed_str(),
+            from: Address::from(draft.from),
+            to: Address::from(draft.to),
             when,
             subject: draft.subject.map(String::into_boxed_str),
             body: draft.body.into_boxed_slice(),
@@ -319,7 +348,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn ids_inline_and_boxed() {
+    fn small_strings_inline_and_boxed() {
         let uuid = "24c287ba-9007-4280-99aa-66e0baa69f5a";
         let long = "x".repeat(Id::INLINE + 1);
         for s in ["", "mo-2", "héllo ✓", uuid, &long[1..], &long] {
@@ -330,10 +359,17 @@ mod tests {
             assert_eq!(format!("{id}"), s);
             assert_eq!(format!("{id:?}"), format!("{s:?}"));
         }
-        assert!(matches!(Id::new(uuid).0, IdRepr::Inline { .. }));
-        assert!(matches!(Id::new(&long).0, IdRepr::Boxed(_)));
+        assert!(matches!(Id::new(uuid).0, Repr::Inline { .. }));
+        assert!(matches!(Id::new(&long).0, Repr::Boxed(_)));
         assert_ne!(Id::new("a"), Id::new("ab"));
         assert_eq!(std::mem::size_of::<Id>(), 40);
+        assert_eq!(std::mem::size_of::<Address>(), 24);
+        assert!(matches!(
+            Address::new("sms://5550001").0,
+            Repr::Inline { .. }
+        ));
+        assert!(matches!(Address::new(uuid).0, Repr::Boxed(_)));
+        assert_eq!(Address::from(uuid.to_string()), uuid);
     }
 
     #[test]

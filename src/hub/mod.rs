@@ -35,7 +35,7 @@ pub mod queue;
 pub mod store;
 pub mod waiters;
 
-pub use message::{Draft, Format, Id, Message, Origin, Renders};
+pub use message::{Address, Draft, Format, Id, Message, Origin, Renders, SmallStr};
 pub use queue::Ack;
 pub use store::{ChannelStore, Pulled, Read};
 pub use waiters::{Mail, Mailbox, Notify, WaiterRef, Waiters};

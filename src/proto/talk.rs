@@ -54,9 +54,9 @@ pub fn wants(msg: &Message, name: &str) -> bool {
         return true;
     }
     if !msg.to.is_empty() {
-        return &*msg.to == name;
+        return msg.to == name;
     }
-    &*msg.from != name
+    msg.from != name
 }
 
 fn text_param(req: &Request<'_>, key: &str) -> Result<Option<String>, Reply> {
