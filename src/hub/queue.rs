@@ -606,7 +606,7 @@ mod tests {
                         proptest::prop_assert_eq!(c.expired, expired);
                     }
                     Op::Retain(cap) => {
-                        // As `Channel::retain`: never a message the queue holds.
+                        // As `ChannelStore::retain`: never a message the queue holds.
                         while l.len() > cap && l.front().is_some_and(|m| !q.holds(m.seq)) {
                             if let Some(m) = l.pop_front() {
                                 q.forget_id(&m.id);
