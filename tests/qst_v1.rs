@@ -304,6 +304,66 @@ fn v1_confirmed_and_failed_ids_leave_the_queue() {
     assert!(server.pull("acme/outgoing", "").ids().is_empty());
 }
 
+/// PROTOCOLS.md 1.4: an empty pull carries the id of the last acknowledged message, and a v1
+/// `confirmed` id is acknowledged as much as a cumulative `etag` is. A failed id is not.
+#[test]
+fn after_v1_confirmations_an_empty_pull_still_carries_the_last_acknowledged_id() {
+    let server = start();
+    let all = ids("mt", 4);
+    assert_eq!(
+        server
+            .push_xml("acme/outgoing", &xml_batch(&strs(&all)))
+            .status,
+        200
+    );
+    let mut g = server.connect();
+    assert_eq!(g.get("/acme/qst/outgoing").ids(), all);
+    let r = g.request(
+        "POST",
+        "/acme/qst/outgoing",
+        &[("Content-Type", "application/json")],
+        br#"{"confirmed":["mt-1","mt-2","mt-3"],"failed":["mt-4"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.show());
+    assert!(r.ids().is_empty(), "{}", r.show());
+    assert!(r.has_line("ETag: mt-3"), "{}", r.show());
+    // The next empty pull, with no acknowledgement at all, says the same.
+    let r = g.get("/acme/qst/outgoing");
+    assert!(r.ids().is_empty(), "{}", r.show());
+    assert!(r.has_line("ETag: mt-3"), "{}", r.show());
+    // Echoing it back (as the Java gateway does with If-None-Match) changes nothing.
+    let r = g.request(
+        "GET",
+        "/acme/qst/outgoing",
+        &[("If-None-Match", "mt-3")],
+        b"",
+    );
+    assert!(r.ids().is_empty(), "{}", r.show());
+    assert!(r.has_line("ETag: mt-3"), "{}", r.show());
+    assert_eq!(server.metrics().qst_acked.get(), 3);
+    assert_eq!(server.metrics().qst_failed.get(), 1);
+
+    // Confirmed out of order: the last acknowledged message is the latest in the queue.
+    let more = ids("mu", 3);
+    server.push_xml("acme/outgoing", &xml_batch(&strs(&more)));
+    let r = g.request(
+        "POST",
+        "/acme/qst/outgoing",
+        &[],
+        br#"{"confirmed":["mu-3","mu-1"]}"#,
+    );
+    assert_eq!(r.ids(), ["mu-2"], "{}", r.show());
+    assert!(r.has_line("ETag: mu-2"), "{}", r.show());
+    let r = g.request(
+        "POST",
+        "/acme/qst/outgoing",
+        &[],
+        br#"{"confirmed":["mu-2"]}"#,
+    );
+    assert!(r.ids().is_empty(), "{}", r.show());
+    assert!(r.has_line("ETag: mu-3"), "{}", r.show());
+}
+
 #[test]
 fn a_malformed_confirmations_body_is_400_and_acknowledges_nothing() {
     let server = start();

@@ -2,9 +2,62 @@
 //!
 //! A message is immutable once stored and shared (`Arc<Message>`) by every connection that
 //! delivers it. Its encoded forms (a Talk record, a comet JSON object) are made at most once
-//! per message and cached beside it, so a fan-out to N subscribers renders once, not N times.
+//! per message and wire format, and cached beside it in its `Renders`, so a fan-out to N
+//! subscribers renders once, not N times.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+/// A wire form of a single message that is rendered once and shared by every connection
+/// that sends it. A new protocol that frames messages one by one (SSE, WebSocket, XMPP) adds
+/// a variant here, to `Format::ALL`, and renders through `Message::rendered`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// A Talk record terminated by NUL.
+    TalkNul,
+    /// A Talk record terminated by a newline.
+    TalkNewline,
+    /// The comet `{"time":…,"data":…}` object.
+    CometJson,
+}
+
+impl Format {
+    /// Every format, in slot order.
+    pub const ALL: [Format; 3] = [Format::TalkNul, Format::TalkNewline, Format::CometJson];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// One render slot: `None` when the message cannot be sent in that format (a Talk body that
+/// holds the terminator), so the check is not repeated per connection either.
+type Slot = OnceLock<Option<Arc<[u8]>>>;
+
+/// The rendered forms of one message, one slot per `Format`.
+///
+/// Thread-safe and lock-free to read: messages are shared by every worker. The slot table
+/// is allocated on the first render (a queued QST message, pulled as a batch and never
+/// framed alone, never pays for it), and a message costs 16 bytes here until then. Each
+/// slot renders at most once: a second thread asking for the same format while the first
+/// renders waits for its bytes.
+#[derive(Debug, Default)]
+pub struct Renders {
+    slots: OnceLock<Box<[Slot; Format::ALL.len()]>>,
+}
+
+impl Renders {
+    /// The message in `format`, rendered by `render` if no thread did so before.
+    pub fn get_or_render(
+        &self,
+        format: Format,
+        render: impl FnOnce() -> Option<Arc<[u8]>>,
+    ) -> Option<Arc<[u8]>> {
+        let slots = self
+            .slots
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        slots[format.slot()].get_or_init(render).clone()
+    }
+}
 
 /// Which protocol accepted a message. Talk uses it to decide whether `to` names a Talk
 /// stream (a Talk push) or some other kind of address (`sms://…` from a QST gateway).
@@ -58,22 +111,171 @@ impl Draft {
     }
 }
 
+/// A short string held inline up to `N` bytes and boxed beyond: message ids (`Id`, which
+/// holds the 36-byte UUID-shaped ids the server makes and most client ids) and addresses
+/// (`Address`: `sms://5550001`, a Talk name) without a heap allocation of their own. Reads as
+/// a `str` (`Deref`), compares with `str` and `String`.
+#[derive(Clone)]
+pub struct SmallStr<const N: usize>(Repr<N>);
+
+/// A message id: 40 bytes, inline up to 38.
+pub type Id = SmallStr<38>;
+/// A `from` or `to` address: 24 bytes, inline up to 22.
+pub type Address = SmallStr<22>;
+
+#[derive(Clone)]
+enum Repr<const N: usize> {
+    /// `bytes[..len]` is always a whole `str`, copied from one in `SmallStr::new`.
+    Inline {
+        len: u8,
+        bytes: [u8; N],
+    },
+    Boxed(Box<str>),
+}
+
+impl<const N: usize> SmallStr<N> {
+    /// The longest string held inline.
+    pub const INLINE: usize = N;
+
+    pub fn new(s: &str) -> SmallStr<N> {
+        if s.len() <= N && N <= u8::MAX as usize {
+            let mut bytes = [0; N];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            SmallStr(Repr::Inline {
+                len: s.len() as u8,
+                bytes,
+            })
+        } else {
+            SmallStr(Repr::Boxed(s.into()))
+        }
+    }
+
+    /// The bytes, without the UTF-8 check `as_str` makes: what comparisons use.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Boxed(s) => s.as_bytes(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Never falls back: the inline bytes were copied from a `str`, whole.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            Repr::Boxed(s) => s,
+        }
+    }
+}
+
+impl<const N: usize> From<String> for SmallStr<N> {
+    fn from(s: String) -> SmallStr<N> {
+        if s.len() <= N {
+            SmallStr::new(&s)
+        } else {
+            SmallStr(Repr::Boxed(s.into_boxed_str()))
+        }
+    }
+}
+
+impl<const N: usize> From<&str> for SmallStr<N> {
+    fn from(s: &str) -> SmallStr<N> {
+        SmallStr::new(s)
+    }
+}
+
+impl<const N: usize> Default for SmallStr<N> {
+    fn default() -> SmallStr<N> {
+        SmallStr::new("")
+    }
+}
+
+impl<const N: usize> std::ops::Deref for SmallStr<N> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> AsRef<str> for SmallStr<N> {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> PartialEq for SmallStr<N> {
+    fn eq(&self, other: &SmallStr<N>) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<const N: usize> Eq for SmallStr<N> {}
+
+impl<const N: usize> std::hash::Hash for SmallStr<N> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl<const N: usize> PartialEq<str> for SmallStr<N> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for SmallStr<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<const N: usize> PartialEq<String> for SmallStr<N> {
+    fn eq(&self, other: &String) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for SmallStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> std::fmt::Display for SmallStr<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A stored message. `seq` is unique and strictly increasing within its channel.
+///
+/// Laid out for the many that wait in queues: boxed slices instead of growable strings and
+/// vectors (no spare capacity, 16 bytes a field), the id and short addresses inline, one
+/// render cache.
 #[derive(Debug)]
 pub struct Message {
     pub seq: u64,
-    pub id: String,
-    pub from: String,
-    pub to: String,
+    pub id: Id,
+    pub from: Address,
+    pub to: Address,
     /// Seconds since the Unix epoch, UTC.
     pub when: i64,
-    pub subject: Option<String>,
-    pub body: Vec<u8>,
-    pub properties: Vec<(String, String)>,
+    pub subject: Option<Box<str>>,
+    pub body: Box<[u8]>,
+    /// Ordered multimap: a name may repeat, and order is kept.
+    pub properties: Box<[(Box<str>, Box<str>)]>,
     pub origin: Origin,
-    /// Cached renders, one per protocol that delivers this message (see module doc).
-    pub(crate) talk_record: OnceLock<Option<std::sync::Arc<[u8]>>>,
-    pub(crate) comet_json: OnceLock<std::sync::Arc<str>>,
+    /// Cached renders, one per wire format that delivers this message (see module doc).
+    renders: Renders,
 }
 
 impl Message {
@@ -81,29 +283,47 @@ impl Message {
     pub fn new(seq: u64, id: String, when: i64, origin: Origin, draft: Draft) -> Message {
         Message {
             seq,
-            id,
-            from: draft.from,
-            to: draft.to,
+            id: Id::from(id),
+            from: Address::from(draft.from),
+            to: Address::from(draft.to),
             when,
-            subject: draft.subject,
-            body: draft.body,
-            properties: draft.properties,
+            subject: draft.subject.map(String::into_boxed_str),
+            body: draft.body.into_boxed_slice(),
+            properties: draft
+                .properties
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
             origin,
-            talk_record: OnceLock::new(),
-            comet_json: OnceLock::new(),
+            renders: Renders::default(),
         }
+    }
+
+    /// This message in `format`: rendered by `render` the first time any thread asks, then
+    /// the same shared bytes every time. `None` when `render` found that the message cannot
+    /// be sent in that format.
+    pub fn rendered(
+        &self,
+        format: Format,
+        render: impl FnOnce(&Message) -> Option<Arc<[u8]>>,
+    ) -> Option<Arc<[u8]>> {
+        self.renders.get_or_render(format, || render(self))
     }
 
     /// The message back as a draft with every field set (used by tests and re-encoding).
     pub fn to_draft(&self) -> Draft {
         Draft {
-            id: Some(self.id.clone()),
-            from: self.from.clone(),
-            to: self.to.clone(),
+            id: Some(self.id.to_string()),
+            from: self.from.to_string(),
+            to: self.to.to_string(),
             when: Some(self.when),
-            subject: self.subject.clone(),
-            body: self.body.clone(),
-            properties: self.properties.clone(),
+            subject: self.subject.as_deref().map(str::to_string),
+            body: self.body.to_vec(),
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -119,5 +339,77 @@ impl Message {
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn small_strings_inline_and_boxed() {
+        let uuid = "24c287ba-9007-4280-99aa-66e0baa69f5a";
+        let long = "x".repeat(Id::INLINE + 1);
+        for s in ["", "mo-2", "héllo ✓", uuid, &long[1..], &long] {
+            let id = Id::from(s.to_string());
+            assert_eq!(id, s);
+            assert_eq!(id.as_str(), s);
+            assert_eq!(id, Id::new(s));
+            assert_eq!(format!("{id}"), s);
+            assert_eq!(format!("{id:?}"), format!("{s:?}"));
+        }
+        assert!(matches!(Id::new(uuid).0, Repr::Inline { .. }));
+        assert!(matches!(Id::new(&long).0, Repr::Boxed(_)));
+        assert_ne!(Id::new("a"), Id::new("ab"));
+        assert_eq!(std::mem::size_of::<Id>(), 40);
+        assert_eq!(std::mem::size_of::<Address>(), 24);
+        assert!(matches!(
+            Address::new("sms://5550001").0,
+            Repr::Inline { .. }
+        ));
+        assert!(matches!(Address::new(uuid).0, Repr::Boxed(_)));
+        assert_eq!(Address::from(uuid.to_string()), uuid);
+    }
+
+    #[test]
+    fn each_format_renders_once_across_threads() {
+        let msg = Arc::new(Message::new(
+            1,
+            "id".into(),
+            0,
+            Origin::Comet,
+            Draft::with_body("hi"),
+        ));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (msg, calls) = (msg.clone(), calls.clone());
+                std::thread::spawn(move || {
+                    let format = Format::ALL[i % 2];
+                    msg.rendered(format, |m| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Some(Arc::from(&m.body[..]))
+                    })
+                })
+            })
+            .collect();
+        let got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "once per format");
+        for pair in got.chunks(2) {
+            assert!(Arc::ptr_eq(
+                pair[0].as_ref().unwrap(),
+                got[0].as_ref().unwrap()
+            ));
+            assert!(Arc::ptr_eq(
+                pair[1].as_ref().unwrap(),
+                got[1].as_ref().unwrap()
+            ));
+        }
+        // A format that cannot carry the message caches its `None` too.
+        assert!(msg.rendered(Format::CometJson, |_| None).is_none());
+        assert!(msg
+            .rendered(Format::CometJson, |_| Some(Arc::from(&b"x"[..])))
+            .is_none());
     }
 }

@@ -1,87 +1,57 @@
 //! The hub: every channel by name, shared by all workers.
 //!
-//! A channel is an ordered log of shared messages with a clock (PROTOCOLS.md 0.1), retention by
-//! count and bytes (0.2), and the set of workers that have waiters (Talk streams, parked
-//! long-polls) on it. Publishing appends under the channel's shard lock and posts a `Mail` to
-//! the mailbox of every worker with a waiter there; each mailbox is woken once per batch (when
-//! it goes from empty to non-empty), after the lock is released.
+//! A channel has two halves, kept apart so that storage can change without touching delivery:
+//!
+//! - its **store** (`store::ChannelStore`): the ordered log of shared messages, the clock
+//!   (PROTOCOLS.md 0.1), retention by count and bytes (0.2), the QST queue state and the last
+//!   pushed id. This is where a durable log or a Redis-backed store plugs in (see `store`).
+//! - its **waiters** (`waiters::Waiters`): which workers have waiters (Talk streams, parked
+//!   long-polls) on it, how many, the Talk names streaming there, and how far its messages
+//!   were posted to their mailboxes.
+//!
+//! Publishing is two phases. `append` stores a batch in the channel's store under its shard
+//! lock and returns an `Appended`; `deliver` posts a `Mail` for each of its messages to the
+//! mailbox of every worker with a waiter on the channel, then wakes each such mailbox once
+//! (when it went from empty to non-empty), after the lock is released. `publish` does both in
+//! one critical section. Between the two a storage backend can make the batch durable (an
+//! fsync, a group commit), so that no subscriber hears of a message that a crash could lose;
+//! readers (`read`, `qst_pull`, a subscriber's backlog) see it as soon as `append` returns.
+//!
+//! Order: each worker's mail for a channel is in `seq` order, each message once, whatever
+//! order two-phase callers deliver in. The channel remembers how far it posted
+//! (`Waiters::delivered`); `deliver` posts, under the shard lock, every message of the log
+//! above that and up to its own batch's last `seq`, so delivering a later batch also
+//! releases every earlier one that is still waiting, and delivering the earlier one after
+//! that posts nothing. A backend therefore must make a batch durable no later than the
+//! batches appended after it on the same channel (what an append-only log synced in order
+//! does). Messages retention drops before they are delivered are not posted (a reader with
+//! a cursor sees `missed`).
 //!
 //! Locks are short: no syscall and no render under a shard lock. Lock order: shard, then
 //! mailbox. The hub never touches a socket; a worker's wake-up is behind the `Notify` trait.
 
 mod message;
 pub mod queue;
+pub mod store;
+pub mod waiters;
 
-pub use message::{Draft, Message, Origin};
+pub use message::{Address, Draft, Format, Id, Message, Origin, Renders, SmallStr};
+pub use queue::Ack;
+pub use store::{ChannelStore, Pulled, Read};
+pub use waiters::{Mail, Mailbox, Notify, WaiterRef, Waiters};
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::Metrics;
-pub use queue::Ack;
-use queue::Queue;
 
 /// Workers are named by a bit in a `u64` on each channel.
 pub const MAX_WORKERS: usize = 64;
 const SHARDS: usize = 64;
-
-/// Wakes a worker whose mailbox has new mail. Implemented by the reactor over `mio::Waker`.
-pub trait Notify: Send + Sync {
-    fn notify(&self);
-}
-
-/// A waiter somewhere in the server: the worker that owns it and its connection token there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaiterRef {
-    pub worker: usize,
-    pub token: usize,
-}
-
-/// What a worker finds in its mailbox.
-#[derive(Debug)]
-pub enum Mail {
-    /// A message was stored in a channel this worker has waiters on.
-    Deliver {
-        channel: Arc<str>,
-        msg: Arc<Message>,
-    },
-    /// End this Talk stream: a newer pull of the same name replaced it.
-    EndStream { token: usize },
-    /// The server is shutting down.
-    Shutdown,
-}
-
-/// One worker's mailbox: mail posted by any thread, drained by the worker.
-pub struct Mailbox {
-    mail: Mutex<Vec<Mail>>,
-    notify: Box<dyn Notify>,
-}
-
-impl Mailbox {
-    pub fn new(notify: Box<dyn Notify>) -> Mailbox {
-        Mailbox {
-            mail: Mutex::new(Vec::new()),
-            notify,
-        }
-    }
-
-    /// Posts mail; returns true when the mailbox was empty, i.e. the worker must be woken.
-    fn post(&self, mail: Mail) -> bool {
-        let mut box_ = lock(&self.mail);
-        box_.push(mail);
-        box_.len() == 1
-    }
-
-    /// Takes all mail, swapping in `spare` (an empty vector whose capacity is reused).
-    pub fn take(&self, spare: &mut Vec<Mail>) {
-        debug_assert!(spare.is_empty());
-        std::mem::swap(&mut *lock(&self.mail), spare);
-    }
-}
 
 /// Why the hub refused a request. Each maps to one HTTP answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,134 +87,66 @@ pub struct Limits {
     pub qst_max_tries: u32,
 }
 
-pub struct Channel {
+/// A channel: its store and its waiters (see the module doc).
+struct Channel {
     name: Arc<str>,
-    log: VecDeque<Arc<Message>>,
-    bytes: usize,
-    clock: u64,
-    /// The highest `seq` retention ever dropped (0: none).
-    dropped: u64,
-    /// Bit `w` is set while worker `w` has at least one waiter here.
-    workers: u64,
-    waiters: usize,
-    talk_names: HashMap<Box<str>, WaiterRef>,
-    last_id: Option<String>,
+    store: ChannelStore,
+    waiters: Waiters,
     last_active: Instant,
-    queue: Option<Queue>,
 }
 
 impl Channel {
     fn new(name: Arc<str>) -> Channel {
         Channel {
             name,
-            log: VecDeque::new(),
-            bytes: 0,
-            clock: 0,
-            dropped: 0,
-            workers: 0,
-            waiters: 0,
-            talk_names: HashMap::new(),
-            last_id: None,
+            store: ChannelStore::new(),
+            waiters: Waiters::default(),
             last_active: Instant::now(),
-            queue: None,
         }
-    }
-
-    /// Advances the clock to at least `now_ms` and returns it (PROTOCOLS.md 0.1, `sync`).
-    fn sync(&mut self, now_ms: u64) -> u64 {
-        self.clock = self.clock.max(now_ms);
-        self.clock
-    }
-
-    /// The next `seq`: `max(now_ms, clock + 1)`.
-    fn tick(&mut self, now_ms: u64) -> u64 {
-        self.clock = now_ms.max(self.clock + 1);
-        self.clock
-    }
-
-    /// Index of the first message with `seq > cursor`.
-    fn first_after(&self, cursor: u64) -> usize {
-        self.log.partition_point(|m| m.seq <= cursor)
-    }
-
-    /// Drops the oldest messages past the count and byte budgets, except those a queue
-    /// still holds unacknowledged. Returns how many were dropped.
-    fn retain(&mut self, limits: &Limits) -> u64 {
-        let mut dropped = 0;
-        while self.log.len() > limits.channel_capacity || self.bytes > limits.channel_bytes {
-            let Some(oldest) = self.log.front() else {
-                break;
-            };
-            if self.queue.as_ref().is_some_and(|q| q.holds(oldest.seq)) {
-                break;
-            }
-            self.bytes -= oldest.size();
-            self.dropped = self.dropped.max(oldest.seq);
-            if let Some(q) = self.queue.as_mut() {
-                q.forget_id(&oldest.id);
-            }
-            self.log.pop_front();
-            dropped += 1;
-        }
-        dropped
-    }
-
-    /// Makes the channel a QST queue, keeping what it holds now and everything later.
-    fn make_queue(&mut self) {
-        if self.queue.is_none() {
-            let acked = self.log.front().map_or(self.clock, |m| m.seq - 1);
-            let mut q = Queue::new(acked);
-            for m in &self.log {
-                q.note_id(&m.id);
-            }
-            self.queue = Some(q);
-        }
-    }
-
-    /// Removes from `batch` every message whose id the channel already holds, or an
-    /// earlier message of the batch has (a retried push is idempotent). Uses the queue's
-    /// id index, so the log is only scanned when an id's hash is already known.
-    fn drop_known_ids(&self, batch: &mut Vec<Message>) {
-        let Some(q) = self.queue.as_ref() else { return };
-        let mut kept: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut keep = Vec::with_capacity(batch.len());
-        for (i, m) in batch.iter().enumerate() {
-            let h = queue::id_hash(&m.id);
-            let in_log = q.may_hold_id(h) && self.log.iter().any(|old| old.id == m.id);
-            let earlier = kept
-                .get(&h)
-                .is_some_and(|is| is.iter().any(|&j| batch[j].id == m.id));
-            let fresh = !in_log && !earlier;
-            if fresh {
-                kept.entry(h).or_default().push(i);
-            }
-            keep.push(fresh);
-        }
-        let mut flags = keep.into_iter();
-        batch.retain(|_| flags.next().unwrap_or(false));
     }
 
     fn idle(&self) -> bool {
-        self.log.is_empty() && self.waiters == 0 && self.queue.is_none()
+        self.store.is_empty() && self.waiters.is_empty()
+    }
+
+    /// Posts the channel's messages up to `upto` that were not posted yet; returns the
+    /// workers to wake.
+    fn deliver_upto(&mut self, mailboxes: &[Arc<Mailbox>], upto: u64) -> u64 {
+        let Channel {
+            name,
+            store,
+            waiters,
+            ..
+        } = self;
+        waiters.post(mailboxes, name, store.after(waiters.delivered()), upto)
     }
 }
 
-/// What `Hub::read` found after a cursor.
-#[derive(Debug, Default)]
-pub struct Read {
-    pub messages: Vec<Arc<Message>>,
-    /// The channel clock after the read (0 for a channel that does not exist).
-    pub clock: u64,
-    /// Retention dropped a message with `seq > cursor`: the reader missed it.
-    pub missed: bool,
+/// A batch stored by `Hub::append` and not yet posted to the channel's waiters: hand it to
+/// `Hub::deliver`.
+#[derive(Debug)]
+#[must_use = "waiters hear of an appended batch only once it is delivered"]
+pub struct Appended {
+    channel: Arc<str>,
+    messages: Vec<Arc<Message>>,
 }
 
-/// What a QST pull got.
-#[derive(Debug, Default)]
-pub struct Pulled {
-    pub messages: Vec<Arc<Message>>,
-    /// The `ETag` to send: the last message's id, or the last acknowledged id.
-    pub etag: Option<String>,
+impl Appended {
+    /// The channel the batch was stored in.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The stored messages, oldest first (a draft whose id a queue already held is not
+    /// among them).
+    pub fn messages(&self) -> &[Arc<Message>] {
+        &self.messages
+    }
+
+    /// The `seq` of the last stored message; `None` for a batch that stored nothing.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.messages.last().map(|m| m.seq)
+    }
 }
 
 /// What `Hub::subscribe` returns to the new waiter.
@@ -362,9 +264,95 @@ impl Hub {
         lock(self.shard(name)).get_mut(name).map(f)
     }
 
+    /// Makes stored messages of a batch of drafts: ids and times decided, `seq` not yet.
+    /// Everything that allocates per message happens here, before any lock.
+    fn prepare(&self, drafts: Vec<Draft>, origin: Origin) -> Vec<Message> {
+        let now_secs = (now_ms() / 1000) as i64;
+        drafts
+            .into_iter()
+            .map(|mut d| {
+                let id = d.id.take().unwrap_or_else(|| self.new_id());
+                let when = d.when.unwrap_or(now_secs);
+                Message::new(0, id, when, origin, d)
+            })
+            .collect()
+    }
+
+    /// Stores a batch in the channel's store under its shard lock, and runs `then` on the
+    /// channel and the stored messages in the same critical section.
+    fn append_then<R>(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+        then: impl FnOnce(&mut Channel, &[Arc<Message>]) -> R,
+    ) -> Result<(Vec<Arc<Message>>, R), HubError> {
+        let prepared = self.prepare(drafts, origin);
+        let (stored, after) = self.with_channel(channel, |ch| {
+            let (stored, dropped) = match ch.store.append(prepared, queue, &self.limits, now_ms()) {
+                Ok(s) => s,
+                Err(e) => {
+                    if e == HubError::QueueFull {
+                        self.metrics.queue_full.inc();
+                    }
+                    return Err(e);
+                }
+            };
+            ch.last_active = Instant::now();
+            self.metrics.messages_dropped_retention.add(dropped);
+            let after = then(ch, &stored);
+            Ok((stored, after))
+        })??;
+        self.metrics.messages_published.add(stored.len() as u64);
+        Ok((stored, after))
+    }
+
+    /// Stores a batch of drafts in a channel, all or nothing, without telling its waiters:
+    /// the first phase of `publish`. The returned batch must go to `deliver` (see the
+    /// module doc for what may happen in between, and for the order guarantee). A draft
+    /// whose id a queue already holds is not stored twice and is left out.
+    ///
+    /// `queue` marks the channel as a QST queue first (PROTOCOLS.md 0.2); a queue refuses a
+    /// batch that would take it past `--queue-capacity` with `QueueFull`, storing nothing.
+    pub fn append(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+    ) -> Result<Appended, HubError> {
+        if drafts.is_empty() && !queue {
+            return Ok(Appended {
+                channel: Arc::from(channel),
+                messages: Vec::new(),
+            });
+        }
+        let (messages, name) =
+            self.append_then(channel, drafts, origin, queue, |ch, _| ch.name.clone())?;
+        Ok(Appended {
+            channel: name,
+            messages,
+        })
+    }
+
+    /// Posts an appended batch to the waiters of its channel — every message of the channel
+    /// up to the batch's last `seq` not posted yet, in `seq` order — and wakes their workers
+    /// once each: the second phase of `publish`. Returns the batch's messages.
+    pub fn deliver(&self, appended: Appended) -> Vec<Arc<Message>> {
+        let Appended { channel, messages } = appended;
+        if let Some(upto) = messages.last().map(|m| m.seq) {
+            let wake = self
+                .with_existing(&channel, |ch| ch.deliver_upto(&self.mailboxes, upto))
+                .unwrap_or(0);
+            self.wake(wake);
+        }
+        messages
+    }
+
     /// Stores a batch of drafts in a channel, all or nothing, and posts them to every worker
-    /// with waiters there. Returns the stored messages (a draft whose id a queue already
-    /// holds is not stored twice and is left out).
+    /// with waiters there: `append` and `deliver` in one critical section. Returns the stored
+    /// messages (a draft whose id a queue already holds is not stored twice and is left out).
     ///
     /// `queue` marks the channel as a QST queue first (PROTOCOLS.md 0.2); a queue refuses a
     /// batch that would take it past `--queue-capacity` with `QueueFull`, storing nothing.
@@ -378,80 +366,14 @@ impl Hub {
         if drafts.is_empty() && !queue {
             return Ok(Vec::new());
         }
-        let now_secs = (now_ms() / 1000) as i64;
-        // Everything that allocates per message happens before the lock.
-        let mut prepared: Vec<Message> = drafts
-            .into_iter()
-            .map(|mut d| {
-                let id = d.id.take().unwrap_or_else(|| self.new_id());
-                let when = d.when.unwrap_or(now_secs);
-                Message::new(0, id, when, origin, d)
-            })
-            .collect();
-        let mut wake = 0u64;
-        let stored =
-            self.with_channel(channel, |ch| -> Result<Vec<Arc<Message>>, HubError> {
-                if queue {
-                    ch.make_queue();
-                }
-                ch.drop_known_ids(&mut prepared);
-                if let Some(q) = ch.queue.as_ref() {
-                    let bytes: usize = prepared.iter().map(Message::size).sum();
-                    if q.pending(&ch.log) + prepared.len() > self.limits.queue_capacity
-                        || ch.bytes + bytes > self.limits.queue_bytes
-                    {
-                        self.metrics.queue_full.inc();
-                        return Err(HubError::QueueFull);
-                    }
-                }
-                let now = now_ms();
-                let mut stored = Vec::with_capacity(prepared.len());
-                for mut m in prepared.drain(..) {
-                    m.seq = ch.tick(now);
-                    ch.bytes += m.size();
-                    if let Some(q) = ch.queue.as_mut() {
-                        q.note_id(&m.id);
-                    }
-                    let m = Arc::new(m);
-                    ch.log.push_back(m.clone());
-                    stored.push(m);
-                }
-                if let Some(last) = stored.last() {
-                    ch.last_id = Some(last.id.clone());
-                }
-                ch.last_active = Instant::now();
-                let dropped = ch.retain(&self.limits);
-                self.metrics.messages_dropped_retention.add(dropped);
-                wake = self.post_deliveries(ch, &stored);
-                Ok(stored)
-            })??;
-        self.metrics.messages_published.add(stored.len() as u64);
+        let (stored, wake) = self.append_then(channel, drafts, origin, queue, |ch, stored| {
+            match stored.last() {
+                Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
+                None => 0,
+            }
+        })?;
         self.wake(wake);
         Ok(stored)
-    }
-
-    /// Posts `Deliver` mail for each message to each worker with waiters on the channel.
-    /// Returns the workers to wake. Called under the shard lock, so mail keeps `seq` order.
-    fn post_deliveries(&self, ch: &Channel, msgs: &[Arc<Message>]) -> u64 {
-        let mut wake = 0u64;
-        let mut workers = ch.workers;
-        while workers != 0 {
-            let w = workers.trailing_zeros() as usize;
-            workers &= workers - 1;
-            let Some(mailbox) = self.mailboxes.get(w) else {
-                continue;
-            };
-            for m in msgs {
-                let mail = Mail::Deliver {
-                    channel: ch.name.clone(),
-                    msg: m.clone(),
-                };
-                if mailbox.post(mail) {
-                    wake |= 1 << w;
-                }
-            }
-        }
-        wake
     }
 
     fn wake(&self, mut workers: u64) {
@@ -460,7 +382,7 @@ impl Hub {
             workers &= workers - 1;
             if let Some(mailbox) = self.mailboxes.get(w) {
                 self.metrics.mailbox_wakes.inc();
-                mailbox.notify.notify();
+                mailbox.wake();
             }
         }
     }
@@ -470,7 +392,7 @@ impl Hub {
         if let Some(mailbox) = self.mailboxes.get(worker) {
             if mailbox.post(mail) {
                 self.metrics.mailbox_wakes.inc();
-                mailbox.notify.notify();
+                mailbox.wake();
             }
         }
     }
@@ -487,28 +409,20 @@ impl Hub {
     /// worker gets `EndStream`.
     pub fn subscribe(&self, channel: &str, sub: Subscribe<'_>) -> Result<Subscribed, HubError> {
         let mut end: Option<WaiterRef> = None;
+        let me = WaiterRef {
+            worker: sub.worker,
+            token: sub.token,
+        };
         let result = self.with_channel(channel, |ch| {
-            if ch.waiters >= self.limits.max_waiters {
-                return Err(HubError::TooManyWaiters);
-            }
-            ch.waiters += 1;
-            ch.workers |= 1 << sub.worker;
+            end = ch.waiters.add(me, sub.talk_name, self.limits.max_waiters)?;
             ch.last_active = Instant::now();
-            if let Some(name) = sub.talk_name {
-                let me = WaiterRef {
-                    worker: sub.worker,
-                    token: sub.token,
-                };
-                end = ch.talk_names.insert(name.into(), me);
-            }
-            let now = now_ms();
             Ok(match sub.since {
                 None => Subscribed {
-                    cursor: ch.sync(now),
+                    cursor: ch.store.sync(now_ms()),
                     backlog: Vec::new(),
                 },
                 Some(since) => {
-                    let backlog: Vec<_> = ch.log.range(ch.first_after(since)..).cloned().collect();
+                    let backlog: Vec<_> = ch.store.after(since).cloned().collect();
                     let cursor = backlog.last().map_or(since, |m| m.seq);
                     Subscribed { cursor, backlog }
                 }
@@ -532,15 +446,7 @@ impl Hub {
         talk_name: Option<&str>,
     ) {
         self.with_existing(channel, |ch| {
-            ch.waiters = ch.waiters.saturating_sub(1);
-            if last_on_worker {
-                ch.workers &= !(1 << me.worker);
-            }
-            if let Some(name) = talk_name {
-                if ch.talk_names.get(name) == Some(&me) {
-                    ch.talk_names.remove(name);
-                }
-            }
+            ch.waiters.remove(me, last_on_worker, talk_name);
             ch.last_active = Instant::now();
         });
     }
@@ -548,28 +454,21 @@ impl Hub {
     /// Messages with `seq > cursor`, oldest first, at most `max`; the clock; whether the
     /// cursor fell behind retention. A missing channel reads as empty with clock 0.
     pub fn read(&self, channel: &str, cursor: u64, max: usize) -> Read {
-        self.with_existing(channel, |ch| {
-            let start = ch.first_after(cursor);
-            Read {
-                messages: ch.log.range(start..).take(max).cloned().collect(),
-                clock: ch.clock,
-                missed: ch.dropped > cursor,
-            }
-        })
-        .unwrap_or_default()
+        self.with_existing(channel, |ch| ch.store.read(cursor, max))
+            .unwrap_or_default()
     }
 
     /// The channel clock after advancing it to now (comet `sync`). Creates the channel.
     pub fn sync(&self, channel: &str) -> Result<u64, HubError> {
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
-            ch.sync(now_ms())
+            ch.store.sync(now_ms())
         })
     }
 
     /// The id of the last message pushed into the channel, if any.
     pub fn last_id(&self, channel: &str) -> Option<String> {
-        self.with_existing(channel, |ch| ch.last_id.clone())
+        self.with_existing(channel, |ch| ch.store.last_id().map(Id::to_string))
             .flatten()
     }
 
@@ -583,24 +482,13 @@ impl Hub {
         max: usize,
     ) -> Result<Pulled, HubError> {
         self.with_channel(channel, |ch| {
-            ch.make_queue();
             ch.last_active = Instant::now();
-            let Channel { queue, log, .. } = &mut *ch;
-            let Some(q) = queue.as_mut() else {
-                return Pulled::default();
-            };
-            let mut counts = ack.map(|a| q.ack(log, a)).unwrap_or_default();
-            let messages = q.take(log, max, self.limits.qst_max_tries, &mut counts);
-            let etag = messages
-                .last()
-                .map(|m| m.id.clone())
-                .or_else(|| q.acked_id().map(str::to_string));
+            let (pulled, counts, dropped) = ch.store.qst_pull(ack, max, &self.limits);
             self.metrics.qst_acked.add(counts.acked);
             self.metrics.qst_failed.add(counts.failed);
             self.metrics.qst_expired.add(counts.expired);
-            let dropped = ch.retain(&self.limits);
             self.metrics.messages_dropped_retention.add(dropped);
-            Pulled { messages, etag }
+            pulled
         })
     }
 
@@ -718,7 +606,7 @@ mod tests {
         }
         let r = h.read("c", 0, 10);
         assert_eq!(r.messages.len(), 3);
-        assert_eq!(r.messages[0].body, b"b");
+        assert_eq!(&*r.messages[0].body, b"b");
         assert!(r.missed);
         let r = h.read("c", first.seq, 10);
         assert!(!r.missed);
@@ -777,7 +665,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s.backlog.len(), 1);
-        assert_eq!(s.backlog[0].body, b"b");
+        assert_eq!(&*s.backlog[0].body, b"b");
         assert_eq!(s.cursor, s.backlog[0].seq);
     }
 
@@ -925,5 +813,159 @@ mod tests {
         let id = h.new_id();
         assert_eq!(id.len(), 36);
         assert_eq!(id.matches('-').count(), 4);
+    }
+
+    fn watch(h: &Hub, ch: &str, worker: usize) {
+        h.subscribe(
+            ch,
+            Subscribe {
+                worker,
+                token: 1,
+                since: None,
+                talk_name: None,
+            },
+        )
+        .unwrap();
+    }
+
+    /// The `seq` of every `Deliver` in a worker's mailbox, draining it.
+    fn mail_seqs(mailbox: &Mailbox) -> Vec<u64> {
+        let mut mail = Vec::new();
+        mailbox.take(&mut mail);
+        mail.iter()
+            .filter_map(|m| match m {
+                Mail::Deliver { msg, .. } => Some(msg.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn drafts(bodies: &[&str]) -> Vec<Draft> {
+        bodies.iter().map(|b| Draft::with_body(*b)).collect()
+    }
+
+    #[test]
+    fn append_stores_and_deliver_posts() {
+        let (h, boxes, counts) = hub(2);
+        watch(&h, "c", 1);
+        let a = h
+            .append("c", drafts(&["a", "b"]), Origin::Comet, false)
+            .unwrap();
+        assert_eq!(a.channel(), "c");
+        assert_eq!(a.messages().len(), 2);
+        assert_eq!(a.last_seq(), Some(a.messages()[1].seq));
+        // Stored: readers see it at once. Not delivered: no mail, no wake-up yet.
+        assert_eq!(h.read("c", 0, 10).messages.len(), 2);
+        assert!(mail_seqs(&boxes[1]).is_empty());
+        assert_eq!(counts[1].load(Ordering::SeqCst), 0);
+        let want: Vec<u64> = a.messages().iter().map(|m| m.seq).collect();
+        let delivered = h.deliver(a);
+        assert_eq!(delivered.len(), 2);
+        assert_eq!(mail_seqs(&boxes[1]), want);
+        assert_eq!(
+            counts[1].load(Ordering::SeqCst),
+            1,
+            "one wake for the batch"
+        );
+        assert_eq!(counts[0].load(Ordering::SeqCst), 0, "no waiter on worker 0");
+        // An empty batch delivers nothing.
+        let empty = h.append("c", Vec::new(), Origin::Comet, false).unwrap();
+        assert!(h.deliver(empty).is_empty());
+        assert!(mail_seqs(&boxes[1]).is_empty());
+    }
+
+    #[test]
+    fn delivering_out_of_order_keeps_mail_in_seq_order_each_message_once() {
+        let (h, boxes, counts) = hub(1);
+        watch(&h, "c", 0);
+        let first = h
+            .append("c", drafts(&["a", "b"]), Origin::Comet, false)
+            .unwrap();
+        let second = h.append("c", drafts(&["c"]), Origin::Comet, false).unwrap();
+        let all: Vec<u64> = first
+            .messages()
+            .iter()
+            .chain(second.messages())
+            .map(|m| m.seq)
+            .collect();
+        // The later batch releases the earlier one, which then posts nothing again.
+        h.deliver(second);
+        assert_eq!(mail_seqs(&boxes[0]), all);
+        h.deliver(first);
+        assert!(mail_seqs(&boxes[0]).is_empty());
+        assert_eq!(counts[0].load(Ordering::SeqCst), 1);
+        // `publish` releases a batch appended and not yet delivered, in order, too.
+        let pending = h.append("c", drafts(&["d"]), Origin::Comet, false).unwrap();
+        let d = pending.messages()[0].seq;
+        let e = put(&h, "c", "e");
+        assert_eq!(mail_seqs(&boxes[0]), [d, e.seq]);
+        h.deliver(pending);
+        assert!(mail_seqs(&boxes[0]).is_empty());
+    }
+
+    #[test]
+    fn a_refused_append_stores_nothing_and_delivers_nothing() {
+        let (h, boxes, _) = hub(1);
+        watch(&h, "q", 0);
+        let batch = |n: usize| (0..n).map(|_| Draft::with_body("x")).collect::<Vec<_>>();
+        let ok = h.append("q", batch(5), Origin::Qst, true).unwrap();
+        assert_eq!(
+            h.append("q", batch(1), Origin::Qst, true).unwrap_err(),
+            HubError::QueueFull
+        );
+        assert_eq!(h.deliver(ok).len(), 5);
+        assert_eq!(mail_seqs(&boxes[0]).len(), 5);
+    }
+
+    #[test]
+    fn concurrent_two_phase_publishers_keep_each_workers_mail_in_seq_order() {
+        let limits = Limits {
+            channel_capacity: 100_000,
+            ..limits()
+        };
+        let boxes: Vec<_> = (0..2)
+            .map(|_| Arc::new(Mailbox::new(Box::new(Count(Arc::new(AtomicUsize::new(0)))))))
+            .collect();
+        let h = Arc::new(Hub::new(
+            limits,
+            boxes.clone(),
+            Arc::new(Metrics::default()),
+        ));
+        watch(&h, "c", 0);
+        watch(&h, "c", 1);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..200 {
+                        let a = h.append("c", drafts(&["m"]), Origin::Comet, false).unwrap();
+                        // Deliver some batches late, after later ones of this thread.
+                        held.push(a);
+                        if (i + t) % 3 == 0 {
+                            for a in held.drain(..).rev() {
+                                h.deliver(a);
+                            }
+                        }
+                    }
+                    for a in held {
+                        h.deliver(a);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let stored: Vec<u64> = h
+            .read("c", 0, usize::MAX)
+            .messages
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(stored.len(), 800);
+        for mailbox in &boxes {
+            assert_eq!(mail_seqs(mailbox), stored);
+        }
     }
 }

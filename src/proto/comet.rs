@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request};
-use crate::hub::{Draft, Message, Origin, Read};
+use crate::hub::{Draft, Format, Message, Origin, Read};
 
 /// The channel of a request that names none.
 pub const DEFAULT_CHANNEL: &str = "test";
@@ -24,68 +24,67 @@ pub fn valid_callback(name: &[u8]) -> bool {
 }
 
 /// `{"time":t,"data":d}` for a message, made once per message and shared: `d` is the body
-/// itself when it is valid JSON, and a JSON string of it otherwise.
-pub fn render(msg: &Message) -> Arc<str> {
-    msg.comet_json
-        .get_or_init(|| {
-            let mut s = String::with_capacity(msg.body.len() + 40);
-            s.push_str("{\"time\":");
-            s.push_str(itoa::Buffer::new().format(msg.seq));
-            s.push_str(",\"data\":");
-            let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&msg.body).is_ok();
-            match std::str::from_utf8(&msg.body) {
-                Ok(text) if is_json => s.push_str(text.trim()),
-                _ => {
-                    let text = String::from_utf8_lossy(&msg.body);
-                    s.push_str(&serde_json::Value::String(text.into_owned()).to_string());
-                }
+/// itself when it is valid JSON, and a JSON string of it otherwise. Always UTF-8.
+pub fn render(msg: &Message) -> Arc<[u8]> {
+    msg.rendered(Format::CometJson, |msg| {
+        let mut s = String::with_capacity(msg.body.len() + 40);
+        s.push_str("{\"time\":");
+        s.push_str(itoa::Buffer::new().format(msg.seq));
+        s.push_str(",\"data\":");
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&msg.body).is_ok();
+        match std::str::from_utf8(&msg.body) {
+            Ok(text) if is_json => s.push_str(text.trim()),
+            _ => {
+                let text = String::from_utf8_lossy(&msg.body);
+                s.push_str(&serde_json::Value::String(text.into_owned()).to_string());
             }
-            s.push('}');
-            Arc::from(s)
-        })
-        .clone()
+        }
+        s.push('}');
+        Some(Arc::from(s.into_bytes()))
+    })
+    .unwrap_or_else(|| Arc::from(&b"null"[..]))
 }
 
 /// The body of a `get` answer: `{"time":S,"messages":[…]}` plus `"missed":true` when the
 /// cursor fell behind retention.
-pub fn get_body(read: &Read) -> String {
+pub fn get_body(read: &Read) -> Vec<u8> {
     let time = read.messages.last().map_or(read.clock, |m| m.seq);
-    let mut s = String::with_capacity(64 + read.messages.len() * 64);
-    s.push_str("{\"time\":");
-    s.push_str(itoa::Buffer::new().format(time));
-    s.push_str(",\"messages\":[");
+    let mut s = Vec::with_capacity(64 + read.messages.len() * 64);
+    s.extend_from_slice(b"{\"time\":");
+    s.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
+    s.extend_from_slice(b",\"messages\":[");
     for (i, m) in read.messages.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            s.push(b',');
         }
-        s.push_str(&render(m));
+        s.extend_from_slice(&render(m));
     }
-    s.push(']');
+    s.push(b']');
     if read.missed {
-        s.push_str(",\"missed\":true");
+        s.extend_from_slice(b",\"missed\":true");
     }
-    s.push('}');
+    s.push(b'}');
     s
 }
 
 /// A JSON answer, wrapped as `callback(json);` for JSONP.
-pub fn answer(json: String, callback: Option<&str>) -> Reply {
+pub fn answer(json: Vec<u8>, callback: Option<&str>) -> Reply {
     let reply = match callback {
         Some(cb) => {
             let mut body = Vec::with_capacity(cb.len() + json.len() + 3);
             body.extend_from_slice(cb.as_bytes());
             body.push(b'(');
-            body.extend_from_slice(json.as_bytes());
+            body.extend_from_slice(&json);
             body.extend_from_slice(b");");
             Reply::new(200, "application/javascript; charset=utf-8", body)
         }
-        None => Reply::new(200, "application/json", json.into_bytes()),
+        None => Reply::new(200, "application/json", json),
     };
     reply.header("Cache-Control", "no-cache")
 }
 
-fn time_json(t: u64) -> String {
-    format!("{{\"time\":{t}}}")
+fn time_json(t: u64) -> Vec<u8> {
+    format!("{{\"time\":{t}}}").into_bytes()
 }
 
 /// `/comet?method=put|get|sync&channel=…`: answers now, or parks a `get`.
@@ -207,6 +206,10 @@ mod tests {
         }
     }
 
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
     fn msg(seq: u64, body: &str) -> Arc<Message> {
         Arc::new(Message::new(
             seq,
@@ -220,20 +223,20 @@ mod tests {
     #[test]
     fn data_is_json_or_a_string() {
         assert_eq!(
-            &*render(&msg(5, r#"{"a":[1,2]}"#)),
+            text(&render(&msg(5, r#"{"a":[1,2]}"#))),
             r#"{"time":5,"data":{"a":[1,2]}}"#
         );
-        assert_eq!(&*render(&msg(6, "123")), r#"{"time":6,"data":123}"#);
+        assert_eq!(text(&render(&msg(6, "123"))), r#"{"time":6,"data":123}"#);
         assert_eq!(
-            &*render(&msg(7, "hello \"you\"")),
+            text(&render(&msg(7, "hello \"you\""))),
             r#"{"time":7,"data":"hello \"you\""}"#
         );
         assert_eq!(
-            &*render(&msg(8, "{broken")),
+            text(&render(&msg(8, "{broken"))),
             r#"{"time":8,"data":"{broken"}"#
         );
         assert_eq!(
-            &*render(&msg(9, "héllo")),
+            text(&render(&msg(9, "héllo"))),
             "{\"time\":9,\"data\":\"héllo\"}"
         );
     }
@@ -246,7 +249,7 @@ mod tests {
             missed: true,
         };
         assert_eq!(
-            get_body(&read),
+            text(&get_body(&read)),
             r#"{"time":4,"messages":[{"time":3,"data":1},{"time":4,"data":"x"}],"missed":true}"#
         );
         let empty = Read {
@@ -254,12 +257,12 @@ mod tests {
             clock: 9,
             missed: false,
         };
-        assert_eq!(get_body(&empty), r#"{"time":9,"messages":[]}"#);
+        assert_eq!(text(&get_body(&empty)), r#"{"time":9,"messages":[]}"#);
     }
 
     #[test]
     fn jsonp_wraps() {
-        let r = answer("{\"time\":1}".into(), Some("cb"));
+        let r = answer(b"{\"time\":1}".to_vec(), Some("cb"));
         assert_eq!(&*r.body, b"cb({\"time\":1});");
         assert!(r.content_type.starts_with("application/javascript"));
     }

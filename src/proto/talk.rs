@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::stream::{HeadEnv, Pick, StreamKind};
 use super::{channel_name, Action, Ctx, Reply, Request, StreamStart};
 use crate::http::{self, Framing, Method, ResponseHead, Seg};
-use crate::hub::{Draft, Message, Origin};
+use crate::hub::{Draft, Format, Message, Origin};
 
 /// The reply head of a headless pull, byte-exact.
 pub const HEADLESS_PULL_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -27,20 +27,25 @@ pub fn noop_record(terminator: u8) -> &'static [u8] {
     }
 }
 
-/// The record of a message: its body and the terminator, made once per message and shared
-/// by every stream. `None` when the body holds the terminator and cannot be framed.
+/// The record of a message: its body and the terminator, made once per message and
+/// terminator and shared by every stream. `None` when the body holds the terminator and
+/// cannot be framed.
 pub fn record(msg: &Message, terminator: u8) -> Option<Arc<[u8]>> {
-    msg.talk_record
-        .get_or_init(|| {
-            if memchr::memchr(terminator, &msg.body).is_some() {
-                return None;
-            }
-            let mut r = Vec::with_capacity(msg.body.len() + 1);
-            r.extend_from_slice(&msg.body);
-            r.push(terminator);
-            Some(Arc::from(r))
-        })
-        .clone()
+    let render = |msg: &Message| {
+        if memchr::memchr(terminator, &msg.body).is_some() {
+            return None;
+        }
+        let mut r = Vec::with_capacity(msg.body.len() + 1);
+        r.extend_from_slice(&msg.body);
+        r.push(terminator);
+        Some(Arc::from(r))
+    };
+    match terminator {
+        0 => msg.rendered(Format::TalkNul, render),
+        b'\n' => msg.rendered(Format::TalkNewline, render),
+        // No terminator the configuration can name; made each time, not cached.
+        _ => render(msg),
+    }
 }
 
 /// Whether the stream named `name` receives `msg`: a Talk push goes to every stream but
@@ -268,5 +273,11 @@ mod tests {
         assert!(record(&bad, 0).is_none());
         let nl = msg(Origin::Qst, "a", "", "two\nlines");
         assert!(record(&nl, b'\n').is_none());
+        // One message, two terminators: each has its own record.
+        assert_eq!(&*record(&nl, 0).unwrap(), b"two\nlines\0");
+        assert!(record(&nl, b'\n').is_none());
+        let both = msg(Origin::Talk, "a", "", "hi");
+        assert_eq!(&*record(&both, b'\n').unwrap(), b"hi\n");
+        assert_eq!(&*record(&both, 0).unwrap(), b"hi\0");
     }
 }

@@ -100,17 +100,18 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
 
 /// Appends `,"name":value` for each distinct property name not among `KNOWN_KEYS`, in order
 /// of first occurrence; `value` is a string, or an array of strings when the name repeats.
-fn write_properties(props: &[(String, String)], out: &mut Vec<u8>) {
+fn write_properties<S: AsRef<str>>(props: &[(S, S)], out: &mut Vec<u8>) {
+    let props = props.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
     if props.len() <= LINEAR_GROUPING_MAX {
-        for (i, (name, value)) in props.iter().enumerate() {
-            if KNOWN_KEYS.contains(&name.as_str()) || props[..i].iter().any(|(n, _)| n == name) {
+        for (i, (name, value)) in props.clone().enumerate() {
+            if KNOWN_KEYS.contains(&name) || props.clone().take(i).any(|(n, _)| n == name) {
                 continue;
             }
-            let rest = &props[i + 1..];
-            let more = rest
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str());
+            let more = props
+                .clone()
+                .skip(i + 1)
+                .filter(|&(n, _)| n == name)
+                .map(|(_, v)| v);
             write_property(name, value, more, out);
         }
         return;
@@ -118,13 +119,13 @@ fn write_properties(props: &[(String, String)], out: &mut Vec<u8>) {
     let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut order = Vec::new();
     for (name, value) in props {
-        if KNOWN_KEYS.contains(&name.as_str()) {
+        if KNOWN_KEYS.contains(&name) {
             continue;
         }
         groups
             .entry(name)
             .or_insert_with(|| {
-                order.push(name.as_str());
+                order.push(name);
                 Vec::new()
             })
             .push(value);
@@ -720,7 +721,7 @@ mod tests {
             let msgs: Vec<Message> = drafts.into_iter().map(message).collect();
             let want: Vec<Draft> = msgs
                 .iter()
-                .map(|m| Draft { properties: grouped(&m.properties), ..m.to_draft() })
+                .map(|m| { let d = m.to_draft(); Draft { properties: grouped(&d.properties), ..d } })
                 .collect();
             let json = encoded(&msgs);
             prop_assert_eq!(decode(json.as_bytes()), Ok(want), "{}", json);

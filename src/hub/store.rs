@@ -1,0 +1,238 @@
+//! The channel store: what a channel keeps, apart from who waits on it.
+//!
+//! A `ChannelStore` is one channel's data: its log of shared messages, its clock
+//! (PROTOCOLS.md 0.1), retention by count and bytes (0.2), its QST queue state, and the id of
+//! the last message pushed. It assigns `seq`, refuses what a queue cannot take, and answers
+//! reads and QST pulls. It knows nothing of workers, waiters, mailboxes, metrics or locks:
+//! the hub calls it under the channel's shard lock and does the rest (`super::waiters`).
+//!
+//! This is the seam where other storage plugs in (DESIGN.md, "storage"): everything that
+//! must survive a restart, or be shared by several processes, goes through the few calls
+//! here that change a channel — `append` (new messages), `qst_pull` (acknowledgements,
+//! tries), `sync` (the clock) and `retain` (compaction). A durable log writes a record in
+//! `append` and makes it durable between `Hub::append` and `Hub::deliver` (an fsync, or a
+//! group commit shared by many batches), and rebuilds each store by replaying its records
+//! at start-up; a Redis-backed store would keep the same data in Redis. Readers (`read`,
+//! `after`, `qst_pull`) see a batch as soon as `append` returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::message::{Id, Message};
+use super::queue::{self, Ack, AckCounts, Queue};
+use super::{HubError, Limits};
+
+/// What `Hub::read` found after a cursor.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub messages: Vec<Arc<Message>>,
+    /// The channel clock after the read (0 for a channel that does not exist).
+    pub clock: u64,
+    /// Retention dropped a message with `seq > cursor`: the reader missed it.
+    pub missed: bool,
+}
+
+/// What a QST pull got.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub messages: Vec<Arc<Message>>,
+    /// The `ETag` to send: the last message's id, or the last acknowledged id.
+    pub etag: Option<String>,
+}
+
+/// One channel's stored data (see the module doc).
+#[derive(Debug, Default)]
+pub struct ChannelStore {
+    log: VecDeque<Arc<Message>>,
+    /// Bytes of the messages in `log`, as `Message::size` counts them.
+    bytes: usize,
+    clock: u64,
+    /// The highest `seq` retention ever dropped (0: none).
+    dropped: u64,
+    last_id: Option<Id>,
+    queue: Option<Queue>,
+}
+
+impl ChannelStore {
+    pub fn new() -> ChannelStore {
+        ChannelStore::default()
+    }
+
+    /// Advances the clock to at least `now_ms` and returns it (PROTOCOLS.md 0.1, `sync`).
+    pub fn sync(&mut self, now_ms: u64) -> u64 {
+        self.clock = self.clock.max(now_ms);
+        self.clock
+    }
+
+    /// The clock, unchanged.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// The next `seq`: `max(now_ms, clock + 1)`.
+    fn tick(&mut self, now_ms: u64) -> u64 {
+        self.clock = now_ms.max(self.clock + 1);
+        self.clock
+    }
+
+    /// Index of the first message with `seq > cursor`.
+    fn first_after(&self, cursor: u64) -> usize {
+        self.log.partition_point(|m| m.seq <= cursor)
+    }
+
+    /// Whether the channel holds nothing: no message and no queue state.
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty() && self.queue.is_none()
+    }
+
+    /// The id of the last message pushed into the channel, if any.
+    pub fn last_id(&self) -> Option<&Id> {
+        self.last_id.as_ref()
+    }
+
+    /// Drops the oldest messages past the count and byte budgets, except those a queue
+    /// still holds unacknowledged. Returns how many were dropped.
+    pub fn retain(&mut self, limits: &Limits) -> u64 {
+        let mut dropped = 0;
+        while self.log.len() > limits.channel_capacity || self.bytes > limits.channel_bytes {
+            let Some(oldest) = self.log.front() else {
+                break;
+            };
+            if self.queue.as_ref().is_some_and(|q| q.holds(oldest.seq)) {
+                break;
+            }
+            self.bytes -= oldest.size();
+            self.dropped = self.dropped.max(oldest.seq);
+            if let Some(q) = self.queue.as_mut() {
+                q.forget_id(&oldest.id);
+            }
+            self.log.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Makes the channel a QST queue, keeping what it holds now and everything later.
+    pub fn make_queue(&mut self) {
+        if self.queue.is_none() {
+            let acked = self.log.front().map_or(self.clock, |m| m.seq - 1);
+            let mut q = Queue::new(acked);
+            for m in &self.log {
+                q.push(m);
+            }
+            self.queue = Some(q);
+        }
+    }
+
+    /// Removes from `batch` every message whose id the channel already holds, or an
+    /// earlier message of the batch has (a retried push is idempotent). Uses the queue's
+    /// id index, so the log is only scanned when an id's hash is already known.
+    fn drop_known_ids(&self, batch: &mut Vec<Message>) {
+        let Some(q) = self.queue.as_ref() else { return };
+        let mut kept: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut keep = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            let h = queue::id_hash(&m.id);
+            let in_log = q.may_hold_id(h) && self.log.iter().any(|old| old.id == m.id);
+            let earlier = kept
+                .get(&h)
+                .is_some_and(|is| is.iter().any(|&j| batch[j].id == m.id));
+            let fresh = !in_log && !earlier;
+            if fresh {
+                kept.entry(h).or_default().push(i);
+            }
+            keep.push(fresh);
+        }
+        let mut flags = keep.into_iter();
+        batch.retain(|_| flags.next().unwrap_or(false));
+    }
+
+    /// Stores a batch, all or nothing: gives each message its `seq` and appends it to the
+    /// log, then applies retention. Returns the stored messages (a message whose id a queue
+    /// already holds is left out) and how many old ones retention dropped.
+    ///
+    /// `queue` makes the channel a QST queue first (PROTOCOLS.md 0.2); a queue refuses a
+    /// batch that would take it past `queue_capacity` pending messages or `queue_bytes`
+    /// with `QueueFull`, and nothing changes.
+    pub fn append(
+        &mut self,
+        mut batch: Vec<Message>,
+        queue: bool,
+        limits: &Limits,
+        now_ms: u64,
+    ) -> Result<(Vec<Arc<Message>>, u64), HubError> {
+        if queue {
+            self.make_queue();
+        }
+        self.drop_known_ids(&mut batch);
+        if let Some(q) = self.queue.as_ref() {
+            let bytes: usize = batch.iter().map(Message::size).sum();
+            if q.pending() + batch.len() > limits.queue_capacity
+                || self.bytes + bytes > limits.queue_bytes
+            {
+                return Err(HubError::QueueFull);
+            }
+        }
+        let mut stored = Vec::with_capacity(batch.len());
+        for mut m in batch {
+            m.seq = self.tick(now_ms);
+            self.bytes += m.size();
+            if let Some(q) = self.queue.as_mut() {
+                q.push(&m);
+            }
+            let m = Arc::new(m);
+            self.log.push_back(m.clone());
+            stored.push(m);
+        }
+        if let Some(last) = stored.last() {
+            self.last_id = Some(last.id.clone());
+        }
+        let dropped = self.retain(limits);
+        if let Some(q) = self.queue.as_ref() {
+            debug_assert_eq!(q.pending(), q.recount(&self.log), "running pending count");
+        }
+        Ok((stored, dropped))
+    }
+
+    /// Messages with `seq > cursor`, oldest first, at most `max`; the clock; whether the
+    /// cursor fell behind retention.
+    pub fn read(&self, cursor: u64, max: usize) -> Read {
+        let start = self.first_after(cursor);
+        Read {
+            messages: self.log.range(start..).take(max).cloned().collect(),
+            clock: self.clock,
+            missed: self.dropped > cursor,
+        }
+    }
+
+    /// Every retained message with `seq > cursor`, oldest first.
+    pub fn after(&self, cursor: u64) -> impl Iterator<Item = &Arc<Message>> + Clone {
+        self.log.range(self.first_after(cursor)..)
+    }
+
+    /// A QST pull: makes the channel a queue, applies the acknowledgements, then takes the
+    /// pending messages, oldest first, at most `max`, and applies retention (acknowledged
+    /// messages may now go). Returns what was pulled, what changed, and how many messages
+    /// retention dropped. With `ack: None` (a parked pull re-checking) nothing is
+    /// acknowledged.
+    pub fn qst_pull(
+        &mut self,
+        ack: Option<&Ack<'_>>,
+        max: usize,
+        limits: &Limits,
+    ) -> (Pulled, AckCounts, u64) {
+        self.make_queue();
+        let ChannelStore { queue, log, .. } = self;
+        let Some(q) = queue.as_mut() else {
+            return (Pulled::default(), AckCounts::default(), 0);
+        };
+        let mut counts = ack.map(|a| q.ack(log, a)).unwrap_or_default();
+        let messages = q.take(log, max, limits.qst_max_tries, &mut counts);
+        let etag = messages
+            .last()
+            .map(|m| m.id.to_string())
+            .or_else(|| q.acked_id().map(str::to_string));
+        let dropped = self.retain(limits);
+        (Pulled { messages, etag }, counts, dropped)
+    }
+}
