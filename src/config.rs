@@ -154,6 +154,18 @@ config! {
         flag: "channel-idle", value: "SECS", kind: SECS,
         help: "an empty channel with no subscriber is removed after this",
     },
+    channel_ttl: Duration = Duration::from_secs(3600) => {
+        flag: "channel-ttl", value: "SECS", kind: SECS,
+        help: "retained messages older than this are dropped (not those a QST queue still \
+               holds), as nchan's `message_timeout`; a channel left empty is then removed \
+               like any idle one",
+    },
+    retained_bytes: usize = 256 << 20 => {
+        flag: "retained-bytes", value: "N", kind: POSITIVE,
+        help: "retained messages of all channels together, each counted as its bytes plus \
+               256; past it the oldest messages of non-queue channels are dropped first, \
+               and when only unacknowledged queue messages are left publishes get `503`",
+    },
     max_channels: usize = 1_000_000 => {
         flag: "max-channels", value: "N", kind: POSITIVE,
         help: "channels in the hub; creating more answers `503`",
@@ -189,6 +201,16 @@ config! {
     max_output_bytes: usize = 1 << 20 => {
         flag: "max-output-bytes", value: "N", kind: POSITIVE,
         help: "bytes queued to one slow reader before it is closed",
+    },
+    stream_send_buffer: usize = 65536 => {
+        flag: "stream-send-buffer", value: "N", kind: POSITIVE,
+        help: "the kernel send buffer (`SO_SNDBUF`) of a streaming connection, so that \
+               `--max-output-bytes` bounds what a reader that stopped reading holds",
+    },
+    admin_connections: usize = 16 => {
+        flag: "admin-connections", value: "N", kind: COUNT,
+        help: "connections past `--max-connections` kept for `/health` and `/metrics` \
+               (any other request on them gets `503`); 0: refuse at once",
     },
     max_streams_per_channel: usize = 100_000 => {
         flag: "max-streams-per-channel", value: "N", kind: POSITIVE,
@@ -229,6 +251,11 @@ fn positive(v: &str) -> Result<usize, String> {
 fn show_num<T: ToString>(n: &T) -> String {
     n.to_string()
 }
+
+const COUNT: Kind<usize> = Kind {
+    parse: num,
+    show: show_num,
+};
 
 const ADDR: Kind<SocketAddr> = Kind {
     parse: |v| {

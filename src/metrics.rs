@@ -16,8 +16,8 @@ pub enum Proto {
 
 const PROTOS: [&str; 4] = ["talk", "qst", "comet", "other"];
 /// The statuses counted one by one; anything else is counted as "other".
-const STATUSES: [u16; 15] = [
-    100, 200, 204, 400, 401, 403, 404, 405, 408, 411, 413, 415, 431, 500, 503,
+const STATUSES: [u16; 16] = [
+    100, 200, 204, 400, 401, 403, 404, 405, 408, 411, 413, 415, 431, 500, 501, 503,
 ];
 
 /// Slots per counter and gauge. Each thread that counts adds to one slot of its own (see
@@ -67,6 +67,10 @@ impl Gauge {
     pub fn dec(&self) {
         self.0[slot()].0.fetch_sub(1, Relaxed);
     }
+    /// Moves the gauge by `n` (up or down).
+    pub fn add(&self, n: i64) {
+        self.0[slot()].0.fetch_add(n, Relaxed);
+    }
     /// The sum over all slots: exact once the threads that changed it are quiet. While they
     /// are not, the slots are read one by one, so a change that moves between slots during
     /// the read (up on one thread, down on another) may be seen half: off by what changed
@@ -105,6 +109,10 @@ pub struct Metrics {
     pub parked: Gauge,
     pub streaming: Gauge,
     pub channels: Gauge,
+    /// Bytes the hub's retained messages count against `--retained-bytes`.
+    pub retained_bytes: Gauge,
+    /// Bytes held by read buffers, in use and pooled.
+    pub read_buffer_bytes: Gauge,
     requests: [[Counter; STATUSES.len() + 1]; 4],
     pub messages_published: Counter,
     pub messages_delivered: Counter,
@@ -128,6 +136,9 @@ pub struct Metrics {
     pub mailbox_wakes: Counter,
     pub bytes_written: Counter,
     pub internal_errors: Counter,
+    pub messages_evicted: Counter,
+    pub messages_expired: Counter,
+    pub memory_refusals: Counter,
 }
 
 impl Metrics {
@@ -180,6 +191,18 @@ impl Metrics {
         );
         gauge(
             &mut s,
+            "tidings_retained_bytes",
+            "Bytes of retained messages, as counted against --retained-bytes.",
+            self.retained_bytes.get(),
+        );
+        gauge(
+            &mut s,
+            "tidings_read_buffer_bytes",
+            "Bytes held by request read buffers, in use and pooled.",
+            self.read_buffer_bytes.get(),
+        );
+        gauge(
+            &mut s,
             "tidings_resident_memory_bytes",
             "Resident set size of the process.",
             resident_bytes().map_or(-1, |b| b as i64),
@@ -203,7 +226,22 @@ impl Metrics {
             }
         }
 
-        let counters: [(&str, &str, &Counter); 24] = [
+        let counters: [(&str, &str, &Counter); 27] = [
+            (
+                "tidings_messages_evicted_total",
+                "Retained messages dropped, oldest first, to stay within --retained-bytes.",
+                &self.messages_evicted,
+            ),
+            (
+                "tidings_messages_expired_total",
+                "Retained messages dropped as older than --channel-ttl.",
+                &self.messages_expired,
+            ),
+            (
+                "tidings_memory_refusals_total",
+                "Publishes refused (503) because only unacknowledged queue messages were left to drop under --retained-bytes.",
+                &self.memory_refusals,
+            ),
             (
                 "tidings_connections_accepted_total",
                 "Connections accepted.",

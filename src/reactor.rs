@@ -237,9 +237,9 @@ impl Reactor {
                     return;
                 }
             };
-            if shared.open.load(std::sync::atomic::Ordering::Relaxed)
-                >= shared.config.max_connections
-            {
+            let open = shared.open.load(std::sync::atomic::Ordering::Relaxed);
+            let limit = shared.config.max_connections;
+            if open >= limit + shared.config.admin_connections {
                 shared.metrics.connections_refused.inc();
                 debug!("refusing a connection: --max-connections reached");
                 // Best effort: a fresh socket's send buffer is empty, so this never blocks.
@@ -247,14 +247,16 @@ impl Reactor {
                 drop(sock);
                 continue;
             }
-            self.register(sock, kind);
+            // Past the limit, a connection of the admin reserve: `/health` and `/metrics`.
+            let restricted = open >= limit;
+            self.register(sock, kind, restricted);
         }
         if let Some(listener) = self.listeners.get_mut(i) {
             listener.again = true;
         }
     }
 
-    fn register(&mut self, mut sock: TcpStream, kind: Kind) {
+    fn register(&mut self, mut sock: TcpStream, kind: Kind, restricted: bool) {
         let shared = &self.worker.shared;
         let _ = sock.set_nodelay(true);
         let entry = self.conns.vacant_entry();
@@ -279,7 +281,7 @@ impl Reactor {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.metrics.connections_open.inc();
         shared.metrics.connections_accepted.inc();
-        let conn = Conn::new(kind, sock, key, gen, &mut self.worker);
+        let conn = Conn::new(kind, sock, key, gen, restricted, &mut self.worker);
         entry.insert(conn);
     }
 

@@ -98,6 +98,32 @@ impl Handle {
     }
 }
 
+/// Refuses an address that another server already serves. Our own listeners share their
+/// port with `SO_REUSEPORT`, which would let a second process take half the connections (and
+/// half of every queue) in silence; a probe bound without it fails wherever any listener is.
+/// The probe is closed before the real listeners bind.
+fn refuse_if_served(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR only lets the probe past connections of an earlier run in TIME_WAIT.
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{addr} is already in use (another tidings or another server listens \
+                     there); refusing to share it: stop that server or choose another address"
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -127,6 +153,7 @@ impl Server {
         let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addr = config.listen;
         for (i, &(wanted, kind)) in addresses.iter().enumerate() {
+            refuse_if_served(wanted)?;
             let first = listener(wanted)?;
             let bound = first.local_addr()?;
             if i == 0 {
@@ -138,16 +165,7 @@ impl Server {
             }
         }
         let metrics = Arc::new(Metrics::default());
-        let limits = Limits {
-            channel_capacity: config.channel_capacity,
-            channel_bytes: config.channel_bytes,
-            channel_idle: config.channel_idle,
-            max_channels: config.max_channels,
-            max_waiters: config.max_streams_per_channel,
-            queue_capacity: config.queue_capacity,
-            queue_bytes: config.queue_bytes,
-            qst_max_tries: config.qst_max_tries,
-        };
+        let limits = Limits::from_config(&config);
         let auth = match &config.credentials {
             Some(path) => crate::proto::auth::Auth::load(path)?,
             None => crate::proto::auth::Auth::default(),

@@ -94,6 +94,8 @@ pub struct Worker {
     pub shutting_down: bool,
     /// Answers shared by the comet `get`s one delivery wakes.
     pub wake_cache: WakeCache,
+    /// Where every read of this worker lands first (`conn::socket::read`): zeroed once.
+    pub scratch: Box<[u8]>,
     /// The channel whose waiter set is taken out for a delivery (see `begin_delivery`).
     delivering: Option<Arc<str>>,
     /// Waiters that left that channel during the delivery: key, token, Talk name.
@@ -104,16 +106,17 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
         Worker {
             id,
+            pool: BufPool::new(shared.metrics.clone()),
             shared,
             now: 0,
             timers: Timers::default(),
             pending: Vec::new(),
             again: Vec::new(),
             subs: HashMap::new(),
-            pool: BufPool::default(),
             date: DateCache::default(),
             shutting_down: false,
             wake_cache: WakeCache::default(),
+            scratch: vec![0; crate::conn::socket::READ_CHUNK].into_boxed_slice(),
             delivering: None,
             left: Vec::new(),
         }
@@ -214,16 +217,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
     }
     let metrics = Arc::new(Metrics::default());
     let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
-    let limits = Limits {
-        channel_capacity: config.channel_capacity,
-        channel_bytes: config.channel_bytes,
-        channel_idle: config.channel_idle,
-        max_channels: config.max_channels,
-        max_waiters: config.max_streams_per_channel,
-        queue_capacity: config.queue_capacity,
-        queue_bytes: config.queue_bytes,
-        qst_max_tries: config.qst_max_tries,
-    };
+    let limits = Limits::from_config(&config);
     let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
     let shared = Arc::new(Shared {
         config,

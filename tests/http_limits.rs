@@ -280,7 +280,12 @@ fn each_request_restarts_the_idle_timeout() {
 
 #[test]
 fn max_connections_refuses_the_next_connection() {
-    let server = start_with(|c| c.max_connections = 3);
+    // No admin reserve: the connection past the limit is refused at once (the reserve for
+    // `/health` and `/metrics` is tested in tests/hardening.rs).
+    let server = start_with(|c| {
+        c.max_connections = 3;
+        c.admin_connections = 0;
+    });
     let metrics = server.handle.metrics();
     let mut held: Vec<Client> = (0..3)
         .map(|_| {

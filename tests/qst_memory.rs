@@ -75,6 +75,8 @@ fn bytes_held_per_queued_100_byte_qst_message() {
         queue_capacity: N,
         queue_bytes: 1 << 30,
         qst_max_tries: 0,
+        retained_bytes: 1 << 40,
+        channel_ttl: std::time::Duration::ZERO,
     };
     let hub = Hub::new(limits, Vec::new(), Arc::new(Metrics::default()));
     let body = "x".repeat(100);

@@ -98,11 +98,18 @@ pub struct HttpConn {
     /// Reading stopped because the output passed `--max-output-bytes`; resumes once the
     /// client has read it.
     backpressured: bool,
+    /// Accepted past `--max-connections` (into `--admin-connections`): only `/health` and
+    /// `/metrics` are served.
+    restricted: bool,
+    /// A stream started and the shell has not yet sized its send buffer.
+    stream_started: bool,
+    /// The last `process` stopped at `MAX_REQUESTS_PER_TURN` with requests left.
+    yielded: bool,
 }
 
 impl HttpConn {
     /// A new connection: it must send a request head within `--header-timeout`.
-    pub fn new(key: usize, gen: u32, w: &mut Worker) -> HttpConn {
+    pub fn new(key: usize, gen: u32, restricted: bool, w: &mut Worker) -> HttpConn {
         let mut c = HttpConn {
             link: Link::new(key, gen),
             phase: Phase::Head,
@@ -112,6 +119,9 @@ impl HttpConn {
             headless: false,
             peer_closed: false,
             backpressured: false,
+            restricted,
+            stream_started: false,
+            yielded: false,
         };
         let t = w.after(w.shared.config.header_timeout);
         c.link.set_deadline(t, w);
@@ -120,6 +130,11 @@ impl HttpConn {
 
     pub fn phase(&self) -> &Phase {
         &self.phase
+    }
+
+    /// True once after a stream started: the shell then caps the socket's send buffer.
+    pub fn take_stream_started(&mut self) -> bool {
+        std::mem::take(&mut self.stream_started)
     }
 
     /// Whether the connection holds a read buffer.
@@ -187,6 +202,9 @@ impl HttpConn {
         if parked {
             // A parked client that hangs up is dropped at once; anything it pipelined
             // waits in the buffer until the parked request is answered.
+            if let Some(buf) = self.buf.as_mut() {
+                w.pool.note(buf);
+            }
             if capped {
                 w.again.push(self.link.key);
             }
@@ -194,11 +212,13 @@ impl HttpConn {
         }
         let mut next = self.process(w, !capped);
         if let Some(buf) = self.buf.as_mut() {
-            buf.compact();
+            buf.compact_if_worth();
+            w.pool.note(buf);
         }
         let limit = w.shared.config.max_head_bytes + w.shared.config.max_body_bytes + READ_SLACK;
         let stuck = result == SocketResult::Full
             && !self.backpressured
+            && !self.yielded
             && self.buf.as_ref().is_some_and(|b| b.len() >= limit);
         if stuck && next == Next::Keep && matches!(self.phase, Phase::Head | Phase::Body) {
             // The request in the full buffer cannot complete (a chunked body whose encoding
@@ -319,6 +339,7 @@ impl HttpConn {
     /// `drained`: the socket had no more data when the buffer was last filled.
     fn process(&mut self, w: &mut Worker, drained: bool) -> Next {
         let mut answered = 0;
+        self.yielded = false;
         loop {
             if self.out.len() > w.shared.config.max_output_bytes {
                 self.backpressured = true;
@@ -327,6 +348,7 @@ impl HttpConn {
             if answered >= MAX_REQUESTS_PER_TURN && self.buf.is_some() {
                 // Fair to the others on this worker: the rest waits for the next turn.
                 w.again.push(self.link.key);
+                self.yielded = true;
                 return Next::Keep;
             }
             let Some(mut buf) = self.buf.take() else {
@@ -475,6 +497,16 @@ impl HttpConn {
     /// Routes one complete request and queues its answer.
     fn answer(&mut self, head: &http::Head, buf: &[u8], body: &[u8], w: &mut Worker) -> Next {
         let shared = w.shared.clone();
+        if self.restricted && !matches!(head.path.of(buf), b"/health" | b"/metrics") {
+            // A connection of the admin reserve: the server is full for everything else.
+            shared.metrics.connections_refused.inc();
+            shared.metrics.request(Proto::Other, 503);
+            let reply = Reply::text(503, "too many connections").header("Retry-After", "1");
+            self.queue_reply(reply, head.method, head.minor, false, w);
+            self.phase = Phase::Closing { lingering: false };
+            self.link.mark_pending(w);
+            return Next::Keep;
+        }
         let ctx = shared.ctx();
         let req = Request {
             head,
@@ -573,7 +605,8 @@ impl HttpConn {
         }
         let next = self.process(w, true);
         if let Some(buf) = self.buf.as_mut() {
-            buf.compact();
+            buf.compact_if_worth();
+            w.pool.note(buf);
         }
         next
     }
@@ -654,6 +687,7 @@ impl HttpConn {
             stream.offer(msg, &shared.metrics);
         }
         self.phase = Phase::Streaming(Box::new(stream));
+        self.stream_started = true;
         shared.metrics.streaming.inc();
         self.frame_records(w.now);
         let t = w.after(shared.config.talk_keepalive);

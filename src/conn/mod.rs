@@ -134,10 +134,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A new connection of a listener's kind.
-    pub fn new(kind: Kind, sock: TcpStream, key: usize, gen: u32, w: &mut Worker) -> Conn {
+    /// A new connection of a listener's kind. `restricted`: accepted into the admin reserve
+    /// past `--max-connections`.
+    pub fn new(
+        kind: Kind,
+        sock: TcpStream,
+        key: usize,
+        gen: u32,
+        restricted: bool,
+        w: &mut Worker,
+    ) -> Conn {
         let machine = match kind {
-            Kind::Http => Machine::Http(HttpConn::new(key, gen, w)),
+            Kind::Http => Machine::Http(HttpConn::new(key, gen, restricted, w)),
         };
         Conn { sock, machine }
     }
@@ -165,12 +173,13 @@ impl Conn {
         match m.wants_input(w) {
             Input::Pause => Next::Keep,
             Input::Discard => {
-                let r = socket::discard(&mut self.sock);
+                let r = socket::discard(&mut self.sock, &mut w.scratch);
                 m.discarded(r, w)
             }
             Input::Read { limit } => {
                 let peer_closed = m.peer_closed;
-                let (r, _) = socket::read(&mut self.sock, m.input_buf(w), limit, peer_closed);
+                let buf = m.input_buf(w);
+                let (r, _) = socket::read(&mut self.sock, buf, limit, peer_closed, &mut w.scratch);
                 m.received(r, w)
             }
         }
@@ -179,6 +188,13 @@ impl Conn {
     /// Writes what is queued.
     pub fn flush(&mut self, w: &mut Worker) -> Next {
         let Machine::Http(m) = &mut self.machine;
+        if m.take_stream_started() {
+            // What a reader that stopped reading can park in the kernel is bounded too.
+            let size = w.shared.config.stream_send_buffer;
+            if let Err(e) = socket2::SockRef::from(&self.sock).set_send_buffer_size(size) {
+                crate::debug!("setting a stream's send buffer failed: {e}");
+            }
+        }
         loop {
             let (r, n) = socket::write(&mut self.sock, m.output(w));
             w.shared.metrics.bytes_written.add(n as u64);
@@ -188,7 +204,7 @@ impl Conn {
                 Wrote::More => continue,
                 Wrote::ShutdownWrite => {
                     let _ = self.sock.shutdown(std::net::Shutdown::Write);
-                    let r = socket::discard(&mut self.sock);
+                    let r = socket::discard(&mut self.sock, &mut w.scratch);
                     return m.discarded(r, w);
                 }
             }

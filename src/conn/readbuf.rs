@@ -12,7 +12,10 @@
 //! goes back to the pool shrunk to `STEADY_BYTES`, so the pool holds at most
 //! `POOL_MAX * STEADY_BYTES` per worker whatever the clients did.
 
+use std::sync::Arc;
+
 use crate::http::{ChunkedDecoder, Head};
+use crate::metrics::Metrics;
 
 /// Read buffers kept for reuse per worker.
 const POOL_MAX: usize = 256;
@@ -28,6 +31,8 @@ pub struct ReadBuf {
     pub head: Option<Head>,
     /// The chunked body of that request, decoded so far.
     pub chunked: ChunkedDecoder,
+    /// The capacity last counted in `tidings_read_buffer_bytes`.
+    accounted: usize,
 }
 
 impl std::ops::Deref for ReadBuf {
@@ -42,8 +47,10 @@ impl std::ops::Deref for ReadBuf {
 impl ReadBuf {
     /// Appends input.
     pub fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.store.capacity() - self.store.len() < bytes.len() {
-            self.compact();
+        if self.store.capacity() - self.store.len() < bytes.len() {
+            // Reuse the consumed front when moving the rest costs no more than it gives
+            // back; otherwise let the storage grow (it is bounded by the read limit).
+            self.compact_if_worth();
         }
         self.store.extend_from_slice(bytes);
     }
@@ -65,7 +72,16 @@ impl ReadBuf {
         self.chunked.reset();
     }
 
-    /// Moves the unconsumed input to the front of the storage. Call once per read event.
+    /// Moves the unconsumed input to the front when that copies no more than was consumed
+    /// since the last move, so the copying stays linear in the input however the requests
+    /// are spread over read events and turns. Call once per read event.
+    pub fn compact_if_worth(&mut self) {
+        if self.start >= self.store.len() - self.start {
+            self.compact();
+        }
+    }
+
+    /// Moves the unconsumed input to the front of the storage.
     pub fn compact(&mut self) {
         if self.start > 0 {
             self.store.drain(..self.start);
@@ -90,17 +106,36 @@ impl ReadBuf {
     }
 }
 
-/// A worker's spare read buffers.
-#[derive(Default)]
+/// A worker's spare read buffers. It counts the bytes of every buffer it handed out or
+/// keeps in `tidings_read_buffer_bytes`.
 pub struct BufPool {
     // Boxed so handing one out moves a pointer, not the buffer and its parsed head.
     #[allow(clippy::vec_box)]
     bufs: Vec<Box<ReadBuf>>,
     /// Buffers handed out and not yet given back (for tests and invariants).
     out: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl BufPool {
+    pub fn new(metrics: Arc<Metrics>) -> BufPool {
+        BufPool {
+            bufs: Vec::new(),
+            out: 0,
+            metrics,
+        }
+    }
+
+    /// Counts what a buffer in use grew or shrank by since it was last counted.
+    pub fn note(&self, buf: &mut ReadBuf) {
+        let cap = buf.capacity();
+        if cap != buf.accounted {
+            let delta = cap as i64 - buf.accounted as i64;
+            self.metrics.read_buffer_bytes.add(delta);
+            buf.accounted = cap;
+        }
+    }
+
     /// A buffer with no input (boxed, so a connection that holds none pays one pointer).
     pub fn take(&mut self) -> Box<ReadBuf> {
         self.out += 1;
@@ -114,7 +149,10 @@ impl BufPool {
             buf.clear();
             buf.store.shrink_to(STEADY_BYTES);
             buf.chunked.body.shrink_to(STEADY_BYTES);
+            self.note(&mut buf);
             self.bufs.push(buf);
+        } else {
+            self.metrics.read_buffer_bytes.add(-(buf.accounted as i64));
         }
     }
 
@@ -171,7 +209,8 @@ mod tests {
 
     #[test]
     fn pool_counts_buffers_out_and_shrinks_what_comes_back() {
-        let mut p = BufPool::default();
+        let metrics = Arc::new(Metrics::default());
+        let mut p = BufPool::new(metrics.clone());
         let mut a = p.take();
         a.extend(b"x");
         assert!(
@@ -180,11 +219,15 @@ mod tests {
         );
         let mut big = p.take();
         big.extend(&vec![0u8; 1 << 20]);
+        p.note(&mut a);
+        p.note(&mut big);
+        assert!(metrics.read_buffer_bytes.get() >= 1 << 20);
         assert_eq!(p.in_use(), 2);
         p.give(a);
         p.give(big);
         assert_eq!(p.in_use(), 0);
         assert!(p.spare_bytes() <= 2 * STEADY_BYTES, "{}", p.spare_bytes());
+        assert_eq!(metrics.read_buffer_bytes.get(), p.spare_bytes() as i64);
         assert!(p.take().is_empty(), "a pooled buffer comes back empty");
     }
 }

@@ -198,7 +198,7 @@ impl Sim {
             let gen = 1 + c as u32;
             gens.insert(c, gen);
             sim_clients.push(Client {
-                machine: Some(HttpConn::new(c, gen, &mut w)),
+                machine: Some(HttpConn::new(c, gen, false, &mut w)),
                 script,
                 sent: 0,
                 hang_up_at,
@@ -523,7 +523,7 @@ mod machine {
         let (shared, _) = test_shared(config);
         let mut w = Worker::new(0, shared);
         w.now = 1;
-        let m = HttpConn::new(0, 1, &mut w);
+        let m = HttpConn::new(0, 1, false, &mut w);
         (w, m)
     }
 

@@ -34,26 +34,27 @@ pub enum SocketResult {
 
 /// Reads into `buf` until the socket would block, the input reaches `limit` bytes, or the
 /// loop cap. Returns the bytes read too. `peer_closed`: the poller reported a hang-up, so
-/// read on to the EOF (no later edge would come). Each read goes to a scratch array first,
-/// so the buffer grows by what arrived, not by a whole read size.
+/// read on to the EOF (no later edge would come). Each read goes to `scratch` (the worker's,
+/// `READ_CHUNK` bytes, zeroed once) first, so the buffer grows by what arrived, not by a
+/// whole read size.
 pub fn read(
     sock: &mut impl Read,
     buf: &mut ReadBuf,
     limit: usize,
     peer_closed: bool,
+    scratch: &mut [u8],
 ) -> (SocketResult, usize) {
     let mut total = 0;
-    let mut scratch = [0u8; READ_CHUNK];
     for _ in 0..MAX_READS_PER_EVENT {
         if buf.len() >= limit {
             return (SocketResult::Full, total);
         }
-        match sock.read(&mut scratch) {
+        match sock.read(scratch) {
             Ok(0) => return (SocketResult::Closed, total),
             Ok(n) => {
                 buf.extend(&scratch[..n]);
                 total += n;
-                if n < READ_CHUNK && !peer_closed {
+                if n < scratch.len() && !peer_closed {
                     // A short read took all there was: data arriving later raises a new
                     // edge, so asking again would only return EAGAIN.
                     return (SocketResult::Done, total);
@@ -71,10 +72,9 @@ pub fn read(
 
 /// Reads and drops input: a stream's client has nothing more to say; a closing connection
 /// drains until its peer's EOF.
-pub fn discard(sock: &mut impl Read) -> SocketResult {
-    let mut scratch = [0u8; 4096];
+pub fn discard(sock: &mut impl Read, scratch: &mut [u8]) -> SocketResult {
     for _ in 0..MAX_READS_PER_EVENT {
-        match sock.read(&mut scratch) {
+        match sock.read(scratch) {
             Ok(0) => return SocketResult::Closed,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return SocketResult::Done,
@@ -176,13 +176,13 @@ mod tests {
         let mut buf = ReadBuf::default();
         let mut p = pipe(b"hello", 5, true);
         assert_eq!(
-            read(&mut p, &mut buf, 1 << 20, false),
+            read(&mut p, &mut buf, 1 << 20, false, &mut [0; READ_CHUNK]),
             (SocketResult::Done, 5)
         );
         let mut buf = ReadBuf::default();
         let mut p = pipe(b"hello", 5, true);
         assert_eq!(
-            read(&mut p, &mut buf, 1 << 20, true),
+            read(&mut p, &mut buf, 1 << 20, true, &mut [0; READ_CHUNK]),
             (SocketResult::Closed, 5)
         );
         assert_eq!(&*buf, b"hello");
@@ -194,11 +194,17 @@ mod tests {
         let mut buf = ReadBuf::default();
         let mut p = pipe(&big, READ_CHUNK, false);
         assert_eq!(
-            read(&mut p, &mut buf, READ_CHUNK * 2, false),
+            read(
+                &mut p,
+                &mut buf,
+                READ_CHUNK * 2,
+                false,
+                &mut [0; READ_CHUNK]
+            ),
             (SocketResult::Full, READ_CHUNK * 2)
         );
         let mut buf = ReadBuf::default();
-        let (r, n) = read(&mut p, &mut buf, usize::MAX, false);
+        let (r, n) = read(&mut p, &mut buf, usize::MAX, false, &mut [0; READ_CHUNK]);
         assert_eq!(r, SocketResult::Continue);
         assert_eq!(n, READ_CHUNK * MAX_READS_PER_EVENT);
     }
@@ -219,8 +225,8 @@ mod tests {
     #[test]
     fn discard_reads_to_the_eof() {
         let mut p = pipe(&[7u8; 10_000], 4096, true);
-        assert_eq!(discard(&mut p), SocketResult::Closed);
+        assert_eq!(discard(&mut p, &mut [0; 4096]), SocketResult::Closed);
         let mut p = pipe(&[7u8; 10], 4096, false);
-        assert_eq!(discard(&mut p), SocketResult::Done);
+        assert_eq!(discard(&mut p, &mut [0; 4096]), SocketResult::Done);
     }
 }

@@ -40,8 +40,9 @@ pub use queue::Ack;
 pub use store::{ChannelStore, Pulled, Read};
 pub use waiters::{Mail, Mailbox, Notify, WaiterRef, Waiters};
 
+use std::cmp::Reverse;
 use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +63,9 @@ pub enum HubError {
     TooManyWaiters,
     /// The QST queue cannot take the whole batch: 503 with `Retry-After`.
     QueueFull,
+    /// `--retained-bytes` reached and only unacknowledged queue messages are left to drop:
+    /// 503 with `Retry-After`.
+    MemoryFull,
 }
 
 impl std::fmt::Display for HubError {
@@ -70,6 +74,7 @@ impl std::fmt::Display for HubError {
             HubError::TooManyChannels => "too many channels",
             HubError::TooManyWaiters => "too many subscribers on this channel",
             HubError::QueueFull => "queue full, retry later",
+            HubError::MemoryFull => "server memory budget reached, retry later",
         })
     }
 }
@@ -85,6 +90,28 @@ pub struct Limits {
     pub queue_capacity: usize,
     pub queue_bytes: usize,
     pub qst_max_tries: u32,
+    /// The budget for every channel's retained messages together (`--retained-bytes`).
+    pub retained_bytes: usize,
+    /// Retained messages older than this are dropped (`--channel-ttl`; zero: never).
+    pub channel_ttl: Duration,
+}
+
+impl Limits {
+    /// The hub's limits as the configuration sets them.
+    pub fn from_config(c: &crate::config::Config) -> Limits {
+        Limits {
+            channel_capacity: c.channel_capacity,
+            channel_bytes: c.channel_bytes,
+            channel_idle: c.channel_idle,
+            max_channels: c.max_channels,
+            max_waiters: c.max_streams_per_channel,
+            queue_capacity: c.queue_capacity,
+            queue_bytes: c.queue_bytes,
+            qst_max_tries: c.qst_max_tries,
+            retained_bytes: c.retained_bytes,
+            channel_ttl: c.channel_ttl,
+        }
+    }
 }
 
 /// A channel: its store and its waiters (see the module doc).
@@ -93,6 +120,8 @@ struct Channel {
     store: ChannelStore,
     waiters: Waiters,
     last_active: Instant,
+    /// The channel has an entry in the hub's `oldest` heap.
+    in_oldest: bool,
 }
 
 impl Channel {
@@ -102,6 +131,7 @@ impl Channel {
             store: ChannelStore::new(),
             waiters: Waiters::default(),
             last_active: Instant::now(),
+            in_oldest: false,
         }
     }
 
@@ -179,7 +209,16 @@ pub struct Hub {
     id_counter: AtomicU64,
     /// QST v1 `setaddress`: the address each account's gateway last reported.
     addresses: Mutex<HashMap<String, String>>,
+    /// What every channel's retained messages count against `--retained-bytes`.
+    retained: AtomicU64,
+    /// The non-queue channels that retain messages, by the `seq` of their oldest message
+    /// (a key may be older than the channel's front, never newer): the memory budget drops
+    /// from the first. One entry per channel, so it is as large as the channel count.
+    oldest: Mutex<OldestFirst>,
 }
+
+/// Channels by the `seq` of their oldest retained message, oldest on top.
+type OldestFirst = BinaryHeap<Reverse<(u64, Arc<str>)>>;
 
 /// One lock's worth of channels.
 type Shard = Mutex<HashMap<Arc<str>, Channel>>;
@@ -212,7 +251,62 @@ impl Hub {
             id_prefix,
             id_counter: AtomicU64::new(0),
             addresses: Mutex::new(HashMap::new()),
+            retained: AtomicU64::new(0),
+            oldest: Mutex::new(BinaryHeap::new()),
         }
+    }
+
+    /// Records a change of a channel's footprint in the retained total.
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            let d = (after - before) as u64;
+            self.retained.fetch_add(d, Ordering::Relaxed);
+            self.metrics.retained_bytes.add(d as i64);
+        } else {
+            let d = (before - after) as u64;
+            self.retained.fetch_sub(d, Ordering::Relaxed);
+            self.metrics.retained_bytes.add(-(d as i64));
+        }
+    }
+
+    /// Gives a non-queue channel that retains messages its entry in the `oldest` heap.
+    /// Called under the channel's shard lock (lock order: shard, then the heap).
+    fn note_oldest(&self, ch: &mut Channel) {
+        if ch.in_oldest || ch.store.is_queue() {
+            return;
+        }
+        if let Some(front) = ch.store.front_seq() {
+            lock(&self.oldest).push(Reverse((front, ch.name.clone())));
+            ch.in_oldest = true;
+        }
+    }
+
+    /// Makes room for `incoming` more bytes within `--retained-bytes`: drops the oldest
+    /// retained messages of non-queue channels first. `MemoryFull` when only messages that
+    /// queues still hold are left. Called with no lock held.
+    fn make_room(&self, incoming: usize) -> Result<(), HubError> {
+        let budget = self.limits.retained_bytes as u64;
+        while self.retained.load(Ordering::Relaxed) + incoming as u64 > budget {
+            let popped = lock(&self.oldest).pop();
+            let Some(Reverse((seq, name))) = popped else {
+                self.metrics.memory_refusals.inc();
+                return Err(HubError::MemoryFull);
+            };
+            self.with_existing(&name, |ch| {
+                ch.in_oldest = false;
+                if ch.store.is_queue() {
+                    return;
+                }
+                let before = ch.store.footprint();
+                if ch.store.front_seq() == Some(seq) && ch.store.evict_oldest() {
+                    self.metrics.messages_evicted.inc();
+                }
+                self.account(before, ch.store.footprint());
+                // Back in the heap by its (new) oldest message, if it has one.
+                self.note_oldest(ch);
+            });
+        }
+        Ok(())
     }
 
     fn shard(&self, name: &str) -> &Shard {
@@ -289,8 +383,16 @@ impl Hub {
         then: impl FnOnce(&mut Channel, &[Arc<Message>]) -> R,
     ) -> Result<(Vec<Arc<Message>>, R), HubError> {
         let prepared = self.prepare(drafts, origin);
+        let incoming = prepared
+            .iter()
+            .map(|m| m.size() + store::MESSAGE_OVERHEAD)
+            .sum();
+        self.make_room(incoming)?;
         let (stored, after) = self.with_channel(channel, |ch| {
-            let (stored, dropped) = match ch.store.append(prepared, queue, &self.limits, now_ms()) {
+            let before = ch.store.footprint();
+            let appended = ch.store.append(prepared, queue, &self.limits, now_ms());
+            self.account(before, ch.store.footprint());
+            let (stored, dropped) = match appended {
                 Ok(s) => s,
                 Err(e) => {
                     if e == HubError::QueueFull {
@@ -300,6 +402,7 @@ impl Hub {
                 }
             };
             ch.last_active = Instant::now();
+            self.note_oldest(ch);
             self.metrics.messages_dropped_retention.add(dropped);
             let after = then(ch, &stored);
             Ok((stored, after))
@@ -483,7 +586,9 @@ impl Hub {
     ) -> Result<Pulled, HubError> {
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
+            let before = ch.store.footprint();
             let (pulled, counts, dropped) = ch.store.qst_pull(ack, max, &self.limits);
+            self.account(before, ch.store.footprint());
             self.metrics.qst_acked.add(counts.acked);
             self.metrics.qst_failed.add(counts.failed);
             self.metrics.qst_expired.add(counts.expired);
@@ -508,14 +613,27 @@ impl Hub {
         lock(&self.addresses).get(account).cloned()
     }
 
-    /// Removes channels idle past `--channel-idle`: no messages, no waiters, no queue.
-    /// Returns how many were removed.
+    /// Drops retained messages older than `--channel-ttl` (those a queue holds stay), then
+    /// removes channels idle past `--channel-idle`: no messages, no waiters, no queue.
+    /// Returns how many channels were removed.
     pub fn sweep(&self) -> usize {
         let mut removed = 0;
+        let ttl = self.limits.channel_ttl.as_millis() as u64;
+        let expire_before = if ttl > 0 {
+            now_ms().saturating_sub(ttl)
+        } else {
+            0
+        };
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let before = shard.len();
             shard.retain(|_, ch| {
+                if ch.store.front_seq().is_some_and(|s| s < expire_before) {
+                    let footprint = ch.store.footprint();
+                    let n = ch.store.expire(expire_before);
+                    self.account(footprint, ch.store.footprint());
+                    self.metrics.messages_expired.add(n);
+                }
                 !(ch.idle() && ch.last_active.elapsed() >= self.limits.channel_idle)
             });
             removed += before - shard.len();
@@ -558,6 +676,8 @@ mod tests {
             queue_capacity: 5,
             queue_bytes: 1 << 20,
             qst_max_tries: 0,
+            retained_bytes: 1 << 30,
+            channel_ttl: Duration::ZERO,
         }
     }
 

@@ -22,6 +22,10 @@ use super::message::{Id, Message};
 use super::queue::{self, Ack, AckCounts, Queue};
 use super::{HubError, Limits};
 
+/// What a retained message costs beyond its bytes, counted against `--retained-bytes`: about
+/// what a stored message, its `Arc` and its log slot take (measured: `tests/qst_memory.rs`).
+pub const MESSAGE_OVERHEAD: usize = 256;
+
 /// What `Hub::read` found after a cursor.
 #[derive(Debug, Default)]
 pub struct Read {
@@ -90,23 +94,67 @@ impl ChannelStore {
         self.last_id.as_ref()
     }
 
+    /// Bytes of the retained messages, as `Message::size` counts them.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What the retained messages count against the hub's `--retained-bytes`: their bytes
+    /// plus `MESSAGE_OVERHEAD` each.
+    pub fn footprint(&self) -> usize {
+        self.bytes + self.log.len() * MESSAGE_OVERHEAD
+    }
+
+    /// The `seq` of the oldest retained message.
+    pub fn front_seq(&self) -> Option<u64> {
+        self.log.front().map(|m| m.seq)
+    }
+
+    /// Whether the channel is a QST queue.
+    pub fn is_queue(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Drops the oldest message unless a queue holds it unacknowledged. Returns whether one
+    /// was dropped (a reader behind it sees `missed`).
+    fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.log.front() else {
+            return false;
+        };
+        if self.queue.as_ref().is_some_and(|q| q.holds(oldest.seq)) {
+            return false;
+        }
+        self.bytes -= oldest.size();
+        self.dropped = self.dropped.max(oldest.seq);
+        if let Some(q) = self.queue.as_mut() {
+            q.forget_id(&oldest.id);
+        }
+        self.log.pop_front();
+        true
+    }
+
     /// Drops the oldest messages past the count and byte budgets, except those a queue
     /// still holds unacknowledged. Returns how many were dropped.
     pub fn retain(&mut self, limits: &Limits) -> u64 {
         let mut dropped = 0;
-        while self.log.len() > limits.channel_capacity || self.bytes > limits.channel_bytes {
-            let Some(oldest) = self.log.front() else {
-                break;
-            };
-            if self.queue.as_ref().is_some_and(|q| q.holds(oldest.seq)) {
-                break;
-            }
-            self.bytes -= oldest.size();
-            self.dropped = self.dropped.max(oldest.seq);
-            if let Some(q) = self.queue.as_mut() {
-                q.forget_id(&oldest.id);
-            }
-            self.log.pop_front();
+        while (self.log.len() > limits.channel_capacity || self.bytes > limits.channel_bytes)
+            && self.drop_oldest()
+        {
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Drops the oldest message for the hub's memory budget, unless a queue holds it.
+    pub fn evict_oldest(&mut self) -> bool {
+        self.drop_oldest()
+    }
+
+    /// Drops the messages stored before `before_seq` (a `seq` is the time it was stored,
+    /// in ms, or a little later), unless a queue holds them. Returns how many.
+    pub fn expire(&mut self, before_seq: u64) -> u64 {
+        let mut dropped = 0;
+        while self.front_seq().is_some_and(|s| s < before_seq) && self.drop_oldest() {
             dropped += 1;
         }
         dropped

@@ -113,6 +113,11 @@ fn decide(ctx: &Ctx<'_>, req: &Request<'_>) -> Result<Action, Reply> {
             let message = req
                 .param("message")
                 .ok_or_else(|| Reply::text(400, "message is required"))?;
+            // Comet delivers JSON: bytes that are not UTF-8 could only reach a client as
+            // replacement characters, so they are refused rather than stored changed.
+            if std::str::from_utf8(&message).is_err() {
+                return Err(Reply::text(400, "message is not UTF-8"));
+            }
             if message.len() > ctx.config.max_message_bytes {
                 return Err(Reply::text(413, "message too large"));
             }
