@@ -177,11 +177,12 @@ impl ChannelStore {
     /// id index, so the log is only scanned when an id's hash is already known.
     fn drop_known_ids(&self, batch: &mut Vec<Message>) {
         let Some(q) = self.queue.as_ref() else { return };
-        let mut kept: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut kept: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut keep = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             let h = queue::id_hash(&m.id);
-            let in_log = q.may_hold_id(h) && self.log.iter().any(|old| old.id == m.id);
+            // A retried id is most likely recent: look from the newest end.
+            let in_log = q.may_hold_id(h) && self.log.iter().rev().any(|old| old.id == m.id);
             let earlier = kept
                 .get(&h)
                 .is_some_and(|is| is.iter().any(|&j| batch[j].id == m.id));

@@ -140,6 +140,11 @@ impl Waiters {
         }
     }
 
+    /// Records that everything up to `upto` was delivered (with no waiter to post to).
+    pub fn mark_delivered(&mut self, upto: u64) {
+        self.delivered = self.delivered.max(upto);
+    }
+
     /// Posts `Deliver` mail for each message in `msgs` (oldest first) with `seq` above
     /// `delivered` and at most `upto`, to every worker with waiters here, and moves
     /// `delivered` to `upto`. Returns the workers to wake. Called under the shard lock,
