@@ -2,5 +2,6 @@
 //! the session machine, SASL and urn:M dispatch. Sans-io: bytes in, bytes and actions out.
 
 pub mod sasl;
+pub mod session;
 pub mod stanza;
 pub mod tokenizer;

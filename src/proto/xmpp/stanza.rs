@@ -260,3 +260,62 @@ mod tests {
         assert_eq!(escape("a<b>&'\""), "a&lt;b&gt;&amp;&apos;&quot;");
     }
 }
+
+/// Writes an element back as XML, with `from` set to `from` on the element itself when
+/// given (the server stamps the sender, RFC 6120 8.1.2.1) and the attributes escaped.
+pub fn write(el: &Element, from: Option<&str>, out: &mut String) {
+    out.push('<');
+    out.push_str(&el.name);
+    if let Some(from) = from {
+        push_attr(out, "from", from);
+    }
+    for (k, v) in &el.attrs {
+        if from.is_some() && k == "from" {
+            continue;
+        }
+        push_attr(out, k, v);
+    }
+    if el.children.is_empty() && el.text.is_empty() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    out.push_str(&escape(&el.text));
+    for c in &el.children {
+        write(c, None, out);
+    }
+    out.push_str("</");
+    out.push_str(&el.name);
+    out.push('>');
+}
+
+fn push_attr(out: &mut String, k: &str, v: &str) {
+    out.push(' ');
+    out.push_str(k);
+    out.push_str("='");
+    out.push_str(&escape(v));
+    out.push('\'');
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_rewritten_with_the_sender_stamped() {
+        let m = parse(
+            b"<message to='b@x' from='forged@x' type='chat'><body>hi &amp; bye</body></message>",
+        )
+        .unwrap();
+        let mut out = String::new();
+        write(&m, Some("a@x/phone"), &mut out);
+        assert_eq!(
+            out,
+            "<message from='a@x/phone' to='b@x' type='chat'><body>hi &amp; bye</body></message>"
+        );
+        assert_eq!(
+            parse(out.as_bytes()).unwrap().attr("from"),
+            Some("a@x/phone")
+        );
+    }
+}
