@@ -107,6 +107,14 @@ config! {
         flag: "listen", value: "ADDR", kind: ADDR,
         help: "address to serve on",
     },
+    xmpp_listen: Option<SocketAddr> = Some(SocketAddr::from(([127, 0, 0, 1], 5222))) => {
+        flag: "xmpp-listen", value: "ADDR|off", kind: ADDR_OR_OFF,
+        help: "address of the XMPP client listener (Message); `off` disables it",
+    },
+    xmpp_domain: String = "localhost".to_string() => {
+        flag: "xmpp-domain", value: "NAME", kind: DOMAIN,
+        help: "the XMPP domain (JIDs are `user@NAME`)",
+    },
     workers: usize = std::thread::available_parallelism().map_or(1, |n| n.get()) => {
         flag: "workers", value: "N", kind: WORKERS,
         help: "reactor threads (1 to 64)",
@@ -255,6 +263,35 @@ fn show_num<T: ToString>(n: &T) -> String {
 const COUNT: Kind<usize> = Kind {
     parse: num,
     show: show_num,
+};
+
+const ADDR_OR_OFF: Kind<Option<SocketAddr>> = Kind {
+    parse: |v| {
+        if v == "off" {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| format!("expected IP:PORT or off, got {v:?}"))
+    },
+    show: |v| v.map_or("off".to_string(), |a| a.to_string()),
+};
+
+const DOMAIN: Kind<String> = Kind {
+    parse: |v| {
+        let ok = !v.is_empty()
+            && v.len() <= 255
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+        if ok {
+            Ok(v.to_ascii_lowercase())
+        } else {
+            Err(format!(
+                "expected a domain name (letters, digits, '.', '-'), got {v:?}"
+            ))
+        }
+    },
+    show: |v| v.clone(),
 };
 
 const ADDR: Kind<SocketAddr> = Kind {

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub retained_bytes: Gauge,
     /// Bytes held by read buffers, in use and pooled.
     pub read_buffer_bytes: Gauge,
+    /// Authenticated XMPP sessions.
+    pub xmpp_sessions: Gauge,
     requests: [[Counter; STATUSES.len() + 1]; 4],
     pub messages_published: Counter,
     pub messages_delivered: Counter,
@@ -194,6 +196,12 @@ impl Metrics {
             "tidings_retained_bytes",
             "Bytes of retained messages, as counted against --retained-bytes.",
             self.retained_bytes.get(),
+        );
+        gauge(
+            &mut s,
+            "tidings_xmpp_sessions",
+            "Authenticated XMPP sessions.",
+            self.xmpp_sessions.get(),
         );
         gauge(
             &mut s,

@@ -309,6 +309,18 @@ impl Reactor {
                         self.with_conn(key, |c, l| c.end_stream(l));
                     }
                 }
+                Mail::Stanza { token, stanza } => {
+                    let (key, gen) = untoken(token);
+                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                        self.with_conn(key, |c, w| c.deliver_stanza(&stanza, w));
+                    }
+                }
+                Mail::Replaced { token } => {
+                    let (key, gen) = untoken(token);
+                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                        self.with_conn(key, |c, w| c.replaced(w));
+                    }
+                }
                 Mail::Shutdown => self.begin_shutdown(),
             }
         }

@@ -39,6 +39,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// A running server: its worker threads and what they share.
 pub struct Server {
     addr: SocketAddr,
+    xmpp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -147,29 +148,44 @@ impl Server {
             mailboxes.push(Arc::new(Mailbox::new(Box::new(WakerNotify(waker)))));
             polls.push(poll);
         }
+        let auth = match &config.credentials {
+            Some(path) => crate::proto::auth::Auth::load(path)?,
+            None => crate::proto::auth::Auth::default(),
+        };
+        if let Some(xmpp) = config.xmpp_listen {
+            if auth.is_empty() && !xmpp.ip().is_loopback() {
+                // The demo account must never face a network (PROTOCOLS.md 4.1).
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "--xmpp-listen {xmpp} is not a loopback address and there are no users: \
+                         give --credentials, or --xmpp-listen off"
+                    ),
+                ));
+            }
+        }
         // Every worker gets its own socket for each listening address; the first socket
         // decides the port (port 0 asks the OS) and the others share it.
-        let addresses = [(config.listen, Kind::Http)];
+        let mut addresses = vec![(config.listen, Kind::Http)];
+        if let Some(xmpp) = config.xmpp_listen {
+            addresses.push((xmpp, Kind::Xmpp));
+        }
         let mut per_worker: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut addr = config.listen;
-        for (i, &(wanted, kind)) in addresses.iter().enumerate() {
+        let mut bound_addrs = Vec::with_capacity(addresses.len());
+        for &(wanted, kind) in &addresses {
             refuse_if_served(wanted)?;
             let first = listener(wanted)?;
             let bound = first.local_addr()?;
-            if i == 0 {
-                addr = bound;
-            }
+            bound_addrs.push(bound);
             per_worker[0].push(Listener::new(first, kind));
             for sockets in per_worker.iter_mut().skip(1) {
                 sockets.push(Listener::new(listener(bound)?, kind));
             }
         }
+        let addr = bound_addrs[0];
+        let xmpp_addr = bound_addrs.get(1).copied();
         let metrics = Arc::new(Metrics::default());
         let limits = Limits::from_config(&config);
-        let auth = match &config.credentials {
-            Some(path) => crate::proto::auth::Auth::load(path)?,
-            None => crate::proto::auth::Auth::default(),
-        };
         let hub = Hub::new(limits, mailboxes.clone(), metrics.clone());
         let shared = Arc::new(Shared {
             config,
@@ -177,6 +193,7 @@ impl Server {
             metrics,
             auth,
             open: Default::default(),
+            xmpp: Default::default(),
         });
         let mut threads = Vec::with_capacity(workers);
         for (id, ((poll, listeners), mailbox)) in
@@ -188,9 +205,15 @@ impl Server {
                 .spawn(move || reactor.run())?;
             threads.push(thread);
         }
-        info!("tidings serving on {addr} with {workers} workers");
+        match xmpp_addr {
+            Some(x) => {
+                info!("tidings serving HTTP on {addr} and XMPP on {x} with {workers} workers")
+            }
+            None => info!("tidings serving on {addr} with {workers} workers"),
+        }
         Ok(Server {
             addr,
+            xmpp_addr,
             shared,
             threads,
         })
@@ -199,6 +222,11 @@ impl Server {
     /// The address the server listens on (with the port the OS chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The XMPP listener's address, when `--xmpp-listen` is on.
+    pub fn xmpp_addr(&self) -> Option<SocketAddr> {
+        self.xmpp_addr
     }
 
     pub fn handle(&self) -> Handle {

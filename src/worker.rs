@@ -26,6 +26,8 @@ pub struct Shared {
     pub auth: proto::auth::Auth,
     /// Connections open on all workers (for `--max-connections`).
     pub open: AtomicUsize,
+    /// The XMPP sessions bound on every worker, by JID.
+    pub xmpp: proto::xmpp::registry::Registry,
 }
 
 impl Shared {
@@ -225,6 +227,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
         metrics,
         auth: Default::default(),
         open: Default::default(),
+        xmpp: Default::default(),
     });
     (shared, mailbox)
 }

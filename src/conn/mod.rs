@@ -15,6 +15,7 @@ pub mod out;
 pub mod readbuf;
 pub mod socket;
 pub mod stream;
+pub mod xmpp;
 
 #[cfg(test)]
 mod sim;
@@ -27,6 +28,7 @@ use mio::net::TcpStream;
 use crate::hub::Message;
 use crate::worker::Worker;
 use http::{HttpConn, Input, Wrote};
+use xmpp::XmppConn;
 
 /// A token names a connection: its slab key, and a generation so a reused key does not
 /// receive its predecessor's events or deadlines.
@@ -51,6 +53,8 @@ pub enum Next {
 pub enum Kind {
     /// HTTP/1.1: QST, comet, Talk and the operational endpoints.
     Http,
+    /// XMPP client streams (Message).
+    Xmpp,
 }
 
 /// How a connection is found again by its worker: its slab key and generation, its one
@@ -125,6 +129,7 @@ impl Link {
 /// A connection machine of some kind.
 pub enum Machine {
     Http(HttpConn),
+    Xmpp(XmppConn),
 }
 
 /// One client connection: its socket and its machine.
@@ -146,6 +151,7 @@ impl Conn {
     ) -> Conn {
         let machine = match kind {
             Kind::Http => Machine::Http(HttpConn::new(key, gen, restricted, w)),
+            Kind::Xmpp => Machine::Xmpp(XmppConn::new(key, gen, w)),
         };
         Conn { sock, machine }
     }
@@ -157,6 +163,7 @@ impl Conn {
     pub fn gen(&self) -> u32 {
         match &self.machine {
             Machine::Http(m) => m.link.gen,
+            Machine::Xmpp(m) => m.link.gen,
         }
     }
 
@@ -164,48 +171,79 @@ impl Conn {
     pub fn note_read_closed(&mut self) {
         match &mut self.machine {
             Machine::Http(m) => m.peer_closed = true,
+            Machine::Xmpp(m) => m.peer_closed = true,
         }
     }
 
     /// The socket is readable (or its peer hung up).
     pub fn on_readable(&mut self, w: &mut Worker) -> Next {
-        let Machine::Http(m) = &mut self.machine;
-        match m.wants_input(w) {
-            Input::Pause => Next::Keep,
-            Input::Discard => {
-                let r = socket::discard(&mut self.sock, &mut w.scratch);
-                m.discarded(r, w)
-            }
-            Input::Read { limit } => {
-                let peer_closed = m.peer_closed;
-                let buf = m.input_buf(w);
-                let (r, _) = socket::read(&mut self.sock, buf, limit, peer_closed, &mut w.scratch);
-                m.received(r, w)
-            }
+        match &mut self.machine {
+            Machine::Http(m) => match m.wants_input(w) {
+                Input::Pause => Next::Keep,
+                Input::Discard => {
+                    let r = socket::discard(&mut self.sock, &mut w.scratch);
+                    m.discarded(r, w)
+                }
+                Input::Read { limit } => {
+                    let peer_closed = m.peer_closed;
+                    let buf = m.input_buf(w);
+                    let (r, _) =
+                        socket::read(&mut self.sock, buf, limit, peer_closed, &mut w.scratch);
+                    m.received(r, w)
+                }
+            },
+            Machine::Xmpp(m) => match m.wants_input(w) {
+                Input::Pause => Next::Keep,
+                Input::Discard => {
+                    let r = socket::discard(&mut self.sock, &mut w.scratch);
+                    m.discarded(r, w)
+                }
+                Input::Read { limit } => {
+                    let peer_closed = m.peer_closed;
+                    let buf = m.input_buf(w);
+                    let (r, _) =
+                        socket::read(&mut self.sock, buf, limit, peer_closed, &mut w.scratch);
+                    m.received(r, w)
+                }
+            },
         }
     }
 
     /// Writes what is queued.
     pub fn flush(&mut self, w: &mut Worker) -> Next {
-        let Machine::Http(m) = &mut self.machine;
-        if m.take_stream_started() {
-            // What a reader that stopped reading can park in the kernel is bounded too.
-            let size = w.shared.config.stream_send_buffer;
-            if let Err(e) = socket2::SockRef::from(&self.sock).set_send_buffer_size(size) {
-                crate::debug!("setting a stream's send buffer failed: {e}");
+        if let Machine::Http(m) = &mut self.machine {
+            if m.take_stream_started() {
+                // What a reader that stopped reading can park in the kernel is bounded too.
+                let size = w.shared.config.stream_send_buffer;
+                if let Err(e) = socket2::SockRef::from(&self.sock).set_send_buffer_size(size) {
+                    crate::debug!("setting a stream's send buffer failed: {e}");
+                }
             }
         }
         loop {
-            let (r, n) = socket::write(&mut self.sock, m.output(w));
-            w.shared.metrics.bytes_written.add(n as u64);
-            match m.wrote(r, w) {
+            let wrote = match &mut self.machine {
+                Machine::Http(m) => {
+                    let (r, n) = socket::write(&mut self.sock, m.output(w));
+                    w.shared.metrics.bytes_written.add(n as u64);
+                    m.wrote(r, w)
+                }
+                Machine::Xmpp(m) => {
+                    let (r, n) = socket::write(&mut self.sock, m.output());
+                    w.shared.metrics.bytes_written.add(n as u64);
+                    m.wrote(r, w)
+                }
+            };
+            match wrote {
                 Wrote::Keep => return Next::Keep,
                 Wrote::Close => return Next::Close,
                 Wrote::More => continue,
                 Wrote::ShutdownWrite => {
                     let _ = self.sock.shutdown(std::net::Shutdown::Write);
                     let r = socket::discard(&mut self.sock, &mut w.scratch);
-                    return m.discarded(r, w);
+                    return match &mut self.machine {
+                        Machine::Http(m) => m.discarded(r, w),
+                        Machine::Xmpp(m) => m.discarded(r, w),
+                    };
                 }
             }
         }
@@ -213,32 +251,57 @@ impl Conn {
 
     /// A timer entry for this connection came due.
     pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        let Machine::Http(m) = &mut self.machine;
-        m.on_timer(entry, w)
+        match &mut self.machine {
+            Machine::Http(m) => m.on_timer(entry, w),
+            Machine::Xmpp(m) => m.on_timer(entry, w),
+        }
     }
 
     /// A message was published on a channel this connection waits on.
     pub fn deliver(&mut self, msg: &Arc<Message>, w: &mut Worker) -> Next {
-        let Machine::Http(m) = &mut self.machine;
-        m.deliver(msg, w)
+        match &mut self.machine {
+            Machine::Http(m) => m.deliver(msg, w),
+            Machine::Xmpp(_) => Next::Keep,
+        }
+    }
+
+    /// A stanza routed to this XMPP session.
+    pub fn deliver_stanza(&mut self, stanza: &Arc<str>, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Xmpp(m) => m.deliver_stanza(stanza, w),
+            Machine::Http(_) => Next::Keep,
+        }
+    }
+
+    /// A newer XMPP session bound this one's full JID.
+    pub fn replaced(&mut self, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Xmpp(m) => m.replaced(w),
+            Machine::Http(_) => Next::Keep,
+        }
     }
 
     /// A newer stream of the same name replaced this one.
     pub fn end_stream(&mut self, w: &mut Worker) -> Next {
-        let Machine::Http(m) = &mut self.machine;
-        m.end_stream(w)
+        match &mut self.machine {
+            Machine::Http(m) => m.end_stream(w),
+            Machine::Xmpp(_) => Next::Keep,
+        }
     }
 
     /// The server is stopping.
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        let Machine::Http(m) = &mut self.machine;
-        m.begin_shutdown(w)
+        match &mut self.machine {
+            Machine::Http(m) => m.begin_shutdown(w),
+            Machine::Xmpp(m) => m.begin_shutdown(w),
+        }
     }
 
     /// Releases what the connection holds. Call once, when it leaves the slab.
     pub fn close(self, w: &mut Worker) {
         match self.machine {
             Machine::Http(m) => m.close(w),
+            Machine::Xmpp(m) => m.close(w),
         }
         w.shared.metrics.connections_open.dec();
         w.shared.open.fetch_sub(1, Ordering::Relaxed);

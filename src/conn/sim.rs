@@ -344,7 +344,7 @@ impl Sim {
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
-                Mail::Shutdown => {}
+                Mail::Shutdown | Mail::Stanza { .. } | Mail::Replaced { .. } => {}
             }
         }
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {

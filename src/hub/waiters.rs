@@ -37,6 +37,10 @@ pub enum Mail {
     },
     /// End this Talk stream: a newer pull of the same name replaced it.
     EndStream { token: usize },
+    /// Write this stanza on the XMPP session `token` (routed from another session).
+    Stanza { token: usize, stanza: Arc<str> },
+    /// A newer session bound the same full JID: end the session `token` (`conflict`).
+    Replaced { token: usize },
     /// The server is shutting down.
     Shutdown,
 }

@@ -84,6 +84,19 @@ impl Auth {
     }
 
     /// Whether any pattern guards this channel.
+    /// The password of a user of the file (for SASL), if there is such a user.
+    pub fn password(&self, user: &str) -> Option<Vec<u8>> {
+        self.users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| u.password.clone())
+    }
+
+    /// Whether the file names no user.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
     pub fn guarded(&self, channel: &str) -> bool {
         self.users
             .iter()

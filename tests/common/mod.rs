@@ -28,6 +28,8 @@ pub struct TestServer {
     server: Option<Server>,
     pub handle: Handle,
     pub addr: SocketAddr,
+    /// The XMPP listener, when the test turned it on.
+    pub xmpp: Option<SocketAddr>,
 }
 
 /// The configuration every test starts from: loopback, port 0, two workers, quiet logs,
@@ -35,6 +37,8 @@ pub struct TestServer {
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        // XMPP tests turn it on at port 0; the others leave 5222 alone.
+        xmpp_listen: None,
         workers: 2,
         log_level: tidings::log::Level::Error,
         shutdown_grace: Duration::from_secs(2),
@@ -57,6 +61,7 @@ pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
     TestServer {
         handle: server.handle(),
         addr,
+        xmpp: server.xmpp_addr(),
         server: Some(server),
     }
 }

@@ -201,12 +201,7 @@ impl Tokenizer {
                         self.depth -= 1;
                         match self.depth {
                             0 => return Ok(Some(Token::StreamClose { end: self.pos })),
-                            1 => {
-                                return Ok(Some(Token::Stanza {
-                                    start: self.stanza_start,
-                                    end: self.pos,
-                                }))
-                            }
+                            1 => return self.stanza_done(),
                             _ => {}
                         }
                     } else if b == b'<' {
@@ -244,16 +239,27 @@ impl Tokenizer {
             return Ok(Some(Token::StreamOpen { end: self.pos }));
         }
         if empty {
-            return Ok((self.depth == 1).then_some(Token::Stanza {
-                start: self.stanza_start,
-                end: self.pos,
-            }));
+            if self.depth == 1 {
+                return self.stanza_done();
+            }
+            return Ok(None);
         }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(XmlError::PolicyViolation);
         }
         Ok(None)
+    }
+
+    /// A stanza ended at `pos`: it must be within the size limit, whole or not.
+    fn stanza_done(&self) -> Result<Option<Token>, XmlError> {
+        if self.pos - self.stanza_start > self.max_stanza {
+            return Err(XmlError::PolicyViolation);
+        }
+        Ok(Some(Token::Stanza {
+            start: self.stanza_start,
+            end: self.pos,
+        }))
     }
 
     /// No token yet: checks the limits on what is waiting, then asks for more input.

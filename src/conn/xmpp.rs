@@ -1,0 +1,271 @@
+//! The XMPP connection machine, sans-io like the HTTP one: bytes, time and hang-ups in;
+//! bytes to write and what to do out. The stream itself (stanzas, SASL, bind, routing
+//! decisions) is `proto::xmpp::session`; this keeps the read buffer (only while a stanza is
+//! partial), the output, the deadline and the session's place in the registry of JIDs.
+
+use std::sync::Arc;
+
+use super::out::{Out, Seg};
+use super::readbuf::ReadBuf;
+use super::socket::SocketResult;
+use super::{Link, Next};
+use crate::hub::WaiterRef;
+use crate::proto::xmpp::sasl::Users;
+use crate::proto::xmpp::session::{Env, Fed, Session};
+use crate::proto::xmpp::stanza::Element;
+use crate::worker::{Shared, Worker};
+
+pub use super::http::{Input, Wrote, LINGER_MS};
+
+/// One XMPP client connection.
+pub struct XmppConn {
+    pub link: Link,
+    session: Box<Session>,
+    buf: Option<Box<ReadBuf>>,
+    pub out: Out,
+    pub peer_closed: bool,
+    /// The stream is over: write what is queued, then shut the write side and linger.
+    closing: Option<bool>,
+    /// Open sessions are counted once (gauge), from authentication to close.
+    counted: bool,
+}
+
+/// The users XMPP knows: those of `--credentials`, or the demo account `user`/`secret`
+/// when there are none (PROTOCOLS.md 4.1; the server refuses to start with no users on a
+/// listener that is not loopback).
+pub struct XmppUsers<'a>(&'a Shared);
+
+impl Users for XmppUsers<'_> {
+    fn password(&self, user: &str) -> Option<Vec<u8>> {
+        if self.0.auth.is_empty() {
+            return (user == "user").then(|| b"secret".to_vec());
+        }
+        self.0.auth.password(user)
+    }
+}
+
+/// The session's view of the server.
+struct ConnEnv<'a> {
+    shared: &'a Shared,
+    me: WaiterRef,
+}
+
+impl Env for ConnEnv<'_> {
+    fn users(&self) -> &dyn Users {
+        // A zero-sized view over the shared state.
+        self
+    }
+    fn bind(&mut self, full_jid: &str) {
+        self.shared.xmpp.bind(full_jid, self.me, &self.shared.hub);
+    }
+    fn route(&mut self, to: &str, stanza: String) {
+        self.shared.xmpp.route(to, &stanza, &self.shared.hub);
+    }
+    fn urn_m(&mut self, _user: &str, _iq: &Element, _raw: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+impl Users for ConnEnv<'_> {
+    fn password(&self, user: &str) -> Option<Vec<u8>> {
+        XmppUsers(self.shared).password(user)
+    }
+}
+
+impl XmppConn {
+    /// A new connection: it must authenticate within `--header-timeout`.
+    pub fn new(key: usize, gen: u32, w: &mut Worker) -> XmppConn {
+        let mut c = XmppConn {
+            link: Link::new(key, gen),
+            session: Box::new(Session::new(w.shared.config.max_message_bytes)),
+            buf: None,
+            out: Out::default(),
+            peer_closed: false,
+            closing: None,
+            counted: false,
+        };
+        let t = w.after(w.shared.config.header_timeout);
+        c.link.set_deadline(t, w);
+        c
+    }
+
+    fn me(&self, w: &Worker) -> WaiterRef {
+        WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        }
+    }
+
+    pub fn wants_input(&mut self, w: &Worker) -> Input {
+        if self.closing.is_some() {
+            return Input::Discard;
+        }
+        if self.out.len() > w.shared.config.max_output_bytes {
+            return Input::Pause;
+        }
+        Input::Read {
+            limit: w.shared.config.max_message_bytes + 4096,
+        }
+    }
+
+    pub fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
+        self.buf.get_or_insert_with(|| w.pool.take())
+    }
+
+    /// Input arrived: run the session over it.
+    pub fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        let Some(mut buf) = self.buf.take() else {
+            return Next::Keep;
+        };
+        if result == SocketResult::Error {
+            w.pool.give(buf);
+            return Next::Close;
+        }
+        if result == SocketResult::Continue {
+            w.again.push(self.link.key);
+        }
+        let shared = w.shared.clone();
+        let mut env = ConnEnv {
+            shared: &shared,
+            me: self.me(w),
+        };
+        let mut text = String::new();
+        let was_authenticated = self.session.authenticated();
+        let fed = self
+            .session
+            .feed(&buf, &shared.config.xmpp_domain, &mut text, &mut env);
+        if !text.is_empty() {
+            self.out.push(Seg::Owned(text.into_bytes()));
+            self.link.mark_pending(w);
+        }
+        if !was_authenticated && self.session.authenticated() {
+            // Authenticated sessions have no idle timeout (like Talk streams).
+            self.link.set_deadline(u64::MAX, w);
+            shared.metrics.xmpp_sessions.inc();
+            self.counted = true;
+        }
+        match fed {
+            Fed::More { consumed } => {
+                buf.consume(consumed);
+                buf.compact_if_worth();
+            }
+            Fed::Close => {
+                buf.clear();
+                self.begin_closing(w);
+            }
+        }
+        if buf.is_empty() {
+            w.pool.give(buf);
+        } else {
+            w.pool.note(&mut buf);
+            self.buf = Some(buf);
+        }
+        if result == SocketResult::Closed && self.closing.is_none() {
+            // The client left without closing its stream.
+            return Next::Close;
+        }
+        if result == SocketResult::Full && self.closing.is_none() {
+            // A stanza larger than the buffer: the session's limit should have caught it.
+            return Next::Close;
+        }
+        Next::Keep
+    }
+
+    fn begin_closing(&mut self, w: &mut Worker) {
+        if self.closing.is_none() {
+            self.closing = Some(false);
+            self.link.set_deadline(w.now + LINGER_MS, w);
+            self.link.mark_pending(w);
+        }
+    }
+
+    pub fn discarded(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        match result {
+            SocketResult::Closed | SocketResult::Error => Next::Close,
+            SocketResult::Continue => {
+                w.again.push(self.link.key);
+                Next::Keep
+            }
+            _ => Next::Keep,
+        }
+    }
+
+    pub fn output(&mut self) -> &mut Out {
+        self.link.flushed();
+        &mut self.out
+    }
+
+    pub fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
+        match result {
+            SocketResult::Error | SocketResult::Closed => Wrote::Close,
+            SocketResult::Continue => {
+                self.link.mark_pending(w);
+                Wrote::Keep
+            }
+            SocketResult::Done if self.closing == Some(false) => {
+                self.closing = Some(true);
+                Wrote::ShutdownWrite
+            }
+            _ => Wrote::Keep,
+        }
+    }
+
+    pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+        if !self.link.due(entry, w) {
+            return Next::Keep;
+        }
+        if self.closing.is_some() {
+            return Next::Close;
+        }
+        // Not authenticated within --header-timeout.
+        w.shared.metrics.header_timeouts.inc();
+        Next::Close
+    }
+
+    /// A stanza routed here from another session.
+    pub fn deliver_stanza(&mut self, stanza: &Arc<str>, w: &mut Worker) -> Next {
+        if self.closing.is_some() || self.session.jid().is_none() {
+            return Next::Keep;
+        }
+        let bytes: Arc<[u8]> = Arc::from(stanza.as_bytes());
+        self.out.push(Seg::Shared(bytes));
+        if self.out.len() > w.shared.config.max_output_bytes {
+            w.shared.metrics.slow_readers_closed.inc();
+            return Next::Close;
+        }
+        self.link.mark_pending(w);
+        Next::Keep
+    }
+
+    /// A newer session took this one's full JID.
+    pub fn replaced(&mut self, w: &mut Worker) -> Next {
+        let mut text = String::new();
+        self.session
+            .replaced(&w.shared.config.xmpp_domain, &mut text);
+        self.out.push(Seg::Owned(text.into_bytes()));
+        self.begin_closing(w);
+        Next::Keep
+    }
+
+    /// The server is stopping: end the stream.
+    pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+        let mut text = String::new();
+        self.session.shutdown(&mut text);
+        self.out.push(Seg::Owned(text.into_bytes()));
+        self.begin_closing(w);
+        Next::Keep
+    }
+
+    /// Releases what the connection holds. Call once, when it leaves the slab.
+    pub fn close(mut self, w: &mut Worker) {
+        if let Some(jid) = self.session.jid() {
+            w.shared.xmpp.unbind(jid, self.me(w));
+        }
+        if self.counted {
+            w.shared.metrics.xmpp_sessions.dec();
+        }
+        if let Some(buf) = self.buf.take() {
+            w.pool.give(buf);
+        }
+    }
+}
