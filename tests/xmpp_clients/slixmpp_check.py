@@ -1,0 +1,129 @@
+"""Drives tidings with slixmpp, an XMPP client library nobody here wrote.
+
+Two clients (alice, bob) connect to the XMPP listener, authenticate with SCRAM-SHA-1, bind,
+start their sessions, ping the server (XEP-0199), ask it for disco#info (XEP-0030), fetch
+their roster, send urn:M IQs, and alice sends bob a chat message. Prints one line per check
+and `OK` at the end; exits non-zero on the first failure. Every wait is bounded.
+
+    python3 slixmpp_check.py --port PORT [--domain localhost]
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+
+import slixmpp
+from slixmpp.xmlstream import ET
+
+TIMEOUT = 20
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password):
+        # No TLS is offered yet (PROTOCOLS.md 4.1): allow SCRAM over plain TCP on loopback.
+        super().__init__(
+            jid,
+            password,
+            plugin_config={"feature_mechanisms": {"unencrypted_scram": True}},
+        )
+        self.enable_starttls = False
+        self.enable_direct_tls = False
+        self.enable_plaintext = True
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0199")
+        self.started = asyncio.get_event_loop().create_future()
+        self.inbox = asyncio.Queue()
+        self.mechanism = None
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("message", self.on_message)
+        self.add_event_handler("failed_auth", self.on_failed)
+        self.add_event_handler("auth_success", self.on_auth)
+
+    async def on_start(self, _event):
+        if not self.started.done():
+            self.started.set_result(True)
+
+    def on_auth(self, _event):
+        self.mechanism = getattr(self.plugin["feature_mechanisms"], "mech", None)
+
+    def on_failed(self, _event):
+        if not self.started.done():
+            self.started.set_exception(RuntimeError("authentication failed"))
+
+    def on_message(self, msg):
+        self.inbox.put_nowait(msg)
+
+
+def check(ok, what):
+    if not ok:
+        print(f"FAIL {what}", flush=True)
+        sys.exit(1)
+    print(f"ok {what}", flush=True)
+
+
+async def connect(jid, password, port):
+    c = Client(jid, password)
+    c.connect("127.0.0.1", port)
+    await asyncio.wait_for(c.started, TIMEOUT)
+    return c
+
+
+async def main(port, domain):
+    alice = await connect(f"alice@{domain}/laptop", "wonderland", port)
+    check(True, f"alice authenticated and bound as {alice.boundjid.full}")
+    mech = alice.plugin["feature_mechanisms"].mech
+    check(mech is not None and mech.name == "SCRAM-SHA-1", f"mechanism {getattr(mech, 'name', None)}")
+    bob = await connect(f"bob@{domain}/phone", "builder", port)
+    check(bob.boundjid.full == f"bob@{domain}/phone", f"bob bound as {bob.boundjid.full}")
+
+    rtt = await asyncio.wait_for(alice.plugin["xep_0199"].ping(jid=domain, timeout=TIMEOUT), TIMEOUT)
+    check(rtt is not None and rtt >= 0, "ping answered")
+
+    info = await asyncio.wait_for(alice.plugin["xep_0030"].get_info(jid=domain), TIMEOUT)
+    features = info["disco_info"]["features"]
+    check("urn:M" in features and "urn:xmpp:ping" in features, f"disco#info features {sorted(features)}")
+
+    roster = await asyncio.wait_for(alice.get_roster(), TIMEOUT)
+    check(roster is not None, "roster fetched (empty)")
+
+    # A urn:M query: get-item '*' (the reference's demo-client); its answer is either the
+    # result (base64 JSON) or, where the item store is not wired, a stanza error.
+    iq = alice.make_iq_get(ito=None)
+    item = ET.Element("{urn:M}item")
+    item.text = base64.b64encode(b"*").decode()
+    iq.append(item)
+    try:
+        reply = await asyncio.wait_for(iq.send(timeout=TIMEOUT), TIMEOUT)
+        payload = reply.xml.find("{urn:M}item")
+        data = json.loads(base64.b64decode(payload.text))
+        check(isinstance(data, list), f"urn:M get_item answered {len(data)} items")
+    except slixmpp.exceptions.IqError as e:
+        cond = e.iq["error"]["condition"]
+        check(cond in ("service-unavailable",), f"urn:M get_item answered error {cond}")
+
+    alice.send_message(mto=f"bob@{domain}", mbody="hello bob", mtype="chat")
+    msg = await asyncio.wait_for(bob.inbox.get(), TIMEOUT)
+    check(msg["body"] == "hello bob", f"bob got {msg['body']!r}")
+    check(str(msg["from"]) == f"alice@{domain}/laptop", f"stamped from {msg['from']}")
+
+    bob.send_message(mto=f"alice@{domain}/laptop", mbody="hi alice", mtype="chat")
+    msg = await asyncio.wait_for(alice.inbox.get(), TIMEOUT)
+    check(msg["body"] == "hi alice", f"alice got {msg['body']!r}")
+
+    alice.disconnect()
+    bob.disconnect()
+    print("OK", flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--domain", default="localhost")
+    a = p.parse_args()
+    try:
+        asyncio.run(asyncio.wait_for(main(a.port, a.domain), 60))
+    except Exception as e:  # noqa: BLE001 - report any failure as one line
+        print(f"FAIL {type(e).__name__}: {e}", flush=True)
+        sys.exit(1)
