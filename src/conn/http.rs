@@ -245,18 +245,6 @@ impl HttpConn {
         next
     }
 
-    /// Input was read and dropped with this result.
-    pub fn discarded(&mut self, result: SocketResult, w: &mut Worker) -> Next {
-        match result {
-            SocketResult::Closed | SocketResult::Error => Next::Close,
-            SocketResult::Continue => {
-                w.again.push(self.link.key);
-                Next::Keep
-            }
-            _ => Next::Keep,
-        }
-    }
-
     /// The output to write now (a stream's waiting records are framed into it first).
     pub fn output(&mut self, w: &Worker) -> &mut Out {
         self.link.flushed();
@@ -817,5 +805,38 @@ impl HttpConn {
         if let Some(buf) = self.buf.take() {
             w.pool.give(buf);
         }
+    }
+}
+
+impl super::Io for HttpConn {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+    fn note_peer_closed(&mut self) {
+        self.peer_closed = true;
+    }
+    fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+    fn wants_input(&mut self, w: &Worker) -> Input {
+        HttpConn::wants_input(self, w)
+    }
+    fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
+        HttpConn::input_buf(self, w)
+    }
+    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        HttpConn::received(self, result, w)
+    }
+    fn output(&mut self, w: &Worker) -> &mut Out {
+        HttpConn::output(self, w)
+    }
+    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
+        HttpConn::wrote(self, result, w)
+    }
+    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+        HttpConn::on_timer(self, entry, w)
+    }
+    fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+        HttpConn::begin_shutdown(self, w)
     }
 }

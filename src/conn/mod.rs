@@ -28,6 +28,7 @@ use mio::net::TcpStream;
 use crate::hub::Message;
 use crate::worker::Worker;
 use http::{HttpConn, Input, Wrote};
+use socket::SocketResult;
 use xmpp::XmppConn;
 
 /// A token names a connection: its slab key, and a generation so a reused key does not
@@ -56,6 +57,9 @@ pub enum Kind {
     /// XMPP client streams (Message).
     Xmpp,
 }
+
+/// A deadline that never comes (an authenticated XMPP session): no timer entry is kept.
+pub const NEVER: u64 = u64::MAX;
 
 /// How a connection is found again by its worker: its slab key and generation, its one
 /// deadline, and whether it is on the pending-write list.
@@ -90,6 +94,9 @@ impl Link {
     /// keep-alive connection does not fill the heap.
     pub fn set_deadline(&mut self, t: u64, w: &mut Worker) {
         self.deadline = t;
+        if t == NEVER {
+            return;
+        }
         if self.armed == 0 || t < self.armed {
             w.timers.push(t, self.key, self.gen);
             self.armed = t;
@@ -123,6 +130,42 @@ impl Link {
             return false;
         }
         true
+    }
+}
+
+/// What the shell and the reactor need of every connection machine: its socket I/O and the
+/// events every kind of connection has. A new kind of connection implements it.
+pub trait Io {
+    fn link(&mut self) -> &mut Link;
+    /// The poller reported that the peer closed its side.
+    fn note_peer_closed(&mut self);
+    fn peer_closed(&self) -> bool;
+    /// What to do when the socket is readable.
+    fn wants_input(&mut self, w: &Worker) -> Input;
+    /// The buffer to read into (from the pool if the connection holds none).
+    fn input_buf(&mut self, w: &mut Worker) -> &mut readbuf::ReadBuf;
+    /// Input was read into `input_buf` with this result.
+    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next;
+    /// The output to write now.
+    fn output(&mut self, w: &Worker) -> &mut out::Out;
+    /// The output was written with this result.
+    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote;
+    /// A timer entry for the connection came due.
+    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next;
+    /// The server is stopping.
+    fn begin_shutdown(&mut self, w: &mut Worker) -> Next;
+
+    /// Input was read and dropped with this result (a stream's client, or a closing
+    /// connection draining to its peer's EOF).
+    fn discarded(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        match result {
+            SocketResult::Closed | SocketResult::Error => Next::Close,
+            SocketResult::Continue => {
+                w.again.push(self.link().key);
+                Next::Keep
+            }
+            _ => Next::Keep,
+        }
     }
 }
 
@@ -167,45 +210,43 @@ impl Conn {
         }
     }
 
+    /// A timer entry for this connection came due.
+    pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+        self.io().on_timer(entry, w)
+    }
+
     /// The poller reported that the peer closed its side.
     pub fn note_read_closed(&mut self) {
+        self.io().note_peer_closed();
+    }
+
+    /// The I/O half of the connection's machine.
+    fn io(&mut self) -> &mut dyn Io {
         match &mut self.machine {
-            Machine::Http(m) => m.peer_closed = true,
-            Machine::Xmpp(m) => m.peer_closed = true,
+            Machine::Http(m) => m,
+            Machine::Xmpp(m) => m,
         }
     }
 
     /// The socket is readable (or its peer hung up).
     pub fn on_readable(&mut self, w: &mut Worker) -> Next {
-        match &mut self.machine {
-            Machine::Http(m) => match m.wants_input(w) {
-                Input::Pause => Next::Keep,
-                Input::Discard => {
-                    let r = socket::discard(&mut self.sock, &mut w.scratch);
-                    m.discarded(r, w)
-                }
-                Input::Read { limit } => {
-                    let peer_closed = m.peer_closed;
-                    let buf = m.input_buf(w);
-                    let (r, _) =
-                        socket::read(&mut self.sock, buf, limit, peer_closed, &mut w.scratch);
-                    m.received(r, w)
-                }
-            },
-            Machine::Xmpp(m) => match m.wants_input(w) {
-                Input::Pause => Next::Keep,
-                Input::Discard => {
-                    let r = socket::discard(&mut self.sock, &mut w.scratch);
-                    m.discarded(r, w)
-                }
-                Input::Read { limit } => {
-                    let peer_closed = m.peer_closed;
-                    let buf = m.input_buf(w);
-                    let (r, _) =
-                        socket::read(&mut self.sock, buf, limit, peer_closed, &mut w.scratch);
-                    m.received(r, w)
-                }
-            },
+        let sock = &mut self.sock;
+        let m = match &mut self.machine {
+            Machine::Http(m) => m as &mut dyn Io,
+            Machine::Xmpp(m) => m,
+        };
+        match m.wants_input(w) {
+            Input::Pause => Next::Keep,
+            Input::Discard => {
+                let r = socket::discard(sock, &mut w.scratch);
+                m.discarded(r, w)
+            }
+            Input::Read { limit } => {
+                let peer_closed = m.peer_closed();
+                let buf = m.input_buf(w);
+                let (r, _) = socket::read(sock, buf, limit, peer_closed, &mut w.scratch);
+                m.received(r, w)
+            }
         }
     }
 
@@ -220,40 +261,24 @@ impl Conn {
                 }
             }
         }
+        let sock = &mut self.sock;
+        let m = match &mut self.machine {
+            Machine::Http(m) => m as &mut dyn Io,
+            Machine::Xmpp(m) => m,
+        };
         loop {
-            let wrote = match &mut self.machine {
-                Machine::Http(m) => {
-                    let (r, n) = socket::write(&mut self.sock, m.output(w));
-                    w.shared.metrics.bytes_written.add(n as u64);
-                    m.wrote(r, w)
-                }
-                Machine::Xmpp(m) => {
-                    let (r, n) = socket::write(&mut self.sock, m.output());
-                    w.shared.metrics.bytes_written.add(n as u64);
-                    m.wrote(r, w)
-                }
-            };
-            match wrote {
+            let (r, n) = socket::write(sock, m.output(w));
+            w.shared.metrics.bytes_written.add(n as u64);
+            match m.wrote(r, w) {
                 Wrote::Keep => return Next::Keep,
                 Wrote::Close => return Next::Close,
                 Wrote::More => continue,
                 Wrote::ShutdownWrite => {
-                    let _ = self.sock.shutdown(std::net::Shutdown::Write);
-                    let r = socket::discard(&mut self.sock, &mut w.scratch);
-                    return match &mut self.machine {
-                        Machine::Http(m) => m.discarded(r, w),
-                        Machine::Xmpp(m) => m.discarded(r, w),
-                    };
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    let r = socket::discard(sock, &mut w.scratch);
+                    return m.discarded(r, w);
                 }
             }
-        }
-    }
-
-    /// A timer entry for this connection came due.
-    pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        match &mut self.machine {
-            Machine::Http(m) => m.on_timer(entry, w),
-            Machine::Xmpp(m) => m.on_timer(entry, w),
         }
     }
 
@@ -291,10 +316,7 @@ impl Conn {
 
     /// The server is stopping.
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        match &mut self.machine {
-            Machine::Http(m) => m.begin_shutdown(w),
-            Machine::Xmpp(m) => m.begin_shutdown(w),
-        }
+        self.io().begin_shutdown(w)
     }
 
     /// Releases what the connection holds. Call once, when it leaves the slab.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::http::{HttpConn, Input, Phase, Wrote};
 use super::socket::{self, SocketResult};
-use super::{untoken, Next};
+use super::{untoken, Io as _, Next};
 use crate::config::Config;
 use crate::hub::{Mail, Mailbox};
 use crate::worker::{test_shared, Worker};

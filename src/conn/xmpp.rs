@@ -140,7 +140,7 @@ impl XmppConn {
         }
         if !was_authenticated && self.session.authenticated() {
             // Authenticated sessions have no idle timeout (like Talk streams).
-            self.link.set_deadline(u64::MAX, w);
+            self.link.set_deadline(super::NEVER, w);
             shared.metrics.xmpp_sessions.inc();
             self.counted = true;
         }
@@ -179,18 +179,7 @@ impl XmppConn {
         }
     }
 
-    pub fn discarded(&mut self, result: SocketResult, w: &mut Worker) -> Next {
-        match result {
-            SocketResult::Closed | SocketResult::Error => Next::Close,
-            SocketResult::Continue => {
-                w.again.push(self.link.key);
-                Next::Keep
-            }
-            _ => Next::Keep,
-        }
-    }
-
-    pub fn output(&mut self) -> &mut Out {
+    pub fn output(&mut self, _w: &Worker) -> &mut Out {
         self.link.flushed();
         &mut self.out
     }
@@ -267,5 +256,38 @@ impl XmppConn {
         if let Some(buf) = self.buf.take() {
             w.pool.give(buf);
         }
+    }
+}
+
+impl super::Io for XmppConn {
+    fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+    fn note_peer_closed(&mut self) {
+        self.peer_closed = true;
+    }
+    fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+    fn wants_input(&mut self, w: &Worker) -> Input {
+        XmppConn::wants_input(self, w)
+    }
+    fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
+        XmppConn::input_buf(self, w)
+    }
+    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+        XmppConn::received(self, result, w)
+    }
+    fn output(&mut self, w: &Worker) -> &mut Out {
+        XmppConn::output(self, w)
+    }
+    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
+        XmppConn::wrote(self, result, w)
+    }
+    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+        XmppConn::on_timer(self, entry, w)
+    }
+    fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+        XmppConn::begin_shutdown(self, w)
     }
 }

@@ -180,15 +180,7 @@ impl Session {
                 return;
             }
         };
-        self.stream_id = new_stream_id();
-        write!(
-            out,
-            "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}' id='{}' from='{}' version='1.0' xml:lang='en'>",
-            self.stream_id,
-            escape(domain)
-        )
-        .ok();
-        self.header_sent = true;
+        self.write_header(domain, out);
         if header.ns != NS_CLIENT || header.stream_ns != NS_STREAM {
             self.stream_error("invalid-namespace", domain, out);
             return;
@@ -426,6 +418,19 @@ impl Session {
         }
     }
 
+    /// Writes our stream header, with a fresh stream id.
+    fn write_header(&mut self, domain: &str, out: &mut String) {
+        self.stream_id = new_stream_id();
+        write!(
+            out,
+            "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}' id='{}' from='{}' version='1.0' xml:lang='en'>",
+            self.stream_id,
+            escape(domain)
+        )
+        .ok();
+        self.header_sent = true;
+    }
+
     /// Writes a stream error (after our header, if it did not go out yet) and ends the
     /// stream.
     fn stream_error(&mut self, condition: &str, domain: &str, out: &mut String) {
@@ -433,15 +438,7 @@ impl Session {
             return;
         }
         if !self.header_sent {
-            self.stream_id = new_stream_id();
-            write!(
-                out,
-                "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}' id='{}' from='{}' version='1.0' xml:lang='en'>",
-                self.stream_id,
-                escape(domain)
-            )
-            .ok();
-            self.header_sent = true;
+            self.write_header(domain, out);
         }
         write!(
             out,
