@@ -6,6 +6,7 @@ pub mod comet;
 pub mod qst;
 pub mod stream;
 pub mod talk;
+pub mod xmlref;
 pub mod xmpp;
 
 use std::borrow::Cow;

@@ -32,6 +32,8 @@ use quick_xml::events::{BytesDecl, BytesRef, BytesStart, Event};
 use quick_xml::reader::Reader;
 use quick_xml::XmlVersion;
 
+use crate::proto::xmlref::{self, is_xml_char, RefError};
+
 use super::CodecError;
 use crate::hub::{Draft, Message};
 use crate::time;
@@ -344,10 +346,6 @@ fn find_illegal_char(s: &str) -> Option<usize> {
 }
 
 /// Whether XML 1.0 allows `c` (the `Char` production; surrogates cannot occur in a `char`).
-fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{FFFD}' | '\u{10000}'..)
-}
-
 fn is_xml_space(s: &str) -> bool {
     s.bytes().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
 }
@@ -375,26 +373,20 @@ fn check_decl(d: &BytesDecl<'_>) -> Result<(), CodecError> {
 /// Appends what a reference in character data stands for: a character reference, or one of
 /// the five predefined entities. Anything else is an error (no DTD can define more).
 fn push_reference(r: &BytesRef<'_>, out: &mut String) -> Result<(), CodecError> {
-    let c = match r.resolve_char_ref() {
-        Ok(Some(c)) => c,
-        Ok(None) => match &**r {
-            "amp" => '&',
-            "lt" => '<',
-            "gt" => '>',
-            "quot" => '"',
-            "apos" => '\'',
-            other => return Err(CodecError(format!("unknown entity &{};", clip(other)))),
-        },
-        Err(_) => return Err(CodecError(format!("bad character reference &{};", clip(r)))),
-    };
-    if !is_xml_char(c) {
-        return Err(CodecError(format!(
+    match xmlref::resolve(r) {
+        Ok(c) => {
+            out.push(c);
+            Ok(())
+        }
+        Err(RefError::UnknownEntity) => Err(CodecError(format!("unknown entity &{};", clip(r)))),
+        Err(RefError::BadCharacter) if r.resolve_char_ref().is_err() => {
+            Err(CodecError(format!("bad character reference &{};", clip(r))))
+        }
+        Err(RefError::BadCharacter) => Err(CodecError(format!(
             "character reference &{}; not allowed in XML",
             clip(r)
-        )));
+        ))),
     }
-    out.push(c);
-    Ok(())
 }
 
 /// An attribute's value with references resolved and XML's attribute-value normalisation

@@ -13,6 +13,7 @@ use quick_xml::reader::Reader;
 use quick_xml::XmlVersion;
 
 use super::tokenizer::XmlError;
+use crate::proto::xmlref::{self, is_xml_char, RefError};
 
 /// An element: its name as written (`iq`, `stream:error`), its attributes (values
 /// unescaped; `xmlns` among them), its child elements, its text and where it was.
@@ -151,28 +152,10 @@ fn element(e: &BytesStart<'_>, span: Range<usize>) -> Result<Element, XmlError> 
 }
 
 fn reference(r: &BytesRef<'_>) -> Result<char, XmlError> {
-    let c = match r.resolve_char_ref() {
-        Ok(Some(c)) => c,
-        Ok(None) => match &**r {
-            "amp" => '&',
-            "lt" => '<',
-            "gt" => '>',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => return Err(XmlError::RestrictedXml),
-        },
-        Err(_) => return Err(XmlError::NotWellFormed),
-    };
-    if is_xml_char(c) {
-        Ok(c)
-    } else {
-        Err(XmlError::NotWellFormed)
-    }
-}
-
-/// XML 1.0's `Char` production.
-fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    xmlref::resolve(r).map_err(|e| match e {
+        RefError::UnknownEntity => XmlError::RestrictedXml,
+        RefError::BadCharacter => XmlError::NotWellFormed,
+    })
 }
 
 /// Escapes text for an attribute value or character data (quotes included, so the result
