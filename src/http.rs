@@ -287,6 +287,8 @@ enum ChunkState {
 /// A chunk-size or trailer line longer than this is refused.
 const MAX_CHUNK_LINE: usize = 1024;
 
+const BAD_CHUNKED: HttpError = HttpError::Malformed("malformed chunked body");
+
 impl ChunkedDecoder {
     /// Forgets everything: ready for the next body (the body's allocation is kept).
     pub fn reset(&mut self) {
@@ -300,26 +302,21 @@ impl ChunkedDecoder {
     /// `Ok(None)` while incomplete, `Ok(Some(n))` with the encoded length `n` once the whole
     /// body has arrived (it is then in `body`). A decoded body over `max` is refused.
     pub fn feed(&mut self, buf: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
-        const BAD: HttpError = HttpError::Malformed("malformed chunked body");
         loop {
             match self.state {
                 ChunkState::Size => {
                     let rest = buf.get(self.pos..).unwrap_or(&[]);
-                    let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
-                        return if rest.len() > MAX_CHUNK_LINE {
-                            Err(BAD)
-                        } else {
-                            Ok(None)
-                        };
+                    let Some(eol) = chunk_line(rest)? else {
+                        return Ok(None);
                     };
                     let line = &rest[..eol];
                     let size_text = line.split(|&b| b == b';').next().map(trim).unwrap_or(b"");
                     if size_text.is_empty() || size_text.len() > 15 {
-                        return Err(BAD);
+                        return Err(BAD_CHUNKED);
                     }
                     let mut size = 0usize;
                     for &b in size_text {
-                        size = size * 16 + hex(b).ok_or(BAD)? as usize;
+                        size = size * 16 + hex(b).ok_or(BAD_CHUNKED)? as usize;
                     }
                     self.pos += eol + 2;
                     if size == 0 {
@@ -348,7 +345,7 @@ impl ChunkedDecoder {
                         return Ok(None);
                     };
                     if end != b"\r\n" {
-                        return Err(BAD);
+                        return Err(BAD_CHUNKED);
                     }
                     self.pos += 2;
                     self.state = ChunkState::Size;
@@ -356,12 +353,8 @@ impl ChunkedDecoder {
                 ChunkState::Trailer => {
                     // Trailer section: header lines until an empty line.
                     let rest = buf.get(self.pos..).unwrap_or(&[]);
-                    let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
-                        return if rest.len() > MAX_CHUNK_LINE {
-                            Err(BAD)
-                        } else {
-                            Ok(None)
-                        };
+                    let Some(eol) = chunk_line(rest)? else {
+                        return Ok(None);
                     };
                     self.pos += eol + 2;
                     if eol == 0 {
@@ -371,6 +364,20 @@ impl ChunkedDecoder {
                 ChunkState::Done => return Ok(Some(self.pos)),
             }
         }
+    }
+}
+
+/// The length (without its CRLF) of the chunk-size or trailer line at the start of `rest`;
+/// `Ok(None)` while it may still end within `MAX_CHUNK_LINE`. A longer line is an error as
+/// soon as that is certain, and the same error whether the line arrived whole or in pieces:
+/// only the first `MAX_CHUNK_LINE + 2` bytes are looked at.
+fn chunk_line(rest: &[u8]) -> Result<Option<usize>, HttpError> {
+    let window = &rest[..rest.len().min(MAX_CHUNK_LINE + 2)];
+    match memchr::memmem::find(window, b"\r\n") {
+        Some(eol) if eol <= MAX_CHUNK_LINE => Ok(Some(eol)),
+        Some(_) => Err(BAD_CHUNKED),
+        None if window.len() == MAX_CHUNK_LINE + 2 => Err(BAD_CHUNKED),
+        None => Ok(None),
     }
 }
 
@@ -693,6 +700,52 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn a_chunk_line_over_the_limit_is_refused_however_it_arrives() {
+        // Found by the `chunked` fuzz target's oracle (fuzz/regressions/chunked/): a line
+        // over MAX_CHUNK_LINE was refused when it arrived in pieces but accepted whole.
+        let long_ext = [b"1;".as_slice(), &[b'e'; 1100], b"\r\nx\r\n0\r\n\r\n"].concat();
+        let long_trailer = [b"1\r\nx\r\n0\r\nT: ".as_slice(), &[b't'; 1100], b"\r\n\r\n"].concat();
+        // The longest line allowed, and one byte more, extension or trailer.
+        let pad = MAX_CHUNK_LINE - 2;
+        let at_limit = [b"1;".as_slice(), &vec![b'e'; pad], b"\r\nx\r\n0\r\n\r\n"].concat();
+        let over = [
+            b"1;".as_slice(),
+            &vec![b'e'; pad + 1],
+            b"\r\nx\r\n0\r\n\r\n",
+        ]
+        .concat();
+        let trailer_over = [
+            b"1\r\nx\r\n0\r\n".as_slice(),
+            &vec![b't'; MAX_CHUNK_LINE + 1],
+            b"\r\n\r\n",
+        ]
+        .concat();
+        let bad = Err(HttpError::Malformed("malformed chunked body"));
+        let cases = [
+            (&long_ext, bad),
+            (&long_trailer, bad),
+            (&at_limit, Ok(Some(at_limit.len()))),
+            (&over, bad),
+            (&trailer_over, bad),
+        ];
+        for (wire, want) in cases {
+            assert_eq!(
+                decode_chunked(wire, 1 << 20, &mut Vec::new()),
+                want,
+                "whole"
+            );
+            for cut in 1..wire.len() {
+                let mut d = ChunkedDecoder::default();
+                let got = match d.feed(&wire[..cut], 1 << 20) {
+                    Ok(None) => d.feed(wire, 1 << 20),
+                    early => early,
+                };
+                assert_eq!(got, want, "cut at {cut} of {}", wire.len());
+            }
+        }
     }
 
     #[test]

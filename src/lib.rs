@@ -10,6 +10,8 @@ pub mod log;
 
 pub mod config;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod metrics;

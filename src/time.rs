@@ -29,7 +29,10 @@ const MAX_FORMATTED: i64 = 253_402_300_799;
 /// Every field has its exact number of digits and is range-checked: month 1-12, day valid for
 /// the month (leap years included), hour 0-23, minute 0-59, second 0-60 (a leap second `60`
 /// counts as `59`), offset hours 0-23 and minutes 0-59. A date-time with no offset is taken
-/// as UTC. Anything else — a date alone, surrounding whitespace, a missing field — is `None`.
+/// as UTC. The instant must be one `format_utc` writes, `0000-01-01T00:00:00Z` to
+/// `9999-12-31T23:59:59Z`, so that every parsed instant is written back unchanged:
+/// `0000-01-01T00:00:00+01:00` is `None`. Anything else — a date alone, surrounding
+/// whitespace, a missing field — is `None`.
 pub fn parse_datetime(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 16 {
@@ -97,7 +100,10 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     }
     let second = second.min(59);
     let days = days_from_civil(year, month, day);
-    Some(days * DAY + hour * 3600 + minute * 60 + second - offset)
+    let secs = days * DAY + hour * 3600 + minute * 60 + second - offset;
+    (MIN_FORMATTED..=MAX_FORMATTED)
+        .contains(&secs)
+        .then_some(secs)
 }
 
 /// Appends `secs` (seconds since the Unix epoch) to `out` as `YYYY-MM-DDTHH:MM:SSZ`, exactly
@@ -322,6 +328,29 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn an_offset_past_the_formatted_range_is_refused() {
+        // Found by the `datetime` fuzz target (fuzz/regressions/datetime/): these parsed to
+        // instants `format_utc` clamps, so a stored `when` came back as another instant.
+        for input in [
+            "0000-01-01T00:00+2100",
+            "0000-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59-00:01",
+            "9999-12-31T23:00:00-01:00",
+        ] {
+            assert_eq!(parse_datetime(input), None, "{input}");
+        }
+        // The edges themselves, reached through an offset, still parse.
+        assert_eq!(
+            parse_datetime("0000-01-01T01:00:00+01:00"),
+            Some(MIN_FORMATTED)
+        );
+        assert_eq!(
+            parse_datetime("9999-12-31T22:59:59-01:00"),
+            Some(MAX_FORMATTED)
+        );
     }
 
     #[test]

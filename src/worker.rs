@@ -208,9 +208,9 @@ impl Worker {
     }
 }
 
-/// What a worker shares, built for tests: a hub with one mailbox (the test drains it) and no
-/// waking. Used by the worker's tests and the connection simulation.
-#[cfg(test)]
+/// What a worker shares, built for a worker driven without a reactor: a hub with one
+/// mailbox (the caller drains it) and no waking. Used by the worker's tests, the connection
+/// simulation (`conn/sim.rs`) and the machine fuzz harness (`fuzzing::machine`).
 pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
     use crate::hub::{Limits, Mailbox, Notify};
     struct NoWake;
