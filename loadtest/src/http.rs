@@ -412,8 +412,8 @@ pub fn timed_request(
     })
 }
 
-/// The server's RSS as its `/metrics` reports it (`tidings_resident_memory_bytes`).
-pub fn metrics_rss(server: SocketAddr) -> Result<u64, String> {
+/// The text of `GET /metrics` (one connection, closed after the reply).
+pub fn metrics_text(server: SocketAddr) -> Result<String, String> {
     let mut sock = connect(server, Duration::from_secs(5))?;
     sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("write /metrics: {e}"))?;
@@ -425,12 +425,14 @@ pub fn metrics_rss(server: SocketAddr) -> Result<u64, String> {
     if reply.status != 200 {
         return Err(format!("GET /metrics: status {}", reply.status));
     }
-    parse_metric(
-        &String::from_utf8_lossy(&reply.body),
-        "tidings_resident_memory_bytes",
-    )
-    .map(|v| v as u64)
-    .ok_or_else(|| "GET /metrics: no tidings_resident_memory_bytes sample".to_string())
+    Ok(String::from_utf8_lossy(&reply.body).into_owned())
+}
+
+/// The server's RSS as its `/metrics` reports it (`tidings_resident_memory_bytes`).
+pub fn metrics_rss(server: SocketAddr) -> Result<u64, String> {
+    parse_metric(&metrics_text(server)?, "tidings_resident_memory_bytes")
+        .map(|v| v as u64)
+        .ok_or_else(|| "GET /metrics: no tidings_resident_memory_bytes sample".to_string())
 }
 
 /// The value of an unlabelled (or first labelled) sample in Prometheus text format.

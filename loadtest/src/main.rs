@@ -4,8 +4,10 @@
 //! latency), `talk-echo-check` (smoke test), `qst` (QST producers and a
 //! long-polling consumer, end to end), `comet-longpoll` (many comet clients,
 //! put→delivery latency), `pipeline` (pipelined requests against round
-//! trips, server CPU per request), and the hidden `worker` / `comet-worker` that
-//! `talk-idle` / `comet-longpoll` start in child processes. See README.md.
+//! trips, server CPU per request), `soak` (every protocol, clients leaving at
+//! random, checks after the storm), and the hidden `worker` / `comet-worker` /
+//! `soak-worker` that `talk-idle` / `comet-longpoll` / `soak` start in child
+//! processes. See README.md.
 
 mod args;
 mod child;
@@ -21,6 +23,8 @@ mod json;
 mod measure;
 mod pipeline;
 mod qst;
+mod soak;
+mod soak_worker;
 mod sys;
 mod worker;
 
@@ -36,6 +40,9 @@ scenarios:
                    messages a second; checks every delivery, measures latency and RSS
   pipeline         N small requests pipelined on one connection, then N round trips
                    one at a time; checks every reply, the server's CPU per request
+  soak             for N seconds thousands of clients of every protocol come and go at
+                   random (RSTs, hang-ups mid-request, parked, streaming); checks no acked
+                   QST message is lost or redelivered, the gauges and the RSS afterwards
 
 run `tidings-load <scenario> --help` for the options of a scenario";
 
@@ -89,6 +96,8 @@ fn main() {
         Some("comet-longpoll") => comet::run(&argv[1..]),
         Some("comet-worker") => comet_worker::run(&argv[1..]),
         Some("pipeline") => pipeline::run(&argv[1..]),
+        Some("soak") => soak::run(&argv[1..]),
+        Some("soak-worker") => soak_worker::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
