@@ -210,4 +210,22 @@ mod tests {
             assert_eq!(dumps(&v), want, "{v:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Any string: the output is printable ASCII and reads back as the same string.
+        #[test]
+        fn strings_round_trip_as_ascii(text in "\\PC*|[\\x00-\\x7f]*|[\\u{10000}-\\u{10ffff}]*") {
+            let out = dumps(&Value::String(text.clone()));
+            proptest::prop_assert!(out.bytes().all(|b| (0x20..0x7f).contains(&b)));
+            proptest::prop_assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+        }
+
+        /// Any float: Python's repr reads back as the same float.
+        #[test]
+        fn floats_round_trip(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let out = py_float_repr(x);
+            proptest::prop_assert_eq!(out.parse::<f64>().unwrap(), x);
+            proptest::prop_assert!(out.contains('.') || out.contains('e'));
+        }
+    }
 }
