@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proto;
 pub mod reactor;
 pub mod server;
+pub mod store;
 pub mod time;
 pub mod worker;
 

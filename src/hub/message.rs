@@ -68,6 +68,8 @@ pub enum Origin {
     Comet,
     /// Published by a program embedding tidings, through its `Handle`.
     Embedded,
+    /// Published by the Message item store: a committed change (PROTOCOLS.md 4.3).
+    Store,
 }
 
 /// A message as a client submitted it, before the hub stores it.

@@ -72,6 +72,14 @@ impl Auth {
         Ok(Auth { users })
     }
 
+    /// Every user of the file and its password, in file order: the Message store lists
+    /// them as users (`store::Store::new`).
+    pub fn users(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.users
+            .iter()
+            .map(|u| (u.name.as_str(), u.password.as_slice()))
+    }
+
     /// Reads and parses a credentials file.
     pub fn load(path: &std::path::Path) -> std::io::Result<Auth> {
         let text = std::fs::read_to_string(path)?;
@@ -240,6 +248,9 @@ mod tests {
         assert!(Auth::parse("user:pw").is_err());
         assert!(Auth::parse(":pw chan").is_err());
         assert!(Auth::parse("# only comments\n\n").unwrap().users.is_empty());
+        let auth = Auth::parse(FILE).unwrap();
+        let users: Vec<_> = auth.users().collect();
+        assert_eq!(users, [("acme", &b"s3cret"[..]), ("bob", &b"pw"[..])]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod comet;
+pub mod message;
 pub mod qst;
 pub mod stream;
 pub mod talk;
