@@ -187,6 +187,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let limits = Limits::from_config(&config);
         let hub = Hub::new(limits, mailboxes.clone(), metrics.clone());
+        let store = crate::store::Store::new(auth.users());
         let shared = Arc::new(Shared {
             config,
             hub,
@@ -194,6 +195,7 @@ impl Server {
             auth,
             open: Default::default(),
             xmpp: Default::default(),
+            store,
         });
         let mut threads = Vec::with_capacity(workers);
         for (id, ((poll, listeners), mailbox)) in

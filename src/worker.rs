@@ -28,6 +28,8 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// The XMPP sessions bound on every worker, by JID.
     pub xmpp: proto::xmpp::registry::Registry,
+    /// The Message item store and its users (PROTOCOLS.md 4.3).
+    pub store: crate::store::Store,
 }
 
 impl Shared {
@@ -228,6 +230,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
         auth: Default::default(),
         open: Default::default(),
         xmpp: Default::default(),
+        store: crate::store::Store::new(std::iter::empty::<(&str, &[u8])>()),
     });
     (shared, mailbox)
 }

@@ -30,17 +30,17 @@ pub struct XmppConn {
     counted: bool,
 }
 
-/// The users XMPP knows: those of `--credentials`, or the demo account `user`/`secret`
-/// when there are none (PROTOCOLS.md 4.1; the server refuses to start with no users on a
-/// listener that is not loopback).
+/// The users XMPP knows: the store's (those of `--credentials` and those made with
+/// `set-user`), or the demo account `user`/`secret` while there are none (PROTOCOLS.md 4.1;
+/// the server refuses to start with no users on a listener that is not loopback).
 pub struct XmppUsers<'a>(&'a Shared);
 
 impl Users for XmppUsers<'_> {
     fn password(&self, user: &str) -> Option<Vec<u8>> {
-        if self.0.auth.is_empty() {
+        if self.0.store.user_count() == 0 {
             return (user == "user").then(|| b"secret".to_vec());
         }
-        self.0.auth.password(user)
+        self.0.store.password(user)
     }
 }
 
@@ -61,8 +61,16 @@ impl Env for ConnEnv<'_> {
     fn route(&mut self, to: &str, stanza: String) {
         self.shared.xmpp.route(to, &stanza, &self.shared.hub);
     }
-    fn urn_m(&mut self, _user: &str, _iq: &Element, _raw: &[u8]) -> Option<String> {
-        None
+    fn urn_m(&mut self, user: &str, iq: &Element, raw: &[u8]) -> Option<String> {
+        let shared = self.shared;
+        Some(crate::proto::xmpp::urn::answer(
+            &shared.store,
+            &shared.hub,
+            &shared.config.xmpp_domain,
+            user,
+            iq,
+            raw,
+        ))
     }
 }
 

@@ -149,15 +149,24 @@ impl Outcome {
     }
 }
 
-/// A string quoted for a log line the way Python's `repr` quotes it: single quotes, and
-/// `\\`, `\'`, `\n`, `\r`, `\t`, `\xNN` escapes; other characters as they are.
+/// A string quoted for a log line the way Python's `repr` quotes it: single quotes, or double
+/// quotes when the text holds a single quote and no double quote; `\\`, the quote, `\n`,
+/// `\r`, `\t` and `\xNN` escaped; other characters as they are.
 pub fn py_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
+    out.push(quote);
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -167,7 +176,7 @@ pub fn py_repr(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('\'');
+    out.push(quote);
     out
 }
 
@@ -331,6 +340,8 @@ mod tests {
 
     #[test]
     fn repr_quotes() {
-        assert_eq!(py_repr("a'b\\c\nd\u{1}\u{e9}"), r"'a\'b\\c\nd\x01é'");
+        assert_eq!(py_repr("a'b\\c\nd\u{1}\u{e9}\""), r#"'a\'b\\c\nd\x01é"'"#);
+        assert_eq!(py_repr("<iq type='get'/>"), r#""<iq type='get'/>""#);
+        assert_eq!(py_repr("plain"), "'plain'");
     }
 }

@@ -88,20 +88,26 @@ async def main(port, domain):
     roster = await asyncio.wait_for(alice.get_roster(), TIMEOUT)
     check(roster is not None, "roster fetched (empty)")
 
-    # A urn:M query: get-item '*' (the reference's demo-client); its answer is either the
-    # result (base64 JSON) or, where the item store is not wired, a stanza error.
+    # A urn:M query, as the reference's demo-client sends it: get-item '/' (the root Site).
     iq = alice.make_iq_get(ito=None)
     item = ET.Element("{urn:M}item")
-    item.text = base64.b64encode(b"*").decode()
+    item.text = base64.b64encode(b"/").decode()
+    iq.append(item)
+    reply = await asyncio.wait_for(iq.send(timeout=TIMEOUT), TIMEOUT)
+    payload = reply.xml.find("{urn:M}item")
+    data = json.loads(base64.b64decode(payload.text))
+    check(isinstance(data, list) and data and data[0].get("_kind") == "Site", f"urn:M get_item '/' answered {data}")
+
+    # A failing command: a stanza error with the reference's condition.
+    iq = alice.make_iq_get(ito=None)
+    item = ET.Element("{urn:M}item")
+    item.text = base64.b64encode(b"//[").decode()
     iq.append(item)
     try:
-        reply = await asyncio.wait_for(iq.send(timeout=TIMEOUT), TIMEOUT)
-        payload = reply.xml.find("{urn:M}item")
-        data = json.loads(base64.b64decode(payload.text))
-        check(isinstance(data, list), f"urn:M get_item answered {len(data)} items")
+        await asyncio.wait_for(iq.send(timeout=TIMEOUT), TIMEOUT)
+        check(False, "a bad path expression was answered as a result")
     except slixmpp.exceptions.IqError as e:
-        cond = e.iq["error"]["condition"]
-        check(cond in ("service-unavailable",), f"urn:M get_item answered error {cond}")
+        check(e.iq["error"]["condition"] == "undefined-condition", f"urn:M bad expression: {e.iq['error']['condition']}")
 
     alice.send_message(mto=f"bob@{domain}", mbody="hello bob", mtype="chat")
     msg = await asyncio.wait_for(bob.inbox.get(), TIMEOUT)

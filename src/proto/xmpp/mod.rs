@@ -6,3 +6,4 @@ pub mod sasl;
 pub mod session;
 pub mod stanza;
 pub mod tokenizer;
+pub mod urn;
