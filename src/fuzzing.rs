@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("qst_json", qst_json),
     ("datetime", datetime),
     ("machine", machine),
+    ("xmpp_stream", xmpp_stream),
 ];
 
 /// The harness of a target by name.
@@ -752,4 +753,100 @@ pub fn machine(data: &[u8]) {
     assert_eq!(m.parked.get(), 0, "parked gauge");
     assert_eq!(m.streaming.get(), 0, "streaming gauge");
     assert!(h.w.subs.is_empty(), "no waiter left");
+}
+
+/// Every token of an XMPP byte stream, fed as growing prefixes ending at `cuts` (then the
+/// whole), consuming each token's bytes as the connection does: the tokens' bytes, and the
+/// error that ended the stream if any.
+fn xmpp_tokens(
+    stream: &[u8],
+    max: usize,
+    cuts: &[u8],
+) -> (
+    Vec<Vec<u8>>,
+    Option<crate::proto::xmpp::tokenizer::XmlError>,
+) {
+    use crate::proto::xmpp::tokenizer::{Token, Tokenizer};
+    let mut t = Tokenizer::new(max);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    let mut end = 0usize;
+    for piece in cuts.iter().map(|&c| usize::from(c)).chain([usize::MAX]) {
+        end = end.saturating_add(piece).min(stream.len());
+        loop {
+            match t.next(&stream[start..end]) {
+                Ok(Some(tok)) => {
+                    let (a, b) = match tok {
+                        Token::StreamOpen { end } | Token::StreamClose { end } => (0, end),
+                        Token::Stanza { start, end } => (start, end),
+                    };
+                    assert!(a <= b && start + b <= end, "a token within the input");
+                    out.push(stream[start + a..start + b].to_vec());
+                    start += b;
+                    t.consumed(b);
+                }
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        if end == stream.len() {
+            break;
+        }
+    }
+    (out, None)
+}
+
+/// The XMPP stream tokenizer, the stanza parser and the session machine on arbitrary bytes.
+/// Oracles: the tokens (and the error) are the same whether the bytes arrive whole or in the
+/// pieces the input chooses; every stanza token parses or is refused without a panic; the
+/// session never consumes more than it was given and never panics.
+pub fn xmpp_stream(data: &[u8]) {
+    use crate::proto::xmpp::{sasl, session, stanza};
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let max = [64, 1024, 65536, 1 << 20][usize::from(ctl >> 6)];
+    let (cuts, stream) = rest.split_at(usize::from(ctl & 15).min(rest.len()));
+    let whole = xmpp_tokens(stream, max, &[]);
+    let pieces = xmpp_tokens(stream, max, cuts);
+    assert_eq!(whole, pieces, "tokens fed in pieces vs whole");
+    for tok in &whole.0 {
+        let _ = stanza::parse(tok);
+    }
+
+    struct Env;
+    impl sasl::Users for Env {
+        fn password(&self, user: &str) -> Option<Vec<u8>> {
+            (user == "user").then(|| b"secret".to_vec())
+        }
+    }
+    impl session::Env for Env {
+        fn users(&self) -> &dyn sasl::Users {
+            self
+        }
+        fn bind(&mut self, _: &str) {}
+        fn route(&mut self, _: &str, _: String) {}
+        fn urn_m(&mut self, _: &str, _: &stanza::Element, _: &[u8]) -> Option<String> {
+            None
+        }
+    }
+    let mut s = session::Session::new(max);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut at = 0usize;
+    for piece in cuts.iter().map(|&c| usize::from(c)).chain([usize::MAX]) {
+        let next = at.saturating_add(piece).min(stream.len());
+        pending.extend_from_slice(&stream[at..next]);
+        at = next;
+        let mut out = String::new();
+        match s.feed(&pending, "localhost", &mut out, &mut Env) {
+            session::Fed::More { consumed } => {
+                assert!(consumed <= pending.len(), "consumed within the input");
+                pending.drain(..consumed);
+            }
+            session::Fed::Close => return,
+        }
+        if at == stream.len() {
+            break;
+        }
+    }
 }

@@ -70,6 +70,8 @@ pub struct Tokenizer {
     stanza_start: usize,
     /// The stream header has been seen.
     opened: bool,
+    /// The stream header's element name: only it may close the stream.
+    root: Vec<u8>,
     max_stanza: usize,
 }
 
@@ -84,6 +86,7 @@ impl Tokenizer {
             tag_start: 0,
             stanza_start: 0,
             opened: false,
+            root: Vec::new(),
             max_stanza,
         }
     }
@@ -99,6 +102,9 @@ impl Tokenizer {
     /// apart from `consumed`) for the next token. `Ok(None)`: more input is needed.
     pub fn next(&mut self, buf: &[u8]) -> Result<Option<Token>, XmlError> {
         while self.pos < buf.len() {
+            // The limits are checked at each byte, so the first fault in the stream decides
+            // the error whatever pieces the stream arrives in.
+            self.check_limits()?;
             let b = buf[self.pos];
             match self.state {
                 State::Text => match b {
@@ -168,6 +174,9 @@ impl Tokenizer {
                     b'<' => return Err(XmlError::NotWellFormed),
                     b'>' => {
                         let empty = self.pos > self.tag_start + 1 && buf[self.pos - 1] == b'/';
+                        if self.depth == 0 {
+                            self.root = element_name(&buf[self.tag_start + 1..self.pos]).to_vec();
+                        }
                         self.pos += 1;
                         self.state = State::Text;
                         if let Some(t) = self.element_opened(empty)? {
@@ -200,7 +209,13 @@ impl Tokenizer {
                         }
                         self.depth -= 1;
                         match self.depth {
-                            0 => return Ok(Some(Token::StreamClose { end: self.pos })),
+                            0 => {
+                                let name = trim_name(&buf[self.tag_start + 2..self.pos - 1]);
+                                if name != self.root.as_slice() {
+                                    return Err(XmlError::NotWellFormed);
+                                }
+                                return Ok(Some(Token::StreamClose { end: self.pos }));
+                            }
                             1 => return self.stanza_done(),
                             _ => {}
                         }
@@ -262,17 +277,42 @@ impl Tokenizer {
         }))
     }
 
-    /// No token yet: checks the limits on what is waiting, then asks for more input.
-    fn wait(&self, buf: &[u8]) -> Result<Option<Token>, XmlError> {
-        if self.depth == 0 && buf.len() > MAX_HEADER {
+    /// The header and the stanza being scanned must stay within their limits.
+    fn check_limits(&self) -> Result<(), XmlError> {
+        if self.depth == 0 && self.pos > MAX_HEADER {
             return Err(XmlError::PolicyViolation);
         }
         let in_stanza = self.depth >= 2 || (self.depth == 1 && self.state != State::Text);
-        if in_stanza && buf.len().saturating_sub(self.stanza_start) > self.max_stanza {
+        if in_stanza && self.pos - self.stanza_start > self.max_stanza {
             return Err(XmlError::PolicyViolation);
         }
+        Ok(())
+    }
+
+    /// No token yet: asks for more input. (What waits unscanned is at most a reference or
+    /// a few bytes of markup, so the limits are those of what was scanned.)
+    fn wait(&self, _buf: &[u8]) -> Result<Option<Token>, XmlError> {
+        self.check_limits()?;
         Ok(None)
     }
+}
+
+/// The element name at the start of a start tag's inside (`stream:stream to='…'`).
+fn element_name(tag: &[u8]) -> &[u8] {
+    let end = tag
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))
+        .unwrap_or(tag.len());
+    &tag[..end]
+}
+
+/// An end tag's name without the whitespace XML allows after it.
+fn trim_name(name: &[u8]) -> &[u8] {
+    let end = name
+        .iter()
+        .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    &name[..end]
 }
 
 fn starts_with_at(buf: &[u8], at: usize, prefix: &[u8]) -> bool {
@@ -419,6 +459,7 @@ mod tests {
             (b"<stream:stream><a b='<'/>", XmlError::NotWellFormed),
             (b"<stream:stream><a>&;</a>", XmlError::NotWellFormed),
             (b"<stream:stream/>", XmlError::NotWellFormed),
+            (b"<stream:stream></iq>", XmlError::NotWellFormed),
         ];
         for (input, want) in cases {
             assert_eq!(
