@@ -4,8 +4,11 @@
 //! latency), `talk-echo-check` (smoke test), `qst` (QST producers and a
 //! long-polling consumer, end to end), `comet-longpoll` (many comet clients,
 //! put→delivery latency), `pipeline` (pipelined requests against round
-//! trips, server CPU per request), and the hidden `worker` / `comet-worker` that
-//! `talk-idle` / `comet-longpoll` start in child processes. See README.md.
+//! trips, server CPU per request), `xmpp-idle` (many idle XMPP sessions, RSS
+//! per session, login times), `xmpp-ping` (XEP-0199 round trips, server CPU per
+//! round trip), and the hidden `worker` / `comet-worker` / `xmpp-worker` that
+//! `talk-idle` / `comet-longpoll` / the XMPP scenarios start in child processes.
+//! See README.md.
 
 mod args;
 mod child;
@@ -23,6 +26,9 @@ mod pipeline;
 mod qst;
 mod sys;
 mod worker;
+mod xmpp;
+mod xmpp_load;
+mod xmpp_worker;
 
 const USAGE: &str = "usage: tidings-load <scenario> [options]
 
@@ -36,6 +42,10 @@ scenarios:
                    messages a second; checks every delivery, measures latency and RSS
   pipeline         N small requests pipelined on one connection, then N round trips
                    one at a time; checks every reply, the server's CPU per request
+  xmpp-idle        N authenticated, bound, idle XMPP sessions over P worker processes;
+                   the server's RSS per session and the login times
+  xmpp-ping        C XMPP clients each pinging the server (XEP-0199) one ping at a time:
+                   round trips per second, p50/p99 latency, server CPU per round trip
 
 run `tidings-load <scenario> --help` for the options of a scenario";
 
@@ -89,6 +99,9 @@ fn main() {
         Some("comet-longpoll") => comet::run(&argv[1..]),
         Some("comet-worker") => comet_worker::run(&argv[1..]),
         Some("pipeline") => pipeline::run(&argv[1..]),
+        Some("xmpp-idle") => xmpp_load::run_idle(&argv[1..]),
+        Some("xmpp-ping") => xmpp_load::run_ping(&argv[1..]),
+        Some("xmpp-worker") => xmpp_worker::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
