@@ -165,7 +165,7 @@ L_TALK=$(lua talk POST '"name=wrk&channel=bench&message=hello"' application/x-ww
 L_QST=$(lua qst POST "'[{\"from\":\"sms://1\",\"to\":\"sms://2\",\"body\":\"hello\"}]'" application/json)
 L_PUB=$(lua pub POST '"hello"')
 
-echo "compare: ${TIDINGS_BINS} + nginx/nchan$(want xmpp && echo ' + Prosody'); only=$ONLY load=$LOAD rounds=$ROUNDS quick=$QUICK out=$OUT"
+echo "compare: ${TIDINGS_BINS}$([ "$http_scenarios" = 1 ] && echo ' + nginx/nchan')$(want xmpp && echo ' + Prosody'); only=$ONLY load=$LOAD rounds=$ROUNDS quick=$QUICK out=$OUT"
 echo "servers on CPU $SERVER_CPU (tidings --workers 1, nginx worker_processes 1, Prosody: one process), clients on CPU $CLIENT_CPU"
 echo "machine: $(nproc) cpus, kernel $(uname -r); tree HEAD: $(git -C "$here/../.." rev-parse --short HEAD 2>/dev/null)"
 t_start=$(date +%s)

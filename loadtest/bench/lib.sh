@@ -140,7 +140,36 @@ start_prosody() {
     port_free "$2" && echo "prosody did not listen on $2 within 10 s: $(tail -n 3 "$1/stdout.log" "$1/prosody.log" 2>/dev/null | tr '\n' ' ')" >&2
     sleep "${START_WAIT:-1}"
 }
-stop_prosody() { kill "$PRPID"; wait "$PRPID" 2>/dev/null; sleep "${STOP_WAIT:-2}"; }
+# running PID: the process exists and is not a zombie waiting to be reaped
+running() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+# stop_prosody: SIGTERM once Prosody has let go of the client connections (at most
+# 30 s), SIGKILL if it is still there 10 s later. Prosody 0.12.3 aborts its shutdown
+# halfway when SIGTERM arrives while it is still tearing sessions down (mod_c2s.lua:469
+# "attempt to call a nil value (method 'close')"): listeners closed, the loop left
+# waiting in epoll_wait for ever, further SIGTERMs ignored. Seen after xmpp-idle
+# closed 10,000 sessions at once.
+stop_prosody() {
+    local i
+    for i in $(seq 1 300); do
+        [ "$(ls "/proc/$PRPID/fd" 2>/dev/null | wc -l)" -le 20 ] && break
+        sleep 0.1
+    done
+    kill "$PRPID"
+    for i in $(seq 1 100); do
+        running "$PRPID" || break
+        sleep 0.1
+    done
+    if running "$PRPID"; then
+        echo "prosody $PRPID still there 10 s after SIGTERM: SIGKILL" >&2
+        kill -9 "$PRPID"
+    fi
+    wait "$PRPID" 2>/dev/null
+    sleep "${STOP_WAIT:-2}"
+}
 
 # cpu_us PID[,PID…]: user + system CPU time of the processes, summed, in µs
 cpu_us() {
