@@ -28,7 +28,8 @@
 # default: beside the last binary); OUT (raw logs, results.tsv, table.md;
 # default /tmp/tidings-compare-DATE); ROUNDS (3); QUICK (1: one round, short runs);
 # ONLY (space-separated scenario names above); SERVER_CPU (0), CLIENT_CPU (1);
-# PORT_BASE (39500: one new port per server started); XMPP_SESSIONS ("1000 10000");
+# PORT_BASE (29500: one new port per server started; below the ephemeral range
+# 32768-60999, where a listener can collide with any client's connection); XMPP_SESSIONS ("1000 10000");
 # XMPP_PING_SECS (10); XMPP_PING (0: no xmpp-ping, e.g. for XMPP_SESSIONS=19500 alone).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -90,7 +91,7 @@ TSV=$OUT/results.tsv
 WORKERS=1 NGINX_WORKERS=1 START_WAIT=0.5 STOP_WAIT=0.3
 PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
-next_port=${PORT_BASE:-39500}
+next_port=${PORT_BASE:-29500}
 servers=("${labels[@]}" nchan)
 xservers=("${labels[@]}" prosody)
 

@@ -11,7 +11,10 @@
 
 LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
+# port_free PORT: no TCP socket at all uses PORT locally. A listener cannot bind a
+# port that a client connection holds as its own (ports 32768-60999 are handed
+# out to outgoing connections here, ours and other engineers' load clients).
+port_free() { ! ss -tanH "sport = :$1" | grep -q .; }
 
 # wait_quiet [MAX_SECS]: until the machine is under 8 % busy over 2 s.
 wait_quiet() {
