@@ -139,6 +139,13 @@ xup() {
     else
         up "$1" --xmpp-listen "127.0.0.1:$XP"
     fi
+    # the baseline RSS is read first thing: only once the server is up (a slow
+    # start once gave a baseline of 4 KiB and refused connects)
+    local i
+    for i in $(seq 1 100); do
+        port_free "$XP" || break
+        sleep 0.1
+    done
 }
 
 # wrk_row SCENARIO SERVER ROUND URL [LUA]: requests/s and server CPU µs per request
