@@ -2,12 +2,19 @@
 # port checks, the quiet-machine wait, starting and stopping tidings and
 # nginx (+ nchan) by PID, the nginx configurations, server CPU time.
 #
+# Prosody (bench/prosody/prosody.cfg.lua) is started and stopped the same way.
+#
 # Settings (environment, with defaults): TIDINGS (the server binary,
 # $BIN/tidings), PORT, WORKERS (2: tidings --workers), NGINX_WORKERS (2:
 # worker_processes), PIN ("": a command prefix for the servers, e.g.
 # "taskset -c 0"), START_WAIT (1 s after a start), STOP_WAIT (2 s after a stop).
 
-port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# port_free PORT: no TCP socket at all uses PORT locally. A listener cannot bind a
+# port that a client connection holds as its own (ports 32768-60999 are handed
+# out to outgoing connections here, ours and other engineers' load clients).
+port_free() { ! ss -tanH "sport = :$1" | grep -q .; }
 
 # wait_quiet [MAX_SECS]: until the machine is under 8 % busy over 2 s.
 wait_quiet() {
@@ -29,10 +36,17 @@ wait_quiet() {
 }
 
 # start_server [flags…]: starts ${TIDINGS:-$BIN/tidings} on $PORT; sets PID.
+# A binary with the XMPP listener gets --xmpp-listen off unless the flags name
+# an address: its default, 127.0.0.1:5222, would collide with any other tidings
+# running on the machine.
 start_server() {
     port_free "$PORT" || { echo "port $PORT busy" >&2; exit 1; }
-    ${PIN:-} "${TIDINGS:-$BIN/tidings}" --listen "127.0.0.1:$PORT" --workers "${WORKERS:-2}" \
-        --max-connections 25000 "$@" > "$WORK/tidings-$PORT.log" 2>&1 &
+    local bin=${TIDINGS:-$BIN/tidings} xmpp=()
+    if [[ " $* " != *" --xmpp-listen "* ]] && "$bin" --help 2>&1 | grep -q -- --xmpp-listen; then
+        xmpp=(--xmpp-listen off)
+    fi
+    ${PIN:-} "$bin" --listen "127.0.0.1:$PORT" --workers "${WORKERS:-2}" \
+        --max-connections 25000 "${xmpp[@]}" "$@" > "$WORK/tidings-$PORT.log" 2>&1 &
     PID=$!
     sleep "${START_WAIT:-1}"
 }
@@ -100,6 +114,65 @@ start_nginx() {
     NPIDS="$NPID,$(pgrep -P "$NPID" | paste -sd,)"
 }
 stop_nginx() { kill "$NPID"; wait "$NPID" 2>/dev/null; sleep "${STOP_WAIT:-2}"; }
+
+# prosody_setup DIR [USER PASSWORD]: a fresh directory for
+# bench/prosody/prosody.cfg.lua (data dir, empty certs dir) holding one account,
+# user/secret by default. authentication = "internal_plain" keeps the password in
+# clear in data/HOST/accounts/USER.dat, which is all `prosodyctl register` would
+# write there; writing it directly saves a prosodyctl run per start.
+prosody_setup() {
+    local dir=$1 user=${2:-user} pass=${3:-secret}
+    rm -rf "$dir"
+    mkdir -p "$dir/data/localhost/accounts" "$dir/certs"
+    printf 'return {\n\t["password"] = "%s";\n};\n' "$pass" > "$dir/data/localhost/accounts/$user.dat"
+}
+
+# start_prosody DIR PORT: Prosody in the foreground (one Lua process, as the
+# current user) with bench/prosody/prosody.cfg.lua, its data, log and pidfile
+# in DIR, c2s on 127.0.0.1:PORT; sets PRPID once the port listens (at most 10 s).
+start_prosody() {
+    port_free "$2" || { echo "port $2 busy" >&2; exit 1; }
+    PROSODY_DIR=$1 PROSODY_PORT=$2 ${PIN:-} prosody -F --config "$LIB_DIR/prosody/prosody.cfg.lua" \
+        > "$1/stdout.log" 2>&1 &
+    PRPID=$!
+    local i
+    for i in $(seq 1 100); do
+        port_free "$2" || break
+        sleep 0.1
+    done
+    port_free "$2" && echo "prosody did not listen on $2 within 10 s: $(tail -n 3 "$1/stdout.log" "$1/prosody.log" 2>/dev/null | tr '\n' ' ')" >&2
+    sleep "${START_WAIT:-1}"
+}
+# running PID: the process exists and is not a zombie waiting to be reaped
+running() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+# stop_prosody: SIGTERM once Prosody has let go of the client connections (at most
+# 30 s), SIGKILL if it is still there 10 s later. Prosody 0.12.3 aborts its shutdown
+# halfway when SIGTERM arrives while it is still tearing sessions down (mod_c2s.lua:469
+# "attempt to call a nil value (method 'close')"): listeners closed, the loop left
+# waiting in epoll_wait for ever, further SIGTERMs ignored. Seen after xmpp-idle
+# closed 10,000 sessions at once.
+stop_prosody() {
+    local i
+    for i in $(seq 1 300); do
+        [ "$(ls "/proc/$PRPID/fd" 2>/dev/null | wc -l)" -le 20 ] && break
+        sleep 0.1
+    done
+    kill "$PRPID"
+    for i in $(seq 1 100); do
+        running "$PRPID" || break
+        sleep 0.1
+    done
+    if running "$PRPID"; then
+        echo "prosody $PRPID still there 10 s after SIGTERM: SIGKILL" >&2
+        kill -9 "$PRPID"
+    fi
+    wait "$PRPID" 2>/dev/null
+    sleep "${STOP_WAIT:-2}"
+}
 
 # cpu_us PID[,PID…]: user + system CPU time of the processes, summed, in µs
 cpu_us() {

@@ -5,9 +5,11 @@
 //! long-polling consumer, end to end), `comet-longpoll` (many comet clients,
 //! put→delivery latency), `pipeline` (pipelined requests against round
 //! trips, server CPU per request), `soak` (every protocol, clients leaving at
-//! random, checks after the storm), and the hidden `worker` / `comet-worker` /
-//! `soak-worker` that `talk-idle` / `comet-longpoll` / `soak` start in child
-//! processes. See README.md.
+//! random, checks after the storm), `xmpp-idle` (many idle XMPP sessions, RSS
+//! per session, login times), `xmpp-ping` (XEP-0199 round trips, server CPU per
+//! round trip), and the hidden `worker` / `comet-worker` / `soak-worker` /
+//! `xmpp-worker` that `talk-idle` / `comet-longpoll` / `soak` / the XMPP
+//! scenarios start in child processes. See README.md.
 
 mod args;
 mod child;
@@ -27,6 +29,9 @@ mod soak;
 mod soak_worker;
 mod sys;
 mod worker;
+mod xmpp;
+mod xmpp_load;
+mod xmpp_worker;
 
 const USAGE: &str = "usage: tidings-load <scenario> [options]
 
@@ -43,6 +48,10 @@ scenarios:
   soak             for N seconds thousands of clients of every protocol come and go at
                    random (RSTs, hang-ups mid-request, parked, streaming); checks no acked
                    QST message is lost or redelivered, the gauges and the RSS afterwards
+  xmpp-idle        N authenticated, bound, idle XMPP sessions over P worker processes;
+                   the server's RSS per session and the login times
+  xmpp-ping        C XMPP clients each pinging the server (XEP-0199) one ping at a time:
+                   round trips per second, p50/p99 latency, server CPU per round trip
 
 run `tidings-load <scenario> --help` for the options of a scenario";
 
@@ -98,6 +107,9 @@ fn main() {
         Some("pipeline") => pipeline::run(&argv[1..]),
         Some("soak") => soak::run(&argv[1..]),
         Some("soak-worker") => soak_worker::run(&argv[1..]),
+        Some("xmpp-idle") => xmpp_load::run_idle(&argv[1..]),
+        Some("xmpp-ping") => xmpp_load::run_ping(&argv[1..]),
+        Some("xmpp-worker") => xmpp_worker::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
