@@ -291,7 +291,7 @@ impl Conn {
     }
 
     /// A stanza routed to this XMPP session.
-    pub fn deliver_stanza(&mut self, stanza: &Arc<str>, w: &mut Worker) -> Next {
+    pub fn deliver_stanza(&mut self, stanza: &Arc<[u8]>, w: &mut Worker) -> Next {
         match &mut self.machine {
             Machine::Xmpp(m) => m.deliver_stanza(stanza, w),
             Machine::Http(_) => Next::Keep,

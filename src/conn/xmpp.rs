@@ -220,12 +220,11 @@ impl XmppConn {
     }
 
     /// A stanza routed here from another session.
-    pub fn deliver_stanza(&mut self, stanza: &Arc<str>, w: &mut Worker) -> Next {
+    pub fn deliver_stanza(&mut self, stanza: &Arc<[u8]>, w: &mut Worker) -> Next {
         if self.closing.is_some() || self.session.jid().is_none() {
             return Next::Keep;
         }
-        let bytes: Arc<[u8]> = Arc::from(stanza.as_bytes());
-        self.out.push(Seg::Shared(bytes));
+        self.out.push(Seg::Shared(stanza.clone()));
         if self.out.len() > w.shared.config.max_output_bytes {
             w.shared.metrics.slow_readers_closed.inc();
             return Next::Close;

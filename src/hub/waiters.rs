@@ -38,7 +38,7 @@ pub enum Mail {
     /// End this Talk stream: a newer pull of the same name replaced it.
     EndStream { token: usize },
     /// Write this stanza on the XMPP session `token` (routed from another session).
-    Stanza { token: usize, stanza: Arc<str> },
+    Stanza { token: usize, stanza: Arc<[u8]> },
     /// A newer session bound the same full JID: end the session `token` (`conflict`).
     Replaced { token: usize },
     /// The server is shutting down.

@@ -72,7 +72,8 @@ impl Registry {
                 .map(|(_, w)| *w)
                 .collect()
         };
-        let stanza: Arc<str> = Arc::from(stanza);
+        // Rendered once, shared by every session it goes to.
+        let stanza: Arc<[u8]> = Arc::from(stanza.as_bytes());
         for w in &targets {
             hub.send(
                 w.worker,
