@@ -239,11 +239,18 @@ impl Reactor {
             };
             let open = shared.open.load(std::sync::atomic::Ordering::Relaxed);
             let limit = shared.config.max_connections;
-            if open >= limit + shared.config.admin_connections {
+            // The admin reserve is for HTTP's `/health` and `/metrics` only.
+            let reserve = match kind {
+                Kind::Http => shared.config.admin_connections,
+                Kind::Xmpp => 0,
+            };
+            if open >= limit + reserve {
                 shared.metrics.connections_refused.inc();
                 debug!("refusing a connection: --max-connections reached");
-                // Best effort: a fresh socket's send buffer is empty, so this never blocks.
-                let _ = (&sock).write(REFUSED);
+                if kind == Kind::Http {
+                    // Best effort: a fresh socket's send buffer is empty, so this never blocks.
+                    let _ = (&sock).write(REFUSED);
+                }
                 drop(sock);
                 continue;
             }

@@ -318,3 +318,23 @@ fn shutdown_ends_every_stream() {
     server.handle.shutdown();
     assert_eq!(text(c.read_to_eof()), "<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>");
 }
+
+#[test]
+fn an_xmpp_connection_past_max_connections_is_refused() {
+    let server = start_with(|c| {
+        c.xmpp_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.max_connections = 1;
+        c.admin_connections = 4;
+    });
+    let mut first = connect(&server);
+    open(&mut first);
+    // The admin reserve is HTTP's; an XMPP client past the limit is closed at once.
+    let mut second = connect(&server);
+    assert_eq!(text(second.read_to_eof()), "");
+    assert_eq!(server.metrics().connections_refused.get(), 1);
+    assert_eq!(
+        server.get("/health").status,
+        200,
+        "the reserve still answers /health"
+    );
+}
