@@ -25,6 +25,8 @@ pub enum Failure {
     NotAuthorized,
     MalformedRequest,
     InvalidMechanism,
+    /// The server could not take part (no random source for a nonce).
+    TemporaryAuthFailure,
 }
 
 impl Failure {
@@ -34,6 +36,7 @@ impl Failure {
             Failure::NotAuthorized => "not-authorized",
             Failure::MalformedRequest => "malformed-request",
             Failure::InvalidMechanism => "invalid-mechanism",
+            Failure::TemporaryAuthFailure => "temporary-auth-failure",
         }
     }
 }
@@ -135,9 +138,13 @@ pub struct ScramServer {
 impl ScramServer {
     /// Reads client-first (`gs2-header client-first-message-bare`) and makes server-first.
     fn first(message: &[u8], users: &dyn Users) -> Result<(ScramServer, String), Failure> {
-        let salt = random_bytes::<16>();
+        let mut salt = [0u8; 16];
         let mut snonce = [0u8; 18];
-        fill_random(&mut snonce);
+        if !fill_random(&mut salt) || !fill_random(&mut snonce) {
+            // No unguessable nonce, no SCRAM: the client may try again, or PLAIN.
+            crate::error!("the operating system's random source failed: SCRAM refused");
+            return Err(Failure::TemporaryAuthFailure);
+        }
         Self::first_with(message, users, &salt, &B64.encode(snonce))
     }
 
@@ -260,18 +267,11 @@ fn unescape_username(v: &str) -> Result<String, Failure> {
     Ok(out)
 }
 
-/// Fills `buf` from the operating system's random source.
-pub fn fill_random(buf: &mut [u8]) {
-    if getrandom::getrandom(buf).is_err() {
-        // No randomness: refuse to run with predictable nonces and ids.
-        panic!("the operating system's random source failed");
-    }
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    fill_random(&mut b);
-    b
+/// Fills `buf` from the operating system's random source. `false` if it failed (then `buf`
+/// must not be used for anything that has to be unguessable).
+#[must_use]
+pub fn fill_random(buf: &mut [u8]) -> bool {
+    getrandom::getrandom(buf).is_ok()
 }
 
 /// Decodes a SASL payload: `=` is an empty response; anything else is base64.

@@ -514,7 +514,15 @@ fn parse_header(bytes: &[u8]) -> Result<Header, &'static str> {
 /// A fresh, unguessable stream id (128 random bits, hex).
 fn new_stream_id() -> String {
     let mut b = [0u8; 16];
-    sasl::fill_random(&mut b);
+    if !sasl::fill_random(&mut b) {
+        // Only unique is left: std's per-process random hash keys over a counter.
+        use std::hash::BuildHasher;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let h = std::collections::hash_map::RandomState::new().hash_one(n);
+        b[..8].copy_from_slice(&h.to_le_bytes());
+        b[8..].copy_from_slice(&n.to_le_bytes());
+    }
     let mut s = String::with_capacity(32);
     for x in b {
         write!(s, "{x:02x}").ok();
