@@ -309,6 +309,38 @@ pub fn reason_list(map: &BTreeMap<String, usize>) -> String {
     list.join("; ")
 }
 
+/// The whole of a worker process's `run`: parses its options (`parse`), checks that the
+/// open-file limit leaves room for them (`common`), runs `body`; returns the exit code (2
+/// for bad options or no room, 1 for an error of the run). `tag` names the process in
+/// messages, `noun` what it holds (`streams`, `clients`, `sessions`).
+pub fn worker_main<C>(
+    argv: &[String],
+    tag: &str,
+    noun: &str,
+    parse: fn(&[String]) -> Result<C, String>,
+    common: fn(&C) -> &Common,
+    body: fn(C) -> std::io::Result<()>,
+) -> i32 {
+    let cfg = match parse(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{tag}: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = common(&cfg).check_fd_room(tag, noun) {
+        eprintln!("{e}");
+        return 2;
+    }
+    match body(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{tag}: {e}");
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

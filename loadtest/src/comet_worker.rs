@@ -854,24 +854,14 @@ impl Worker {
 }
 
 pub fn run(argv: &[String]) -> i32 {
-    let cfg = match Config::from_args(argv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("comet-worker: {e}");
-            return 2;
-        }
-    };
-    if let Err(e) = cfg.common.check_fd_room("comet-worker", "clients") {
-        eprintln!("{e}");
-        return 2;
-    }
-    match run_worker(cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("comet-worker: {e}");
-            1
-        }
-    }
+    crate::child::worker_main(
+        argv,
+        "comet-worker",
+        "clients",
+        Config::from_args,
+        |c| &c.common,
+        run_worker,
+    )
 }
 
 fn run_worker(cfg: Config) -> io::Result<()> {

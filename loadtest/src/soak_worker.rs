@@ -1425,24 +1425,14 @@ fn parse_cmd(line: &str) -> Cmd {
 }
 
 pub fn run(argv: &[String]) -> i32 {
-    let cfg = match Config::from_args(argv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("soak-worker: {e}");
-            return 2;
-        }
-    };
-    if let Err(e) = cfg.common.check_fd_room("soak-worker", "clients") {
-        eprintln!("{e}");
-        return 2;
-    }
-    match work(cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("soak-worker: {e}");
-            1
-        }
-    }
+    crate::child::worker_main(
+        argv,
+        "soak-worker",
+        "clients",
+        Config::from_args,
+        |c| &c.common,
+        work,
+    )
 }
 
 fn work(cfg: Config) -> io::Result<()> {

@@ -582,24 +582,14 @@ impl Worker {
 
 /// Runs a worker; returns the process exit code.
 pub fn run(argv: &[String]) -> i32 {
-    let cfg = match Config::from_args(argv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("xmpp-worker: {e}");
-            return 2;
-        }
-    };
-    if let Err(e) = cfg.common.check_fd_room("xmpp-worker", "sessions") {
-        eprintln!("{e}");
-        return 2;
-    }
-    match run_worker(cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("xmpp-worker: {e}");
-            1
-        }
-    }
+    crate::child::worker_main(
+        argv,
+        "xmpp-worker",
+        "sessions",
+        Config::from_args,
+        |c| &c.common,
+        run_worker,
+    )
 }
 
 fn run_worker(cfg: Config) -> io::Result<()> {
