@@ -305,7 +305,7 @@ impl Reactor {
                     // No connection can take a key of the set during the delivery: accepts
                     // happen elsewhere in the loop.
                     for &key in &keys {
-                        self.with_conn(key, |c, w| c.deliver(&msg, w));
+                        self.with_conn(key, |c, w| c.deliver(&name, &msg, w));
                     }
                     self.worker.wake_cache.clear();
                     self.worker.end_delivery(name, keys);

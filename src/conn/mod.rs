@@ -283,10 +283,10 @@ impl Conn {
     }
 
     /// A message was published on a channel this connection waits on.
-    pub fn deliver(&mut self, msg: &Arc<Message>, w: &mut Worker) -> Next {
+    pub fn deliver(&mut self, channel: &Arc<str>, msg: &Arc<Message>, w: &mut Worker) -> Next {
         match &mut self.machine {
             Machine::Http(m) => m.deliver(msg, w),
-            Machine::Xmpp(_) => Next::Keep,
+            Machine::Xmpp(m) => m.deliver(channel, msg, w),
         }
     }
 

@@ -9,9 +9,11 @@ use super::out::{Out, Seg};
 use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
 use super::{Link, Next};
-use crate::hub::WaiterRef;
+use crate::hub::{Draft, Message, Origin, Subscribe, WaiterRef};
+use crate::proto;
+use crate::proto::xmpp::pubsub;
 use crate::proto::xmpp::sasl::Users;
-use crate::proto::xmpp::session::{Env, Fed, Session};
+use crate::proto::xmpp::session::{Env, Fed, PubSubError, Session};
 use crate::proto::xmpp::stanza::Element;
 use crate::worker::{Shared, Worker};
 
@@ -20,7 +22,8 @@ pub use super::http::{Input, Wrote, LINGER_MS};
 /// One XMPP client connection.
 pub struct XmppConn {
     pub link: Link,
-    session: Box<Session>,
+    /// The stream and the PubSub subscriptions, boxed: a connection pays a pointer.
+    st: Box<State>,
     buf: Option<Box<ReadBuf>>,
     pub out: Out,
     pub peer_closed: bool,
@@ -28,6 +31,21 @@ pub struct XmppConn {
     closing: Option<bool>,
     /// Open sessions are counted once (gauge), from authentication to close.
     counted: bool,
+}
+
+/// What an XMPP connection keeps behind its one pointer.
+struct State {
+    session: Session,
+    /// The hub channels this session subscribed to with PubSub.
+    subs: Vec<Sub>,
+}
+
+/// A PubSub subscription: a place in the channel's waiter list, like a Talk stream's.
+struct Sub {
+    channel: Arc<str>,
+    /// Highest `seq` sent; older mail is skipped.
+    cursor: u64,
+    subid: String,
 }
 
 /// The users XMPP knows: the store's (those of `--credentials` and those made with
@@ -48,6 +66,9 @@ impl Users for XmppUsers<'_> {
 struct ConnEnv<'a> {
     shared: &'a Shared,
     me: WaiterRef,
+    key: usize,
+    w: &'a mut Worker,
+    subs: &'a mut Vec<Sub>,
 }
 
 impl Env for ConnEnv<'_> {
@@ -61,6 +82,103 @@ impl Env for ConnEnv<'_> {
     fn route(&mut self, to: &str, stanza: String) {
         self.shared.xmpp.route(to, &stanza, &self.shared.hub);
     }
+    fn subscribe(&mut self, user: &str, node: &str) -> Result<String, PubSubError> {
+        let shared = self.shared;
+        proto::channel_name(node.as_bytes()).map_err(|r| {
+            PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string())
+        })?;
+        if !shared.auth.user_allows(user, node) {
+            shared.metrics.auth_failures.inc();
+            return Err(PubSubError::Forbidden);
+        }
+        if let Some(sub) = self.subs.iter().find(|s| &*s.channel == node) {
+            return Ok(sub.subid.clone());
+        }
+        let sub = Subscribe {
+            worker: self.me.worker,
+            token: self.me.token,
+            since: None,
+            talk_name: None,
+        };
+        let subscribed = shared.hub.subscribe(node, sub).map_err(|e| {
+            shared.metrics.waiters_refused.inc();
+            PubSubError::Refused(e.to_string())
+        })?;
+        let channel = self.w.join_channel(node, self.key);
+        let subid = shared.hub.new_id();
+        self.subs.push(Sub {
+            channel,
+            cursor: subscribed.cursor,
+            subid: subid.clone(),
+        });
+        Ok(subid)
+    }
+
+    fn unsubscribe(&mut self, node: &str) -> Result<(), PubSubError> {
+        let Some(i) = self.subs.iter().position(|s| &*s.channel == node) else {
+            return Ok(());
+        };
+        let sub = self.subs.swap_remove(i);
+        self.w
+            .leave_channel(&sub.channel, self.key, self.me.token, None);
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        user: &str,
+        from: &str,
+        node: &str,
+        id: Option<&str>,
+        payload: &str,
+    ) -> Result<String, PubSubError> {
+        let shared = self.shared;
+        proto::channel_name(node.as_bytes()).map_err(|r| {
+            PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string())
+        })?;
+        if !shared.auth.user_allows(user, node) {
+            shared.metrics.auth_failures.inc();
+            return Err(PubSubError::Forbidden);
+        }
+        if payload.len() > shared.config.max_message_bytes {
+            return Err(PubSubError::Refused(
+                "payload larger than --max-message-bytes".into(),
+            ));
+        }
+        let draft = Draft {
+            id: id.filter(|i| !i.is_empty()).map(str::to_string),
+            from: from.to_string(),
+            ..Draft::with_body(payload.as_bytes().to_vec())
+        };
+        let stored = shared
+            .hub
+            .publish(node, vec![draft], Origin::Xmpp, false)
+            .map_err(|e| PubSubError::Refused(e.to_string()))?;
+        Ok(stored
+            .last()
+            .map(|m| m.id.to_string())
+            .or_else(|| id.map(str::to_string))
+            .unwrap_or_default())
+    }
+
+    fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {
+        let shared = self.shared;
+        proto::channel_name(node.as_bytes()).map_err(|r| {
+            PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string())
+        })?;
+        if !shared.auth.user_allows(user, node) {
+            shared.metrics.auth_failures.inc();
+            return Err(PubSubError::Forbidden);
+        }
+        let read = shared.hub.read(node, 0, usize::MAX);
+        let skip = read.messages.len().saturating_sub(max);
+        let mut out = String::new();
+        for m in &read.messages[skip..] {
+            pubsub::item(m, &mut out);
+        }
+        Ok(out)
+    }
+
     fn urn_m(&mut self, user: &str, iq: &Element, raw: &[u8]) -> Option<String> {
         let shared = self.shared;
         Some(crate::proto::xmpp::urn::answer(
@@ -85,7 +203,10 @@ impl XmppConn {
     pub fn new(key: usize, gen: u32, w: &mut Worker) -> XmppConn {
         let mut c = XmppConn {
             link: Link::new(key, gen),
-            session: Box::new(Session::new(w.shared.config.max_message_bytes)),
+            st: Box::new(State {
+                session: Session::new(w.shared.config.max_message_bytes),
+                subs: Vec::new(),
+            }),
             buf: None,
             out: Out::default(),
             peer_closed: false,
@@ -133,20 +254,24 @@ impl XmppConn {
             w.again.push(self.link.key);
         }
         let shared = w.shared.clone();
+        let me = self.me(w);
+        let key = self.link.key;
+        let was_authenticated = self.st.session.authenticated();
+        let mut text = String::new();
+        let State { session, subs } = &mut *self.st;
         let mut env = ConnEnv {
             shared: &shared,
-            me: self.me(w),
+            me,
+            key,
+            w,
+            subs,
         };
-        let mut text = String::new();
-        let was_authenticated = self.session.authenticated();
-        let fed = self
-            .session
-            .feed(&buf, &shared.config.xmpp_domain, &mut text, &mut env);
+        let fed = session.feed(&buf, &shared.config.xmpp_domain, &mut text, &mut env);
         if !text.is_empty() {
             self.out.push(Seg::Owned(text.into_bytes()));
             self.link.mark_pending(w);
         }
-        if !was_authenticated && self.session.authenticated() {
+        if !was_authenticated && self.st.session.authenticated() {
             // Authenticated sessions have no idle timeout (like Talk streams).
             self.link.set_deadline(super::NEVER, w);
             shared.metrics.xmpp_sessions.inc();
@@ -219,9 +344,37 @@ impl XmppConn {
         Next::Close
     }
 
+    /// A message on a channel this session subscribed to: one event stanza, its tail
+    /// rendered once per message and shared (PROTOCOLS.md 4.4).
+    pub fn deliver(&mut self, channel: &Arc<str>, msg: &Arc<Message>, w: &mut Worker) -> Next {
+        if self.closing.is_some() {
+            return Next::Keep;
+        }
+        let Some(jid) = self.st.session.jid() else {
+            return Next::Keep;
+        };
+        let Some(sub) = self.st.subs.iter_mut().find(|s| s.channel == *channel) else {
+            return Next::Keep;
+        };
+        if msg.seq <= sub.cursor {
+            return Next::Keep;
+        }
+        sub.cursor = msg.seq;
+        let head = pubsub::event_head(&w.shared.config.xmpp_domain, jid);
+        self.out.push(Seg::Owned(head));
+        self.out.push(Seg::Shared(pubsub::event_tail(msg, channel)));
+        w.shared.metrics.messages_delivered.inc();
+        if self.out.len() > w.shared.config.max_output_bytes {
+            w.shared.metrics.slow_readers_closed.inc();
+            return Next::Close;
+        }
+        self.link.mark_pending(w);
+        Next::Keep
+    }
+
     /// A stanza routed here from another session.
     pub fn deliver_stanza(&mut self, stanza: &Arc<[u8]>, w: &mut Worker) -> Next {
-        if self.closing.is_some() || self.session.jid().is_none() {
+        if self.closing.is_some() || self.st.session.jid().is_none() {
             return Next::Keep;
         }
         self.out.push(Seg::Shared(stanza.clone()));
@@ -236,7 +389,8 @@ impl XmppConn {
     /// A newer session took this one's full JID.
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
         let mut text = String::new();
-        self.session
+        self.st
+            .session
             .replaced(&w.shared.config.xmpp_domain, &mut text);
         self.out.push(Seg::Owned(text.into_bytes()));
         self.begin_closing(w);
@@ -246,7 +400,7 @@ impl XmppConn {
     /// The server is stopping: end the stream.
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
         let mut text = String::new();
-        self.session.shutdown(&mut text);
+        self.st.session.shutdown(&mut text);
         self.out.push(Seg::Owned(text.into_bytes()));
         self.begin_closing(w);
         Next::Keep
@@ -254,8 +408,12 @@ impl XmppConn {
 
     /// Releases what the connection holds. Call once, when it leaves the slab.
     pub fn close(mut self, w: &mut Worker) {
-        if let Some(jid) = self.session.jid() {
+        if let Some(jid) = self.st.session.jid() {
             w.shared.xmpp.unbind(jid, self.me(w));
+        }
+        let token = self.link.token();
+        for sub in std::mem::take(&mut self.st.subs) {
+            w.leave_channel(&sub.channel, self.link.key, token, None);
         }
         if self.counted {
             w.shared.metrics.xmpp_sessions.dec();

@@ -18,11 +18,18 @@ pub enum Format {
     TalkNewline,
     /// The comet `{"time":…,"data":…}` object.
     CometJson,
+    /// The shared tail of an XMPP PubSub event `<message>` (after its per-session `to`).
+    XmppEvent,
 }
 
 impl Format {
     /// Every format, in slot order.
-    pub const ALL: [Format; 3] = [Format::TalkNul, Format::TalkNewline, Format::CometJson];
+    pub const ALL: [Format; 4] = [
+        Format::TalkNul,
+        Format::TalkNewline,
+        Format::CometJson,
+        Format::XmppEvent,
+    ];
 
     fn slot(self) -> usize {
         self as usize
@@ -70,6 +77,8 @@ pub enum Origin {
     Embedded,
     /// Published by the Message item store: a committed change (PROTOCOLS.md 4.3).
     Store,
+    /// Published by an XMPP PubSub publish: the body is the item's XML payload (4.4).
+    Xmpp,
 }
 
 /// A message as a client submitted it, before the hub stores it.

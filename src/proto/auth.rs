@@ -105,6 +105,16 @@ impl Auth {
         self.users.is_empty()
     }
 
+    /// Whether the user `name` (authenticated some other way, as XMPP does) may use the
+    /// channel: an open channel, or one of the user's patterns matches it.
+    pub fn user_allows(&self, name: &str, channel: &str) -> bool {
+        !self.guarded(channel)
+            || self
+                .users
+                .iter()
+                .any(|u| u.name == name && u.patterns.iter().any(|p| p.matches(channel)))
+    }
+
     pub fn guarded(&self, channel: &str) -> bool {
         self.users
             .iter()

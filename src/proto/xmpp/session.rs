@@ -43,6 +43,46 @@ pub trait Env {
     /// Answers an IQ whose child is in `urn:M` (PROTOCOLS.md 4.2): the whole reply stanza.
     /// `None` when urn:M is not served here (the session answers `service-unavailable`).
     fn urn_m(&mut self, user: &str, iq: &Element, raw: &[u8]) -> Option<String>;
+    /// PubSub (4.4): subscribes this session to the channel `node`; returns the subid.
+    fn subscribe(&mut self, user: &str, node: &str) -> Result<String, PubSubError> {
+        let _ = (user, node);
+        Err(PubSubError::Unavailable)
+    }
+    /// Ends this session's subscription to `node`.
+    fn unsubscribe(&mut self, node: &str) -> Result<(), PubSubError> {
+        let _ = node;
+        Err(PubSubError::Unavailable)
+    }
+    /// Publishes `payload` (XML) on `node` as `from`; returns the item id.
+    fn publish(
+        &mut self,
+        user: &str,
+        from: &str,
+        node: &str,
+        id: Option<&str>,
+        payload: &str,
+    ) -> Result<String, PubSubError> {
+        let _ = (user, from, node, id, payload);
+        Err(PubSubError::Unavailable)
+    }
+    /// The last `max` retained messages of `node` as `<item>` elements.
+    fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {
+        let _ = (user, node, max);
+        Err(PubSubError::Unavailable)
+    }
+}
+
+/// Why a PubSub request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PubSubError {
+    /// The credentials patterns guard the node from this user: `auth`/`forbidden`.
+    Forbidden,
+    /// Not a channel name (or no node): `modify`/`bad-request`.
+    BadNode(String),
+    /// The hub refused (limits): `wait`/`resource-constraint`.
+    Refused(String),
+    /// Not served here: `cancel`/`service-unavailable`.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +447,7 @@ impl Session {
                 )
                 .ok();
             }
+            (_, "pubsub", NS_PUBSUB) => self.on_pubsub(kind, id, child, raw, domain, out, env),
             (_, _, NS_URN_M) => {
                 let user = self.user.clone().unwrap_or_default();
                 match env.urn_m(&user, iq, raw) {
@@ -415,6 +456,144 @@ impl Session {
                 }
             }
             _ => iq_error(out, id, domain, "", "cancel", "service-unavailable", None),
+        }
+    }
+
+    /// A PubSub request (PROTOCOLS.md 4.4) to the service at the domain.
+    #[allow(clippy::too_many_arguments)]
+    fn on_pubsub(
+        &mut self,
+        kind: &str,
+        id: &str,
+        pubsub: &Element,
+        raw: &[u8],
+        domain: &str,
+        out: &mut String,
+        env: &mut dyn Env,
+    ) {
+        let (Some(user), Some(jid)) = (self.user.clone(), self.jid.clone()) else {
+            iq_error(out, id, domain, "", "cancel", "not-allowed", None);
+            return;
+        };
+        let bare = jid.split('/').next().unwrap_or("").to_string();
+        let Some(op) = pubsub.first_child() else {
+            iq_error(out, id, domain, "", "modify", "bad-request", None);
+            return;
+        };
+        let node = op.attr("node").unwrap_or("");
+        let refuse = |out: &mut String, e: PubSubError| match e {
+            PubSubError::Forbidden => iq_error(out, id, domain, "", "auth", "forbidden", None),
+            PubSubError::BadNode(why) => {
+                iq_error(out, id, domain, "", "modify", "bad-request", Some(&why))
+            }
+            PubSubError::Refused(why) => iq_error(
+                out,
+                id,
+                domain,
+                "",
+                "wait",
+                "resource-constraint",
+                Some(&why),
+            ),
+            PubSubError::Unavailable => {
+                iq_error(out, id, domain, "", "cancel", "service-unavailable", None)
+            }
+        };
+        let open = |out: &mut String| {
+            write!(
+                out,
+                "<iq type='result' id='{}' from='{}'><pubsub xmlns='{NS_PUBSUB}'>",
+                escape(id),
+                escape(domain)
+            )
+            .ok();
+        };
+        match (kind, op.local_name()) {
+            ("set", "subscribe") => {
+                let asked = op.attr("jid").unwrap_or("");
+                if asked.split('/').next() != Some(bare.as_str()) {
+                    write!(
+                        out,
+                        "<iq type='error' id='{}' from='{}'><error type='modify'><bad-request xmlns='{NS_STANZAS}'/><invalid-jid xmlns='{}'/></error></iq>",
+                        escape(id),
+                        escape(domain),
+                        super::pubsub::NS_PUBSUB_ERRORS
+                    )
+                    .ok();
+                    return;
+                }
+                match env.subscribe(&user, node) {
+                    Ok(subid) => {
+                        open(out);
+                        write!(
+                            out,
+                            "<subscription node='{}' jid='{}' subid='{}' subscription='subscribed'/></pubsub></iq>",
+                            escape(node),
+                            escape(asked),
+                            escape(&subid)
+                        )
+                        .ok();
+                    }
+                    Err(e) => refuse(out, e),
+                }
+            }
+            ("set", "unsubscribe") => match env.unsubscribe(node) {
+                Ok(()) => {
+                    write!(
+                        out,
+                        "<iq type='result' id='{}' from='{}'/>",
+                        escape(id),
+                        escape(domain)
+                    )
+                    .ok();
+                }
+                Err(e) => refuse(out, e),
+            },
+            ("set", "publish") => {
+                let item = op.children.iter().find(|c| c.local_name() == "item");
+                let item_id = item.and_then(|i| i.attr("id"));
+                let payload = item.map(|i| inner_xml(i, raw)).unwrap_or_default();
+                match env.publish(&user, &bare, node, item_id, &payload) {
+                    Ok(stored) => {
+                        open(out);
+                        write!(
+                            out,
+                            "<publish node='{}'><item id='{}'/></publish></pubsub></iq>",
+                            escape(node),
+                            escape(&stored)
+                        )
+                        .ok();
+                    }
+                    Err(e) => refuse(out, e),
+                }
+            }
+            ("get", "items") => {
+                let max = op
+                    .attr("max_items")
+                    .and_then(|m| m.parse::<usize>().ok())
+                    .unwrap_or(usize::MAX);
+                match env.items(&user, node, max) {
+                    Ok(items) => {
+                        open(out);
+                        write!(
+                            out,
+                            "<items node='{}'>{items}</items></pubsub></iq>",
+                            escape(node)
+                        )
+                        .ok();
+                    }
+                    Err(e) => refuse(out, e),
+                }
+            }
+            _ => iq_error(
+                out,
+                id,
+                domain,
+                "",
+                "cancel",
+                "feature-not-implemented",
+                None,
+            ),
         }
     }
 
@@ -446,6 +625,18 @@ impl Session {
         )
         .ok();
         self.state = State::Closed;
+    }
+}
+
+/// What an element holds, as XML: its child elements' bytes as they arrived (from the first
+/// child's start to the last one's end), or its text escaped when it has no child.
+fn inner_xml(el: &Element, raw: &[u8]) -> String {
+    match (el.children.first(), el.children.last()) {
+        (Some(first), Some(last)) => raw
+            .get(first.span.start..last.span.end)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default(),
+        _ => escape(&el.text).into_owned(),
     }
 }
 
