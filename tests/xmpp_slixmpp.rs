@@ -1,6 +1,7 @@
 //! A real XMPP client that nobody here wrote: slixmpp (PyPI), driven by
 //! `tests/xmpp_clients/slixmpp_check.py`. It authenticates with SCRAM-SHA-1, binds, pings,
-//! asks disco#info, fetches its roster, sends urn:M IQs, and two clients chat.
+//! asks disco#info, fetches its roster, sends urn:M IQs, two clients chat, and one subscribes
+//! with slixmpp's XEP-0060 plugin to a hub channel that a comet put then publishes on.
 //!
 //! The Python comes from `TIDINGS_PYTHON` (`.ci/run` makes a virtualenv with slixmpp and sets
 //! it), else `python3`. When slixmpp cannot be imported the test says so and passes, unless
@@ -57,7 +58,13 @@ fn slixmpp_logs_in_pings_and_chats() {
         "/tests/xmpp_clients/slixmpp_check.py"
     );
     let mut child = Command::new(python())
-        .args([script, "--port", &port.to_string()])
+        .args([
+            script,
+            "--port",
+            &port.to_string(),
+            "--http-port",
+            &server.addr.port().to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -84,6 +91,7 @@ fn slixmpp_logs_in_pings_and_chats() {
         "ok bob got 'hello bob'",
         "ok stamped from alice@localhost/laptop",
         "ok alice got 'hi alice'",
+        "ok subscribed to chat/news",
     ] {
         assert!(
             stdout.lines().any(|l| l == line),

@@ -32,7 +32,10 @@ class Client(slixmpp.ClientXMPP):
         self.enable_direct_tls = False
         self.enable_plaintext = True
         self.register_plugin("xep_0030")
+        self.register_plugin("xep_0060")
         self.register_plugin("xep_0199")
+        self.events = asyncio.Queue()
+        self.add_event_handler("pubsub_publish", self.on_event)
         self.started = asyncio.get_event_loop().create_future()
         self.inbox = asyncio.Queue()
         self.mechanism = None
@@ -53,7 +56,11 @@ class Client(slixmpp.ClientXMPP):
             self.started.set_exception(RuntimeError("authentication failed"))
 
     def on_message(self, msg):
-        self.inbox.put_nowait(msg)
+        if msg["body"]:
+            self.inbox.put_nowait(msg)
+
+    def on_event(self, msg):
+        self.events.put_nowait(msg)
 
 
 def check(ok, what):
@@ -70,7 +77,7 @@ async def connect(jid, password, port):
     return c
 
 
-async def main(port, domain):
+async def main(port, domain, http_port):
     alice = await connect(f"alice@{domain}/laptop", "wonderland", port)
     check(True, f"alice authenticated and bound as {alice.boundjid.full}")
     mech = alice.plugin["feature_mechanisms"].mech
@@ -118,18 +125,45 @@ async def main(port, domain):
     msg = await asyncio.wait_for(alice.inbox.get(), TIMEOUT)
     check(msg["body"] == "hi alice", f"alice got {msg['body']!r}")
 
+    # PubSub (XEP-0060): bob subscribes to the hub channel "chat/news" with slixmpp's plugin;
+    # a message published over HTTP (comet put) reaches him as an event.
+    sub = await asyncio.wait_for(
+        bob.plugin["xep_0060"].subscribe(domain, "chat/news", subscribee=bob.boundjid.bare),
+        TIMEOUT,
+    )
+    check(sub["pubsub"]["subscription"]["subscription"] == "subscribed", "subscribed to chat/news")
+    await asyncio.get_event_loop().run_in_executor(None, comet_put, http_port, "chat/news", "over http")
+    event = await asyncio.wait_for(bob.events.get(), TIMEOUT)
+    item = event["pubsub_event"]["items"]["item"]
+    payload = ET.tostring(item.xml[0], encoding="unicode") if len(item.xml) else ""
+    check("over http" in payload, f"event from http: {payload}")
+
     alice.disconnect()
     bob.disconnect()
     print("OK", flush=True)
+
+
+def comet_put(port, channel, message):
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"method": "put", "channel": channel, "message": message})
+    # The credentials file guards chat/*: the publisher authenticates like any HTTP client.
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/comet?{query}")
+    token = base64.b64encode(b"alice:wonderland").decode()
+    req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+        assert r.status == 200, r.status
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--domain", default="localhost")
+    p.add_argument("--http-port", type=int, required=True)
     a = p.parse_args()
     try:
-        asyncio.run(asyncio.wait_for(main(a.port, a.domain), 60))
+        asyncio.run(asyncio.wait_for(main(a.port, a.domain, a.http_port), 60))
     except Exception as e:  # noqa: BLE001 - report any failure as one line
         print(f"FAIL {type(e).__name__}: {e}", flush=True)
         sys.exit(1)
