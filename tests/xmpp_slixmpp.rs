@@ -98,4 +98,10 @@ fn slixmpp_logs_in_pings_and_chats() {
             "missing {line:?} in:\n{stdout}"
         );
     }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok event from http: ") && l.contains("over http")),
+        "no PubSub event in:\n{stdout}"
+    );
 }
