@@ -3,47 +3,19 @@
 //! publish reaches Talk streams and comet gets; forbidden nodes change nothing; items are
 //! retrieved; unsubscribing stops the events.
 
-mod common;
+#[path = "xmpp_support/mod.rs"]
+mod xmpp_support;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use common::*;
 use tidings::Draft;
+use xmpp_support::*;
 
-const HEADER: &str = "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap()
-}
-
-fn session(server: &TestServer, user: &str, password: &str, resource: &str) -> Client {
-    let mut c = Client::connect(server.xmpp.unwrap());
-    c.send(HEADER.as_bytes());
-    c.read_until(b"</stream:features>", TIMEOUT);
-    let auth = B64.encode(format!("\0{user}\0{password}"));
-    c.send(
-        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{auth}</auth>")
-            .as_bytes(),
-    );
-    assert!(text(c.read_until(b"/>", TIMEOUT)).contains("<success"));
-    c.send(HEADER.as_bytes());
-    c.read_until(b"</stream:features>", TIMEOUT);
-    c.send(format!("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>").as_bytes());
-    c.read_until(b"</iq>", TIMEOUT);
-    c
-}
 
 fn subscribe(c: &mut Client, node: &str, jid: &str) -> String {
     c.send(format!("<iq type='set' to='localhost' id='s-{node}'><pubsub xmlns='{PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub></iq>").as_bytes());
     text(c.read_until(b"</iq>", TIMEOUT))
-}
-
-fn xmpp(tweak: impl FnOnce(&mut tidings::Config)) -> TestServer {
-    start_with(|c| {
-        c.xmpp_listen = Some("127.0.0.1:0".parse().unwrap());
-        tweak(c);
-    })
 }
 
 /// The next event stanza's item payload, checking the event's frame.

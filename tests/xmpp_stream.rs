@@ -3,63 +3,18 @@
 //! disco, message routing between sessions on different workers, every stream error, the
 //! header timeout, and the end of the stream at shutdown.
 
-mod common;
+#[path = "xmpp_support/mod.rs"]
+mod xmpp_support;
 
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use common::*;
-
-const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-
-fn xmpp_server() -> TestServer {
-    start_with(|c| c.xmpp_listen = Some("127.0.0.1:0".parse().unwrap()))
-}
-
-fn connect(server: &TestServer) -> Client {
-    Client::connect(server.xmpp.expect("the XMPP listener is on"))
-}
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8(b).expect("UTF-8 from the server")
-}
-
-/// Opens a stream and reads the header and features.
-fn open(c: &mut Client) -> String {
-    c.send(HEADER.as_bytes());
-    text(c.read_until(b"</stream:features>", TIMEOUT))
-}
-
-/// Logs in with PLAIN, restarts, binds `resource`; returns the bound JID.
-fn login(c: &mut Client, user: &str, password: &str, resource: &str) -> String {
-    open(c);
-    let auth = B64.encode(format!("\0{user}\0{password}"));
-    c.send(format!("<auth xmlns='{SASL}' mechanism='PLAIN'>{auth}</auth>").as_bytes());
-    assert_eq!(
-        text(c.read_until(b"/>", TIMEOUT)),
-        format!("<success xmlns='{SASL}'/>")
-    );
-    let features = open(c);
-    assert!(
-        features.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"),
-        "{features}"
-    );
-    c.send(format!("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>").as_bytes());
-    let r = text(c.read_until(b"</iq>", TIMEOUT));
-    let jid = r
-        .split("<jid>")
-        .nth(1)
-        .and_then(|s| s.split("</jid>").next())
-        .unwrap_or_else(|| panic!("no jid in {r}"))
-        .to_string();
-    jid
-}
+use xmpp_support::*;
 
 #[test]
 fn header_features_and_the_demo_account() {
-    let server = xmpp_server();
+    let server = xmpp(|_| {});
     let mut c = connect(&server);
     let r = open(&mut c);
     assert!(r.starts_with("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='"), "{r}");
@@ -122,7 +77,7 @@ fn users_come_from_the_credentials_file() {
 fn scram_sha1_against_the_server() {
     use hmac::{Hmac, Mac};
     use sha1::{Digest, Sha1};
-    let server = xmpp_server();
+    let server = xmpp(|_| {});
     let mut c = connect(&server);
     open(&mut c);
     let client_first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
@@ -185,7 +140,7 @@ fn scram_sha1_against_the_server() {
 
 #[test]
 fn three_bad_passwords_close_the_stream() {
-    let server = xmpp_server();
+    let server = xmpp(|_| {});
     let mut c = connect(&server);
     open(&mut c);
     let bad = B64.encode("\0user\0nope");
@@ -205,7 +160,7 @@ fn three_bad_passwords_close_the_stream() {
 
 #[test]
 fn messages_go_to_full_and_bare_jids_across_workers_with_the_sender_stamped() {
-    let server = xmpp_server();
+    let server = xmpp(|_| {});
     let mut bobs: Vec<Client> = (0..4).map(|_| connect(&server)).collect();
     for (i, b) in bobs.iter_mut().enumerate() {
         login(b, "user", "secret", &format!("bob{i}"));
@@ -234,7 +189,7 @@ fn messages_go_to_full_and_bare_jids_across_workers_with_the_sender_stamped() {
 
 #[test]
 fn binding_a_bound_full_jid_replaces_the_older_session() {
-    let server = xmpp_server();
+    let server = xmpp(|_| {});
     let mut old = connect(&server);
     login(&mut old, "user", "secret", "same");
     let mut new = connect(&server);
@@ -312,7 +267,7 @@ fn an_unauthenticated_stream_is_closed_at_the_header_timeout() {
 
 #[test]
 fn shutdown_ends_every_stream() {
-    let server = xmpp_server();
+    let server = xmpp(|_| {});
     let mut c = connect(&server);
     login(&mut c, "user", "secret", "r");
     server.handle.shutdown();

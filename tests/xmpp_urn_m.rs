@@ -2,35 +2,12 @@
 //! sequence, a failing multi-action set changing nothing, get-schema with its md5, every
 //! error row, and a committed change heard on the hub by a Talk stream.
 
-mod common;
+#[path = "xmpp_support/mod.rs"]
+mod xmpp_support;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use common::*;
-
-const HEADER: &str = "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap()
-}
-
-/// A logged-in session (the demo account, or `user`/`password` of a credentials file).
-fn session(server: &TestServer, user: &str, password: &str) -> Client {
-    let mut c = Client::connect(server.xmpp.unwrap());
-    c.send(HEADER.as_bytes());
-    c.read_until(b"</stream:features>", TIMEOUT);
-    let auth = B64.encode(format!("\0{user}\0{password}"));
-    c.send(
-        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{auth}</auth>")
-            .as_bytes(),
-    );
-    assert!(text(c.read_until(b"/>", TIMEOUT)).contains("<success"));
-    c.send(HEADER.as_bytes());
-    c.read_until(b"</stream:features>", TIMEOUT);
-    c.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
-    c.read_until(b"</iq>", TIMEOUT);
-    c
-}
+use xmpp_support::*;
 
 /// Sends `<iq type=TYPE id=ID><NAME xmlns='urn:M' [method=M]>base64(COMMAND)</NAME></iq>`
 /// and returns the reply stanza.
@@ -72,17 +49,10 @@ fn result_json(reply: &str) -> String {
     String::from_utf8(B64.decode(b64).unwrap()).unwrap()
 }
 
-fn xmpp(tweak: impl FnOnce(&mut tidings::Config)) -> TestServer {
-    start_with(|c| {
-        c.xmpp_listen = Some("127.0.0.1:0".parse().unwrap());
-        tweak(c);
-    })
-}
-
 #[test]
 fn the_demo_client_sequence() {
     let server = xmpp(|_| {});
-    let mut c = session(&server, "user", "secret");
+    let mut c = session(&server, "user", "secret", "r");
     let root = result_json(&iq(&mut c, "get", "g1", "item", None, "/"));
     assert!(
         root.starts_with("[{\"_key\": \"")
@@ -141,7 +111,7 @@ fn the_demo_client_sequence() {
 #[test]
 fn a_failing_multi_action_set_changes_nothing() {
     let server = xmpp(|_| {});
-    let mut c = session(&server, "user", "secret");
+    let mut c = session(&server, "user", "secret", "r");
     let r = iq(
         &mut c,
         "set",
@@ -164,7 +134,7 @@ fn a_failing_multi_action_set_changes_nothing() {
 #[test]
 fn get_schema_carries_the_md5_of_its_json() {
     let server = xmpp(|_| {});
-    let mut c = session(&server, "user", "secret");
+    let mut c = session(&server, "user", "secret", "r");
     let r = iq(&mut c, "get", "sc", "schema", None, "Page");
     assert!(
         r.contains("<schema xmlns='urn:M' match='0dbc899e16a0a7056642c1c291b3cb93'>"),
@@ -177,7 +147,7 @@ fn get_schema_carries_the_md5_of_its_json() {
 #[test]
 fn every_error_row() {
     let server = xmpp(|_| {});
-    let mut c = session(&server, "user", "secret");
+    let mut c = session(&server, "user", "secret", "r");
     // Text that is not base64: modify/bad-request, the child echoed unchanged.
     c.send(b"<iq type='get' id='e1'><item xmlns='urn:M'>***</item></iq>");
     let r = text(c.read_until(b"</iq>", TIMEOUT));
@@ -238,7 +208,7 @@ fn users_from_credentials_are_admins_and_new_users_can_log_in() {
     let file = dir.join("credentials");
     std::fs::write(&file, "admin:hunter2 ops/*\n").unwrap();
     let server = xmpp(|c| c.credentials = Some(file.clone()));
-    let mut c = session(&server, "admin", "hunter2");
+    let mut c = session(&server, "admin", "hunter2", "r");
     let r = iq(
         &mut c,
         "set",
@@ -252,7 +222,7 @@ fn users_from_credentials_are_admins_and_new_users_can_log_in() {
         json.contains("\"name\": \"carol\"") && json.contains("\"password\": \"\""),
         "{json}"
     );
-    let mut carol = session(&server, "carol", "pw");
+    let mut carol = session(&server, "carol", "pw", "r");
     let users = result_json(&iq(&mut carol, "get", "u2", "user", None, ""));
     assert!(
         users.contains("\"admin\"") && users.contains("\"carol\""),
@@ -264,7 +234,7 @@ fn users_from_credentials_are_admins_and_new_users_can_log_in() {
 fn a_committed_change_is_heard_on_the_hub() {
     let server = xmpp(|_| {});
     let mut stream = server.pull("/pull?name=watcher&channel=message/items", true);
-    let mut c = session(&server, "user", "secret");
+    let mut c = session(&server, "user", "secret", "r");
     result_json(&iq(
         &mut c,
         "set",
