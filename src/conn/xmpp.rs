@@ -33,11 +33,25 @@ pub struct XmppConn {
     counted: bool,
 }
 
+/// A PubSub node must be a channel name the user may use (the credentials patterns).
+fn node_allowed(shared: &Shared, user: &str, node: &str) -> Result<(), PubSubError> {
+    proto::channel_name(node.as_bytes())
+        .map_err(|r| PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string()))?;
+    if !shared.auth.user_allows(user, node) {
+        shared.metrics.auth_failures.inc();
+        return Err(PubSubError::Forbidden);
+    }
+    Ok(())
+}
+
 /// What an XMPP connection keeps behind its one pointer.
 struct State {
     session: Session,
     /// The hub channels this session subscribed to with PubSub.
     subs: Vec<Sub>,
+    /// The head of this session's PubSub events (`<message from=… to='JID`), made on the
+    /// first event and shared by every later one: a delivery allocates nothing.
+    event_head: Option<Arc<[u8]>>,
 }
 
 /// A PubSub subscription: a place in the channel's waiter list, like a Talk stream's.
@@ -84,13 +98,7 @@ impl Env for ConnEnv<'_> {
     }
     fn subscribe(&mut self, user: &str, node: &str) -> Result<String, PubSubError> {
         let shared = self.shared;
-        proto::channel_name(node.as_bytes()).map_err(|r| {
-            PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string())
-        })?;
-        if !shared.auth.user_allows(user, node) {
-            shared.metrics.auth_failures.inc();
-            return Err(PubSubError::Forbidden);
-        }
+        node_allowed(shared, user, node)?;
         if let Some(sub) = self.subs.iter().find(|s| &*s.channel == node) {
             return Ok(sub.subid.clone());
         }
@@ -133,13 +141,7 @@ impl Env for ConnEnv<'_> {
         payload: &str,
     ) -> Result<String, PubSubError> {
         let shared = self.shared;
-        proto::channel_name(node.as_bytes()).map_err(|r| {
-            PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string())
-        })?;
-        if !shared.auth.user_allows(user, node) {
-            shared.metrics.auth_failures.inc();
-            return Err(PubSubError::Forbidden);
-        }
+        node_allowed(shared, user, node)?;
         if payload.len() > shared.config.max_message_bytes {
             return Err(PubSubError::Refused(
                 "payload larger than --max-message-bytes".into(),
@@ -163,13 +165,7 @@ impl Env for ConnEnv<'_> {
 
     fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {
         let shared = self.shared;
-        proto::channel_name(node.as_bytes()).map_err(|r| {
-            PubSubError::BadNode(String::from_utf8_lossy(&r.body).trim().to_string())
-        })?;
-        if !shared.auth.user_allows(user, node) {
-            shared.metrics.auth_failures.inc();
-            return Err(PubSubError::Forbidden);
-        }
+        node_allowed(shared, user, node)?;
         let read = shared.hub.read(node, 0, usize::MAX);
         let skip = read.messages.len().saturating_sub(max);
         let mut out = String::new();
@@ -206,6 +202,7 @@ impl XmppConn {
             st: Box::new(State {
                 session: Session::new(w.shared.config.max_message_bytes),
                 subs: Vec::new(),
+                event_head: None,
             }),
             buf: None,
             out: Out::default(),
@@ -258,7 +255,7 @@ impl XmppConn {
         let key = self.link.key;
         let was_authenticated = self.st.session.authenticated();
         let mut text = String::new();
-        let State { session, subs } = &mut *self.st;
+        let State { session, subs, .. } = &mut *self.st;
         let mut env = ConnEnv {
             shared: &shared,
             me,
@@ -350,18 +347,25 @@ impl XmppConn {
         if self.closing.is_some() {
             return Next::Keep;
         }
-        let Some(jid) = self.st.session.jid() else {
+        let State {
+            session,
+            subs,
+            event_head,
+        } = &mut *self.st;
+        let Some(jid) = session.jid() else {
             return Next::Keep;
         };
-        let Some(sub) = self.st.subs.iter_mut().find(|s| s.channel == *channel) else {
+        let Some(sub) = subs.iter_mut().find(|s| s.channel == *channel) else {
             return Next::Keep;
         };
         if msg.seq <= sub.cursor {
             return Next::Keep;
         }
         sub.cursor = msg.seq;
-        let head = pubsub::event_head(&w.shared.config.xmpp_domain, jid);
-        self.out.push(Seg::Owned(head));
+        let head = event_head
+            .get_or_insert_with(|| Arc::from(pubsub::event_head(&w.shared.config.xmpp_domain, jid)))
+            .clone();
+        self.out.push(Seg::Shared(head));
         self.out.push(Seg::Shared(pubsub::event_tail(msg, channel)));
         w.shared.metrics.messages_delivered.inc();
         if self.out.len() > w.shared.config.max_output_bytes {
