@@ -26,6 +26,7 @@ mod measure;
 mod pipeline;
 mod qst;
 mod soak;
+mod soak_model;
 mod soak_worker;
 mod sys;
 mod worker;
