@@ -287,6 +287,11 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
         }
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
+        b"/demo/xmpp.html" => static_file(method, "text/html; charset=utf-8", XMPP_HTML),
+        b"/demo/demo.css" => static_file(method, "text/css; charset=utf-8", DEMO_CSS),
+        b"/demo/strophe.js" => {
+            static_file(method, "application/javascript; charset=utf-8", STROPHE_JS)
+        }
         b"/health" => match method {
             Method::Get | Method::Head => Reply::text(200, "ok"),
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
@@ -308,6 +313,12 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
 pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
 /// The chat demo page, compiled into the binary.
 pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+/// The XMPP demo page (BOSH, urn:M, PubSub with strophe.js), compiled into the binary.
+pub const XMPP_HTML: &[u8] = include_bytes!("../../web/xmpp.html");
+/// The style sheet both demo pages share.
+pub const DEMO_CSS: &[u8] = include_bytes!("../../web/demo.css");
+/// strophe.js's browser build, vendored from its npm package (README: "The XMPP demo page").
+pub const STROPHE_JS: &[u8] = include_bytes!("../../web/vendor/strophe.umd.min.js");
 
 fn static_file(method: Method, content_type: &'static str, body: &'static [u8]) -> Reply {
     match method {
