@@ -220,6 +220,10 @@ config! {
         help: "connections past `--max-connections` kept for `/health` and `/metrics` \
                (any other request on them gets `503`); 0: refuse at once",
     },
+    max_bosh_sessions: usize = 10_000 => {
+        flag: "max-bosh-sessions", value: "N", kind: POSITIVE,
+        help: "BOSH sessions at once (a new session request past it gets `503`)",
+    },
     max_streams_per_channel: usize = 100_000 => {
         flag: "max-streams-per-channel", value: "N", kind: POSITIVE,
         help: "Talk streams and parked requests on one channel (`503` past it)",
