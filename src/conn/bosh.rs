@@ -152,6 +152,7 @@ impl BoshConn {
             &c.sid,
             wait,
             hold,
+            config.bosh_inactivity.as_secs(),
             &config.xmpp_domain,
             c.st.session.stream_id(),
             &features,
@@ -309,7 +310,7 @@ impl BoshConn {
     fn set_deadline(&mut self, w: &mut Worker) {
         let t = match self.held.front() {
             Some(h) => h.since + self.wait_ms,
-            None => self.idle_since + bosh::INACTIVITY_SECS * 1000,
+            None => self.idle_since + w.shared.config.bosh_inactivity.as_millis() as u64,
         };
         self.link.set_deadline(t, w);
     }

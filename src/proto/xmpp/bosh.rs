@@ -21,8 +21,6 @@ pub const NS_XBOSH: &str = "urn:xmpp:xbosh";
 pub const REQUESTS: u64 = 2;
 /// Requests held at most with nothing to answer.
 pub const HOLD: usize = 1;
-/// Seconds without a request after which a session ends.
-pub const INACTIVITY_SECS: u64 = 60;
 /// The shortest interval between polls the client may use (`polling`).
 pub const POLLING_SECS: u64 = 2;
 /// Answers kept for a repeated `rid`.
@@ -156,6 +154,7 @@ pub fn created(
     sid: &str,
     wait: u64,
     hold: usize,
+    inactivity: u64,
     domain: &str,
     authid: &str,
     features: &str,
@@ -163,7 +162,7 @@ pub fn created(
     let mut out = String::with_capacity(512 + features.len());
     write!(
         out,
-        "<body sid='{sid}' wait='{wait}' requests='{REQUESTS}' hold='{hold}' inactivity='{INACTIVITY_SECS}' polling='{POLLING_SECS}' ver='1.6' from='{}' authid='{}' xmpp:version='1.0' xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' xmlns:stream='{NS_STREAM}'>{features}</body>",
+        "<body sid='{sid}' wait='{wait}' requests='{REQUESTS}' hold='{hold}' inactivity='{inactivity}' polling='{POLLING_SECS}' ver='1.6' from='{}' authid='{}' xmpp:version='1.0' xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' xmlns:stream='{NS_STREAM}'>{features}</body>",
         escape(domain),
         escape(authid)
     )
