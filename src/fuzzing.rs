@@ -574,7 +574,8 @@ impl Driver {
                 | Mail::Stanza { .. }
                 | Mail::Replaced { .. }
                 | Mail::BoshRequest { .. }
-                | Mail::BoshAnswer { .. } => {}
+                | Mail::BoshAnswer { .. }
+                | Mail::Deleted { .. } => {}
             }
         }
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {

@@ -323,7 +323,10 @@ impl HttpConn {
                     self.link.set_deadline(t, w);
                     return Next::Keep;
                 }
-                s.push(s.kind.keepalive());
+                let Some(keepalive) = s.kind.keepalive() else {
+                    return Next::Keep;
+                };
+                s.push(keepalive);
                 s.last_record = w.now;
                 self.link.set_deadline(w.now + interval, w);
                 self.link.mark_pending(w);
@@ -605,6 +608,7 @@ impl HttpConn {
         let proto = match p.park.kind {
             ParkKind::Comet { .. } => Proto::Comet,
             ParkKind::Qst(_) => Proto::Qst,
+            ParkKind::Nchan(_) => Proto::Nchan,
         };
         shared.metrics.request(proto, reply.status);
         self.answer_parked(reply, w);
@@ -726,7 +730,10 @@ impl HttpConn {
         let head = ResponseHead {
             status: reply.status,
             date: w.date.get(),
-            cors_origin: &w.shared.config.cors_origin,
+            cors_origin: reply
+                .cors
+                .as_deref()
+                .unwrap_or(&w.shared.config.cors_origin),
             content_type: reply.content_type,
             framing: Framing::Length(reply.body.len()),
             headers: &reply.headers,
@@ -758,6 +765,7 @@ impl HttpConn {
             cors_origin: &shared.config.cors_origin,
         };
         self.out.push(start.kind.head(&env));
+        let stream_keepalive = start.kind.keepalive().is_some();
         let mut stream = Stream::new(channel, start.kind, subscribed.cursor, w.now);
         if let Some(greeting) = stream.kind.greeting() {
             stream.push(greeting);
@@ -769,7 +777,11 @@ impl HttpConn {
         self.stream_started = true;
         shared.metrics.streaming.inc();
         self.frame_records(w.now);
-        let t = w.after(shared.config.talk_keepalive);
+        let t = match stream_keepalive {
+            true => w.after(shared.config.talk_keepalive),
+            // A kind with no keep-alive keeps no timer.
+            false => super::NEVER,
+        };
         self.link.set_deadline(t, w);
         Ok(())
     }
@@ -824,6 +836,42 @@ impl HttpConn {
         }
         self.link.mark_pending(w);
         Next::Keep
+    }
+
+    /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its
+    /// `410 Gone`; other protocols' waiters keep waiting.
+    pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
+        match &mut self.phase {
+            Phase::Parked(p) => {
+                let ParkKind::Nchan(poll) = &p.park.kind else {
+                    return Next::Keep;
+                };
+                let shared = w.shared.clone();
+                let reply = proto::nchan::gone(&shared.ctx(), poll);
+                shared.metrics.request(Proto::Nchan, reply.status);
+                self.answer_parked(reply, w);
+                self.link.mark_pending(w);
+                let next = self.process(w, true);
+                if let Some(buf) = self.buf.as_mut() {
+                    buf.compact_if_worth();
+                    w.pool.note(buf);
+                }
+                next
+            }
+            Phase::Streaming(s) => {
+                let Some(gone) = s.kind.gone() else {
+                    return Next::Keep;
+                };
+                s.hold_until = 0;
+                self.frame_records(w.now);
+                self.out.push(Seg::Owned(gone));
+                self.leave_stream(w);
+                self.phase = Phase::Closing { lingering: false };
+                self.link.mark_pending(w);
+                Next::Keep
+            }
+            _ => Next::Keep,
+        }
     }
 
     /// Ends a stream replaced by a newer one of the same name: final bytes, close.

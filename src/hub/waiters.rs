@@ -55,6 +55,9 @@ pub enum Mail {
         status: u16,
         body: Arc<[u8]>,
     },
+    /// The channel was deleted (nchan's `DELETE /pub/…`): its nchan subscribers on this
+    /// worker end with `410 Gone`.
+    Deleted { channel: Arc<str> },
     /// The server is shutting down.
     Shutdown,
 }
@@ -121,6 +124,11 @@ impl Waiters {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Waiters on the channel, of every protocol.
+    pub fn len(&self) -> usize {
+        self.count
     }
 
     /// Every message up to this `seq` was posted.

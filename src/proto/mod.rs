@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod comet;
 pub mod message;
+pub mod nchan;
 pub mod qst;
 pub mod stream;
 pub mod talk;
@@ -66,6 +67,11 @@ impl<'a> Request<'a> {
         })
     }
 
+    /// The value of a request header (the first of that name), trimmed.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        http::header(self.buf.get(..self.head.len).unwrap_or(&[]), name)
+    }
+
     fn is_form(&self) -> bool {
         self.head.content_type.is_some_and(|s| {
             let v = s.of(self.buf);
@@ -83,6 +89,9 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// The body is the whole response, byte-exact, with no head added (Talk headless push).
     pub raw: bool,
+    /// `Access-Control-Allow-Origin` instead of `--cors-origin` (empty: none), for
+    /// nchan's endpoints, which echo the request's `Origin`.
+    pub cors: Option<String>,
 }
 
 impl Reply {
@@ -97,6 +106,7 @@ impl Reply {
             body: body.into(),
             headers: Vec::new(),
             raw: false,
+            cors: None,
         }
     }
 
@@ -147,6 +157,8 @@ pub enum ParkKind {
     },
     /// A QST `long-polling=true` pull.
     Qst(qst::Pull),
+    /// An nchan `/sub/` long-poll.
+    Nchan(nchan::Poll),
 }
 
 impl Park {
@@ -156,7 +168,7 @@ impl Park {
     pub fn shared_answer(&self) -> Option<(u64, Option<&str>)> {
         match &self.kind {
             ParkKind::Comet { cursor, callback } => Some((*cursor, callback.as_deref())),
-            ParkKind::Qst(_) => None,
+            ParkKind::Qst(_) | ParkKind::Nchan(_) => None,
         }
     }
 }
@@ -179,6 +191,7 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
     match park.kind {
         ParkKind::Comet { .. } => comet::resume(ctx, park, timed_out),
         ParkKind::Qst(_) => qst::resume(ctx, park, timed_out),
+        ParkKind::Nchan(ref poll) => nchan::resume(ctx, park, poll, timed_out),
     }
 }
 
@@ -254,6 +267,9 @@ fn method_not_allowed(allow: &'static str) -> Reply {
 pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
     let path = req.path();
     let method = req.head.method;
+    if let Some(action) = nchan::handle(ctx, req) {
+        return (Proto::Nchan, action);
+    }
     if method == Method::Options {
         return (Proto::Other, Action::Reply(preflight(ctx, req)));
     }
