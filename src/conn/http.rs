@@ -7,6 +7,7 @@
 //! `Phase`; `LIFECYCLE.md` beside `lib.rs` draws it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::out::Out;
 use super::readbuf::ReadBuf;
@@ -324,6 +325,12 @@ impl HttpConn {
                     return Next::Keep;
                 }
                 let Some(keepalive) = s.kind.keepalive() else {
+                    // A kind without keep-alive has a deadline only for nchan's
+                    // `--nchan-subscriber-timeout`: it ends.
+                    if let Some(bytes) = s.kind.expired() {
+                        m.long_poll_timeouts.inc();
+                        self.end_stream_with(bytes, w);
+                    }
                     return Next::Keep;
                 };
                 s.push(keepalive);
@@ -777,10 +784,11 @@ impl HttpConn {
         self.stream_started = true;
         shared.metrics.streaming.inc();
         self.frame_records(w.now);
-        let t = match stream_keepalive {
-            true => w.after(shared.config.talk_keepalive),
-            // A kind with no keep-alive keeps no timer.
-            false => super::NEVER,
+        let t = match (stream_keepalive, shared.config.nchan_subscriber_timeout) {
+            (true, _) => w.after(shared.config.talk_keepalive),
+            // A kind with no keep-alive keeps no timer, unless its subscribers time out.
+            (false, Duration::ZERO) => super::NEVER,
+            (false, timeout) => w.after(timeout),
         };
         self.link.set_deadline(t, w);
         Ok(())
@@ -859,19 +867,25 @@ impl HttpConn {
                 next
             }
             Phase::Streaming(s) => {
-                let Some(gone) = s.kind.gone() else {
-                    return Next::Keep;
-                };
-                s.hold_until = 0;
-                self.frame_records(w.now);
-                self.out.push(Seg::Owned(gone));
-                self.leave_stream(w);
-                self.phase = Phase::Closing { lingering: false };
-                self.link.mark_pending(w);
+                if let Some(gone) = s.kind.gone() {
+                    self.end_stream_with(gone, w);
+                }
                 Next::Keep
             }
             _ => Next::Keep,
         }
+    }
+
+    /// Ends a stream with these final bytes after its waiting records, then closes.
+    fn end_stream_with(&mut self, bytes: Vec<u8>, w: &mut Worker) {
+        if let Phase::Streaming(s) = &mut self.phase {
+            s.hold_until = 0;
+        }
+        self.frame_records(w.now);
+        self.out.push(Seg::Owned(bytes));
+        self.leave_stream(w);
+        self.phase = Phase::Closing { lingering: false };
+        self.link.mark_pending(w);
     }
 
     /// Ends a stream replaced by a newer one of the same name: final bytes, close.

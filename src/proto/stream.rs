@@ -104,6 +104,16 @@ impl StreamKind {
         }
     }
 
+    /// The bytes that end the stream when nchan's `--nchan-subscriber-timeout` passes
+    /// (`408`); `None` for a kind that does not time out.
+    pub fn expired(&self) -> Option<Vec<u8>> {
+        match self {
+            StreamKind::Talk(_) => None,
+            StreamKind::EventSource(e) => Some(e.expired()),
+            StreamKind::Chunked(p) | StreamKind::Multipart(p) => Some(p.end().to_vec()),
+        }
+    }
+
     /// A name that replaces an older stream of the same name on the channel.
     pub fn name(&self) -> Option<&str> {
         match self {

@@ -170,7 +170,16 @@ impl EventSourceStream {
 
     /// What ends the stream when its channel is deleted.
     pub fn gone(&self) -> Vec<u8> {
-        let mut out = chunk(b":410: 410 Gone\n\n");
+        Self::ending(b":410: 410 Gone\n\n")
+    }
+
+    /// What ends the stream at `--nchan-subscriber-timeout`.
+    pub fn expired(&self) -> Vec<u8> {
+        Self::ending(b":408: 408 Request Timeout\n\n")
+    }
+
+    fn ending(status: &[u8]) -> Vec<u8> {
+        let mut out = chunk(status);
         out.extend_from_slice(super::super::talk::LAST_CHUNK);
         out
     }
