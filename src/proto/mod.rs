@@ -7,6 +7,7 @@ pub mod message;
 pub mod qst;
 pub mod stream;
 pub mod talk;
+pub mod websocket;
 pub mod xmlref;
 pub mod xmpp;
 
