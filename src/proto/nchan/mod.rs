@@ -440,7 +440,7 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, poll: &Poll, timed_out: bool) -> Optio
 /// `Last-Modified` and an unquoted `Etag` (NCHAN.md 4, 5.3).
 fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
     let mut r = Reply::new(200, "", msg.body.to_vec());
-    if let Some(ct) = msg.content_type() {
+    if let Some(ct) = content_type(msg) {
         r = r.header("Content-Type", ct);
     }
     let date = crate::http::imf_fixdate(msg.seq / 1000);
@@ -451,6 +451,16 @@ fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
         r = r.header("Access-Control-Expose-Headers", EXPOSE);
     }
     r.header("Vary", VARY)
+}
+
+/// A message's content type on `/sub/`: its publisher's, none for an nchan publish without
+/// one (as nchan), and `text/plain` for the messages of the other protocols.
+pub fn content_type(msg: &Message) -> Option<&str> {
+    match (msg.content_type(), msg.origin) {
+        (Some(ct), _) => Some(ct),
+        (None, Origin::Nchan) => None,
+        (None, _) => Some("text/plain"),
+    }
 }
 
 /// `410 Gone` for a long-poll whose channel was deleted.

@@ -303,7 +303,7 @@ fn multipart_part(msg: &Message) -> Arc<[u8]> {
     out.extend_from_slice(b"\r\nLast-Modified: ");
     out.extend_from_slice(&date);
     out.extend_from_slice(format!("\r\nEtag: {}\r\n", msg.seq % 1000).as_bytes());
-    if let Some(ct) = msg.content_type() {
+    if let Some(ct) = super::content_type(msg) {
         out.extend_from_slice(b"Content-Type: ");
         out.extend_from_slice(ct.as_bytes());
         out.extend_from_slice(b"\r\n");
