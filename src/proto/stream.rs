@@ -21,8 +21,9 @@ pub enum StreamKind {
     Chunked(PlainStream),
     /// nchan's multipart/mixed subscriber: a part per message.
     Multipart(PlainStream),
-    /// nchan's WebSocket subscriber (a frame per message) or publisher (listens to nothing).
-    WebSocket(WsStream),
+    /// nchan's WebSocket subscriber (a frame per message) or publisher (listens to nothing);
+    /// boxed, so the other kinds do not pay for its reader.
+    WebSocket(Box<WsStream>),
 }
 
 /// What a stream makes of a message.

@@ -205,13 +205,13 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                 .content_type
                 .and_then(|s| std::str::from_utf8(s.of(req.buf)).ok())
                 .map(str::to_string);
-            let kind = StreamKind::WebSocket(WsStream::publisher(
+            let kind = StreamKind::WebSocket(Box::new(WsStream::publisher(
                 a,
                 origin.map(str::to_string),
                 ctx.config.max_message_bytes,
                 content_type,
                 info_format(accept),
-            ));
+            )));
             return Action::Stream(StreamStart {
                 channel: channel.to_string(),
                 since: None,
@@ -365,11 +365,11 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
     let kind = match transport {
         Transport::LongPoll => return subscribe_poll(ctx, channel, since, origin),
         Transport::WebSocket => match upgrade(req) {
-            Upgrade::Accept(accept) => StreamKind::WebSocket(WsStream::subscriber(
+            Upgrade::Accept(accept) => StreamKind::WebSocket(Box::new(WsStream::subscriber(
                 accept,
                 origin,
                 ctx.config.max_message_bytes,
-            )),
+            ))),
             Upgrade::Refuse(why) => return Action::Reply(refuse_upgrade(ctx, why, origin)),
             // Not one after all (an HTTP/1.0 request): a long-poll.
             Upgrade::No => return subscribe_poll(ctx, channel, since, origin),

@@ -160,3 +160,13 @@ fn messages_of_other_protocols_are_text_plain_on_sub() {
         "{s}"
     );
 }
+
+#[test]
+fn a_stream_kind_stays_small() {
+    // A Talk stream pays for the largest kind inline: the WebSocket one is boxed.
+    assert!(
+        std::mem::size_of::<crate::proto::stream::StreamKind>() <= 32,
+        "{}",
+        std::mem::size_of::<crate::proto::stream::StreamKind>()
+    );
+}
