@@ -65,7 +65,7 @@ worker_rlimit_nofile 20000;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
-events { worker_connections 19000; }
+events { worker_connections ${NGINX_CONNECTIONS:-19000}; }
 http {
     access_log off;
     client_body_temp_path $dir/body;
@@ -78,6 +78,7 @@ EOF
         if [ -n "$nchan" ]; then
             # /pub: publish (POST) and channel info (GET); /sub: long-poll (comet-longpoll
             # --dialect nchan); /pull: http-chunked streams (talk-idle --dialect nchan);
+            # /pub/C and /sub/C: nchan's API (nchan-sub, every transport);
             # /health: a 3-byte answer from nginx itself (pipeline).
             cat <<EOF
     nchan_shared_memory_size 128m;
@@ -90,6 +91,11 @@ EOF
         location = /pull { nchan_subscriber http-chunked; nchan_channel_id \$arg_channel;
                            nchan_subscriber_first_message oldest; }
         location = /health { default_type text/plain; return 200 "ok\n"; }
+        # nchan's own API, which tidings serves too (NCHAN.md 1): nchan-sub and wrk on /pub/
+        location ~ ^/pub/(.+)$ { nchan_publisher; nchan_channel_id \$1;
+                                 nchan_message_buffer_length 1024; nchan_message_timeout 10m; }
+        location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1;
+                                 nchan_subscriber_first_message oldest; }
     }
 }
 EOF

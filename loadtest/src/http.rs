@@ -49,11 +49,22 @@ pub fn nchan_chunked_request(name: &str, channel: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// An nchan publish (`POST /pub?channel=C`) of `body`.
+/// An nchan publish (`POST /pub?channel=C`, the location `bench/lib.sh` gives
+/// `comet-longpoll --dialect nchan` and `talk-idle --dialect nchan`) of `body`.
 pub fn nchan_pub(channel: &str, body: &[u8]) -> Vec<u8> {
+    post_text(&format!("/pub?channel={}", pct(channel)), body)
+}
+
+/// A publish on nchan's own API, `POST /pub/{channel}` (tidings and nginx + nchan
+/// alike; NCHAN.md 3.1) of `body`.
+pub fn pub_api_request(channel: &str, body: &[u8]) -> Vec<u8> {
+    post_text(&format!("/pub/{}", pct(channel)), body)
+}
+
+/// `POST target` with a `text/plain` body.
+fn post_text(target: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "POST /pub?channel={} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-        pct(channel),
+        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();

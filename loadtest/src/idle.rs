@@ -7,8 +7,9 @@ use crate::args::Args;
 use crate::fleet::{
     await_ready, broadcast, gather, kv, kv_num, reap, resolve, Fleet, Msg, FLEET_OPTIONS,
 };
-use crate::http::{escape, nchan_pub, push_request, timed_request};
+use crate::http::{escape, nchan_pub, pub_api_request, push_request, timed_request};
 use crate::measure::{kib, parse_pids, pct_ms, per_item, verdict, whole, RssSource};
+use crate::nchan_sub::Transport;
 use crate::sys::now_ns;
 
 const USAGE: &str =
@@ -24,6 +25,21 @@ const USAGE: &str =
       message, which every subscriber receives first; pushes are `POST /pub?channel=C`
       (any 2xx); records end in `\n`. --server-pid then takes nginx's master and
       workers, comma-separated (PSS and CPU summed).";
+
+const SUB_USAGE: &str =
+    "usage: tidings-load nchan-sub --transport eventsource|websocket|websocket-plain|longpoll
+       --streams N [--server 127.0.0.1:8080] [--channel C] [--procs P] [--sources …]
+       [--server-pid PID[,PID…]] [--pushes K] [--hold SECS] [--inflight 1000] [--retries 3]
+       [--connect-timeout 15] [--loss-timeout 10] [--settle-ms 1000] [--push-gap-ms 200]
+       [--max-connect-secs 600] [--allow-non-loopback]
+
+  N subscribers of nchan's API, `GET /sub/C` over one transport, against tidings or
+  nginx + nchan alike (locations `/pub/(.+)` and `/sub/(.+)` as in bench/lib.sh, first
+  message `oldest`): the parent first publishes `noop` (`POST /pub/C`), which every
+  subscriber must receive first; then, as talk-idle, the server's memory per
+  subscriber and K fan-out messages (`POST /pub/C`, any 2xx), each to be read exactly
+  once by every subscriber. websocket asks for ws+meta.nchan (as NchanSubscriber);
+  longpoll re-polls with If-Modified-Since / If-None-Match on the same connection.";
 
 /// `talk` (false) or `nchan` (true).
 pub fn parse_dialect(s: &str) -> Result<bool, String> {
@@ -44,6 +60,7 @@ struct Settings {
     push_gap_ms: u64,
     rss: RssSource,
     nchan: bool,
+    transport: Option<Transport>,
 }
 
 fn settings(argv: &[String]) -> Result<Settings, String> {
@@ -58,6 +75,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
             "loss-timeout",
             "push-gap-ms",
             "dialect",
+            "transport",
         ],
     ]
     .concat();
@@ -72,6 +90,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
     }
     let fleet = Fleet::from_args(&a, server, n, "streams")?;
     let nchan = parse_dialect(&a.str_or("dialect", "talk"))?;
+    let transport = a.get("transport").map(Transport::parse).transpose()?;
     let pids = parse_pids(a.get("server-pid"))?;
     // nginx has no /metrics to fall back on
     let rss = RssSource::new(&pids, server, !nchan)?;
@@ -91,11 +110,34 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         push_gap_ms: a.num("push-gap-ms", 200)?,
         rss,
         nchan,
+        transport,
     })
 }
 
 pub fn run(argv: &[String]) -> i32 {
     crate::run_scenario("talk-idle", USAGE, argv, settings, |s| run_idle(&s))
+}
+
+/// `nchan-sub`: `talk-idle`'s measurements over subscribers of nchan's API.
+pub fn run_sub(argv: &[String]) -> i32 {
+    crate::run_scenario("nchan-sub", SUB_USAGE, argv, settings, |s| {
+        if s.transport.is_none() {
+            return Err("--transport is required".into());
+        }
+        run_idle(&s)
+    })
+}
+
+/// The request that publishes `body` (a fan-out token or the first `noop`).
+fn publish_request(s: &Settings, body: &str) -> Vec<u8> {
+    if s.transport.is_some() {
+        pub_api_request(&s.channel, body.as_bytes())
+    } else if s.nchan {
+        // records of nchan's http-chunked stream end in `\n` here
+        nchan_pub(&s.channel, format!("{body}\n").as_bytes())
+    } else {
+        push_request("loadtest", &s.channel, body, false)
+    }
 }
 
 #[derive(Default)]
@@ -118,8 +160,10 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     let f = &s.fleet;
     let run_id = format!("{:x}{:x}", std::process::id(), now_ns() % (1 << 32));
     println!(
-        "talk-idle: dialect={} server={} streams={} procs={} sources={} channel={} terminator={} rss={}",
+        "{}: dialect={} transport={} server={} streams={} procs={} sources={} channel={} terminator={} rss={}",
+        if s.transport.is_some() { "nchan-sub" } else { "talk-idle" },
         if s.nchan { "nchan" } else { "talk" },
+        s.transport.map_or("talk", Transport::name),
         f.server,
         f.n,
         f.procs,
@@ -130,9 +174,9 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     );
     let rss_base = s.rss.read();
     println!("baseline: rss_kib={}", kib(rss_base));
-    if s.nchan {
+    if s.nchan || s.transport.is_some() {
         // every subscriber gets this buffered message first, as a Talk stream its `noop`
-        let r = timed_request(f.server, &nchan_pub(&s.channel, b"noop\n"), |_| {})?;
+        let r = timed_request(f.server, &publish_request(s, "noop"), |_| {})?;
         if !(200..300).contains(&r.reply.status) {
             return Err(format!(
                 "nchan publish of the first noop: status {}",
@@ -142,16 +186,16 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     }
 
     let t_connect = Instant::now();
-    let (mut workers, rx) = f.spawn(
-        "worker",
-        "--streams",
-        &[
-            ("--channel", &s.channel),
-            ("--run-id", &run_id),
-            ("--terminator", &s.terminator),
-            ("--dialect", if s.nchan { "nchan" } else { "talk" }),
-        ],
-    )?;
+    let mut extra = vec![
+        ("--channel", s.channel.as_str()),
+        ("--run-id", &run_id),
+        ("--terminator", &s.terminator),
+        ("--dialect", if s.nchan { "nchan" } else { "talk" }),
+    ];
+    if let Some(t) = s.transport {
+        extra.push(("--transport", t.name()));
+    }
+    let (mut workers, rx) = f.spawn("worker", "--streams", &extra)?;
     let mut t = Totals::default();
 
     // Connect phase: follow progress until every worker is READY.
@@ -223,6 +267,8 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     // Fan-out.
     let cpu_before = s.rss.cpu_ns();
     let mut all_lats: Vec<u64> = Vec::new();
+    // per push: publish write → the last subscriber's read
+    let mut last_lats: Vec<u64> = Vec::new();
     if t.up > 0 {
         for k in 1..=s.pushes {
             let token = format!("fanout-{k}-{}", now_ns());
@@ -239,11 +285,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
             );
             let loss_ns = s.loss_timeout_ms * 1_000_000;
             let mut collecting = false;
-            let req = if s.nchan {
-                nchan_pub(&s.channel, format!("{token}\n").as_bytes())
-            } else {
-                push_request("loadtest", &s.channel, &token, false)
-            };
+            let req = publish_request(s, &token);
             let pushed = timed_request(f.server, &req, |t0| {
                 collecting = true;
                 broadcast(
@@ -252,7 +294,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
                 );
             });
             let accepted = |status: u16| {
-                if s.nchan {
+                if s.nchan || s.transport.is_some() {
                     (200..300).contains(&status)
                 } else {
                     status == 200
@@ -331,11 +373,15 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
                     s.loss_timeout_ms
                 );
             }
+            if let Some(&last) = lats.last() {
+                last_lats.push(last);
+            }
             all_lats.extend_from_slice(&lats);
             std::thread::sleep(Duration::from_millis(s.push_gap_ms));
         }
     }
     all_lats.sort_unstable();
+    last_lats.sort_unstable();
     // The server's CPU time per push (the pauses between pushes are idle but for
     // keep-alive noops): how much of the fan-out latency is the server's own work.
     let cpu_per_push = match (cpu_before, s.rss.cpu_ns()) {
@@ -408,7 +454,8 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         && t.push_errors == 0
         && t.dead_workers == 0;
     println!(
-        "SUMMARY streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} server_cpu_us_per_delivery={} result={}",
+        "SUMMARY transport={} streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} fanout_last_p50_ms={} fanout_last_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} server_cpu_us_per_delivery={} result={}",
+        s.transport.map_or("talk", Transport::name),
         f.n,
         t.up,
         t.failed,
@@ -424,6 +471,8 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         pct_ms(&all_lats, 50.0),
         pct_ms(&all_lats, 99.0),
         pct_ms(&all_lats, 100.0),
+        pct_ms(&last_lats, 50.0),
+        pct_ms(&last_lats, 100.0),
         t.lost,
         t.dups,
         t.closed,

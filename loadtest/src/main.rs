@@ -1,7 +1,7 @@
 //! `tidings-load`: load client for the tidings server.
 //!
 //! Subcommands: `talk-idle` (many idle streams, RSS per stream, fan-out
-//! latency), `talk-echo-check` (smoke test), `qst` (QST producers and a
+//! latency), `nchan-sub` (the same over nchan's `/sub/` API, one transport), `talk-echo-check` (smoke test), `qst` (QST producers and a
 //! long-polling consumer, end to end), `comet-longpoll` (many comet clients,
 //! put→delivery latency), `pipeline` (pipelined requests against round
 //! trips, server CPU per request), `soak` (every protocol, clients leaving at
@@ -23,6 +23,7 @@ mod http;
 mod idle;
 mod json;
 mod measure;
+mod nchan_sub;
 mod pipeline;
 mod qst;
 mod soak;
@@ -39,6 +40,8 @@ const USAGE: &str = "usage: tidings-load <scenario> [options]
 scenarios:
   talk-idle        open N idle Talk streams over P worker processes, measure the
                    server's RSS per stream and the fan-out latency of K pushes
+  nchan-sub        the same over N subscribers of nchan's API (/sub/C, --transport
+                   eventsource|websocket|longpoll), tidings or nginx + nchan alike
   talk-echo-check  two streams and two pushes, checked byte for byte
   qst              P producers push B batches of S messages to a QST queue while one
                    consumer long-polls and acknowledges; checks loss and duplicates
@@ -100,6 +103,7 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let code = match argv.first().map(String::as_str) {
         Some("talk-idle") => idle::run(&argv[1..]),
+        Some("nchan-sub") => idle::run_sub(&argv[1..]),
         Some("talk-echo-check") => echo::run(&argv[1..]),
         Some("worker") => worker::run(&argv[1..]),
         Some("qst") => qst::run(&argv[1..]),

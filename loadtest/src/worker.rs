@@ -30,6 +30,7 @@ use crate::chunked::{ChunkParser, Status};
 use crate::http::{
     check_pull_head, escape, head_end, nchan_chunked_request, pull_request, MAX_HEAD,
 };
+use crate::nchan_sub::{sub_request, SubParser, Transport};
 use crate::sys::now_ns;
 
 pub struct Config {
@@ -40,13 +41,23 @@ pub struct Config {
     /// `--dialect nchan`: nginx + nchan `http-chunked` subscribers instead of
     /// Talk streams (for comparison; see `talk_idle`'s usage).
     pub nchan: bool,
+    /// `--transport`: subscribers of nchan's `/sub/{channel}` API (tidings and
+    /// nginx + nchan alike) over this transport instead of Talk or `/pull` streams.
+    pub transport: Option<Transport>,
 }
 
 impl Config {
     pub fn from_args(argv: &[String]) -> Result<Config, String> {
         let names = [
             &COMMON_OPTIONS[..],
-            &["streams", "channel", "run-id", "terminator", "dialect"],
+            &[
+                "streams",
+                "channel",
+                "run-id",
+                "terminator",
+                "dialect",
+                "transport",
+            ],
         ]
         .concat();
         let a = Args::parse(argv, &names, &[])?;
@@ -56,6 +67,7 @@ impl Config {
             run_id: a.str_or("run-id", "x"),
             term: crate::parse_terminator(&a.str_or("terminator", "nul"))?,
             nchan: crate::idle::parse_dialect(&a.str_or("dialect", "talk"))?,
+            transport: a.get("transport").map(Transport::parse).transpose()?,
         })
     }
 }
@@ -100,6 +112,8 @@ struct Conn {
     /// Reply head bytes gathered over several reads (rare).
     head: Vec<u8>,
     parser: ChunkParser,
+    /// With `--transport`: the `/sub/` reader, used instead of `parser`.
+    sub: Option<SubParser>,
     /// Keep-alive `noop` records after the first one.
     noops: u32,
 }
@@ -184,6 +198,7 @@ impl Worker {
                 started_ns: 0,
                 head: Vec::new(),
                 parser: ChunkParser::new(cfg.term),
+                sub: None,
                 noops: 0,
             })
             .collect();
@@ -215,7 +230,10 @@ impl Worker {
 
     fn request(&self, idx: usize) -> Vec<u8> {
         let name = stream_name(&self.cfg.run_id, self.cfg.common.offset + idx);
-        if self.cfg.nchan {
+        if let Some(t) = self.cfg.transport {
+            // nchan's API has no stream names
+            sub_request(t, &self.cfg.channel)
+        } else if self.cfg.nchan {
             nchan_chunked_request(&name, &self.cfg.channel)
         } else {
             pull_request(&name, &self.cfg.channel)
@@ -247,6 +265,10 @@ impl Worker {
                 c.started_ns = now_ns();
                 c.head.clear();
                 c.parser = ChunkParser::new(self.cfg.term);
+                c.sub = self
+                    .cfg
+                    .transport
+                    .map(|t| SubParser::new(t, &self.cfg.channel));
                 self.inflight += 1;
             }
             Err(e) => {
@@ -365,7 +387,12 @@ impl Worker {
             match outcome {
                 Ok(true) => {
                     // The re-registration reports data that is already there.
-                    self.conns[idx].phase = Phase::Head;
+                    // A `/sub/` reader checks its reply heads itself.
+                    self.conns[idx].phase = if self.conns[idx].sub.is_some() {
+                        Phase::FirstNoop
+                    } else {
+                        Phase::Head
+                    };
                 }
                 Ok(false) => self.conns[idx].phase = Phase::Writing(done),
                 Err(e) => self.attempt_failed(idx, &format!("write: {}", reason(&e)), true),
@@ -478,7 +505,7 @@ impl Worker {
         let mut unexpected_sample: Option<String> = None;
         let expect = &mut self.expect;
         let c = &mut self.conns[idx];
-        let res = c.parser.feed(data, |chunk, rec| {
+        let mut on_record = |chunk: u64, rec: &[u8]| {
             if awaiting_first && first.is_none() {
                 first = Some(if chunk == 0 && rec == b"noop" {
                     Ok(())
@@ -511,8 +538,30 @@ impl Worker {
             if unexpected_sample.is_none() {
                 unexpected_sample = Some(escape(rec, 80));
             }
-        });
+        };
+        // what a `/sub/` reader must send back: a long-poll's next request, a pong
+        let mut reply = Vec::new();
+        let res = match c.sub.as_mut() {
+            Some(sub) => sub.feed(data, &mut reply, |rec| on_record(0, rec)),
+            None => c.parser.feed(data, on_record),
+        };
         c.noops += noops;
+        if !reply.is_empty() {
+            // a few hundred bytes on a connection with nothing else to send
+            let sock = c.sock.as_mut().expect("socket of a stream being read");
+            let mut done = 0;
+            match write_some(sock, &reply, &mut done) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.proto_error(idx, "the socket did not take the re-poll or pong at once");
+                    return false;
+                }
+                Err(e) => {
+                    self.conn_lost(idx, &format!("write: {}", reason(&e)));
+                    return false;
+                }
+            }
+        }
         if unexpected > 0 {
             let before = self.unexpected;
             self.unexpected += unexpected;
