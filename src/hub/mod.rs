@@ -653,6 +653,23 @@ impl Hub {
         removed
     }
 
+    /// How many waiters (streams, parked requests, subscribers of any kind) the channel has
+    /// now, on all workers; 0 when it does not exist. One shard lock, no allocation: cheap
+    /// enough to ask before doing work only a watched channel needs (`status::Status::tick`).
+    pub fn waiter_count(&self, channel: &str) -> usize {
+        self.with_existing(channel, |ch| ch.waiters.len())
+            .unwrap_or(0)
+    }
+
+    /// Caps the messages an existing channel retains at `keep` (or `--channel-capacity` if
+    /// that is fewer), from its next append on, for as long as the channel lives. For a
+    /// channel whose history nobody wants, such as the server's status snapshots: a new
+    /// subscriber gets the latest (`keep` = 1) rather than a backlog. Does nothing to a
+    /// channel that does not exist.
+    pub fn cap_retention(&self, channel: &str, keep: usize) {
+        self.with_existing(channel, |ch| ch.store.cap_retention(keep));
+    }
+
     /// Number of channels in the hub.
     pub fn channel_count(&self) -> usize {
         self.channel_count.load(Ordering::Relaxed) as usize

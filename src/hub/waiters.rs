@@ -123,6 +123,11 @@ impl Waiters {
         self.count == 0
     }
 
+    /// How many waiters the channel has, on all workers.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
     /// Every message up to this `seq` was posted.
     pub fn delivered(&self) -> u64 {
         self.delivered
