@@ -24,6 +24,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub auth: &'a auth::Auth,
+    /// The live figures of `/status.json`.
+    pub status: &'a crate::status::Status,
 }
 
 impl Ctx<'_> {
@@ -291,6 +293,15 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
         b"/http-bind" | b"/bosh" | b"/bosh/http-bind" => {
             return (Proto::Other, xmpp::bosh::handle(ctx, req))
         }
+        b"/" => static_file(method, "text/html; charset=utf-8", STATUS_HTML),
+        b"/status.json" => match method {
+            Method::Get | Method::Head => {
+                let body = ctx.status.snapshot(ctx.metrics);
+                Reply::new(200, "application/json", body.into_bytes())
+                    .header("Cache-Control", "no-store")
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
         b"/health" => match method {
@@ -314,6 +325,9 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
 pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
 /// The chat demo page, compiled into the binary.
 pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+/// The status page served at `/` (live figures from `/sub/tidings/status` or
+/// `/status.json`), compiled into the binary.
+pub const STATUS_HTML: &[u8] = include_bytes!("../../web/status.html");
 
 fn static_file(method: Method, content_type: &'static str, body: &'static [u8]) -> Reply {
     match method {
