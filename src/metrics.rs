@@ -12,9 +12,10 @@ pub enum Proto {
     Qst = 1,
     Comet = 2,
     Other = 3,
+    Nchan = 4,
 }
 
-const PROTOS: [&str; 4] = ["talk", "qst", "comet", "other"];
+const PROTOS: [&str; 5] = ["talk", "qst", "comet", "other", "nchan"];
 /// The statuses counted one by one; anything else is counted as "other".
 const STATUSES: [u16; 16] = [
     100, 200, 204, 400, 401, 403, 404, 405, 408, 411, 413, 415, 431, 500, 501, 503,
@@ -117,7 +118,7 @@ pub struct Metrics {
     pub xmpp_sessions: Gauge,
     /// BOSH sessions (PROTOCOLS.md 4.5), authenticated or not.
     pub bosh_sessions: Gauge,
-    requests: [[Counter; STATUSES.len() + 1]; 4],
+    requests: [[Counter; STATUSES.len() + 1]; PROTOS.len()],
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_dropped_retention: Counter,

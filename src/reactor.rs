@@ -343,6 +343,15 @@ impl Reactor {
                     self.worker.wake_cache.clear();
                     self.worker.end_delivery(name, keys);
                 }
+                Mail::Deleted { channel } => {
+                    let Some((name, keys)) = self.worker.begin_delivery(&channel) else {
+                        continue;
+                    };
+                    for &key in &keys {
+                        self.with_conn(key, |c, w| c.channel_deleted(w));
+                    }
+                    self.worker.end_delivery(name, keys);
+                }
                 Mail::EndStream { token } => {
                     if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, l| c.end_stream(l));

@@ -4,7 +4,7 @@
 //! `tidings/status` while someone subscribes to it (the page's `EventSource`).
 //!
 //! An idle server does no work for it: worker 0's one-second tick (`reactor`, beside the
-//! hub's sweep) asks the hub how many waiters the channel has (one shard lock) and stops
+//! hub's sweep) asks the hub how many waiters the channel has (`Hub::info`, one shard lock) and stops
 //! there when none. The channel retains one snapshot (`RETAIN`), so a new subscriber gets the
 //! latest at once and nothing else piles up; the page keeps its own chart history.
 //!
@@ -194,7 +194,7 @@ impl Status {
     /// Worker 0's once-a-second step: when `CHANNEL` has waiters, publishes a snapshot there
     /// (retaining `RETAIN`) and returns true; otherwise does nothing more than ask the hub.
     pub fn tick(&self, hub: &Hub, m: &Metrics) -> bool {
-        let watchers = hub.waiter_count(CHANNEL);
+        let watchers = hub.info(CHANNEL).map_or(0, |i| i.subscribers);
         if watchers == 0 {
             return false;
         }

@@ -46,18 +46,16 @@ fn line(v: &Value) -> (String, String, u64) {
 
 #[test]
 fn chat_demo_between_two_browsers() {
-    let Some((driver_bin, chromium)) = browser_binaries() else {
+    let t0 = Instant::now();
+    let Some((watchdog, mut d)) = launch(LIMIT) else {
         return;
     };
-    let t0 = Instant::now();
-    let watchdog = Watchdog::start(LIMIT);
     let server = start_with(|c| {
         // Short long-polls: the pages also go through timeout answers while the test runs.
         c.long_poll_timeout = Duration::from_secs(2);
         c.channel_capacity = 5;
     });
     let base = format!("http://{}", server.addr);
-    let mut d = Driver::start(&driver_bin, chromium, &watchdog);
     let alice = d.session("alice", CHAT);
     let bob = d.session("bob", CHAT);
     eprintln!("browser test: two browsers up after {:?}", t0.elapsed());

@@ -57,15 +57,13 @@ fn num(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn status_page_figures_move_after_a_publish() {
-    let Some((driver_bin, chromium)) = browser_binaries() else {
+    let t0 = Instant::now();
+    let Some((watchdog, mut d)) = launch(LIMIT) else {
         return;
     };
-    let t0 = Instant::now();
-    let watchdog = Watchdog::start(LIMIT);
     let server = start();
     let base = format!("http://{}", server.addr);
     let event_streams = serves_event_streams(&server);
-    let mut d = Driver::start(&driver_bin, chromium, &watchdog);
     let page = d.session("status", STATUS);
     eprintln!("browser test: browser up after {:?}", t0.elapsed());
 

@@ -130,3 +130,45 @@ fn snapshots_go_to_the_status_channel_while_it_is_watched_and_are_not_counted() 
     let got: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(got["messages"].as_array().map(Vec::len), Some(1), "{got}");
 }
+
+/// The data of the next EventSource frame on `c` (skipping comments), as JSON.
+fn next_event(c: &mut Client) -> Value {
+    loop {
+        let frame = c.read_until(b"\n\n", TIMEOUT);
+        let text = String::from_utf8(frame).expect("UTF-8 frame");
+        if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+            return serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        }
+    }
+}
+
+#[test]
+fn the_page_s_event_stream_gets_the_latest_snapshot_then_one_a_second() {
+    let server = start();
+    let subscribe = || {
+        let mut c = server.connect();
+        c.send(&request_bytes(
+            "GET",
+            &format!("/sub/{CHANNEL}"),
+            &[("Accept", "text/event-stream")],
+            b"",
+        ));
+        let head = c.read_head();
+        assert_eq!(head.status, 200, "{}", head.show());
+        c
+    };
+    let mut a = subscribe();
+    let first = next_event(&mut a);
+    assert_eq!(first["server"], "tidings");
+    // A second page gets the retained snapshot at once (nchan's first message: the oldest
+    // retained, here the only one), then the next ones.
+    let mut b = subscribe();
+    let retained = next_event(&mut b);
+    assert!(
+        retained["time"].as_u64() >= first["time"].as_u64(),
+        "{retained}"
+    );
+    let next = next_event(&mut b);
+    assert!(next["time"].as_u64() > retained["time"].as_u64(), "{next}");
+    assert_eq!(next["published"], 0, "{next}");
+}

@@ -7,6 +7,7 @@
 //! `Phase`; `LIFECYCLE.md` beside `lib.rs` draws it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::out::Out;
 use super::readbuf::ReadBuf;
@@ -158,10 +159,23 @@ impl HttpConn {
 
     /// What to do when the socket is readable.
     pub fn wants_input(&mut self, w: &Worker) -> Input {
+        let config = &w.shared.config;
+        if let Phase::Streaming(s) = &mut self.phase {
+            if s.kind.websocket().is_some() {
+                if self.out.len() > config.max_output_bytes {
+                    // A client that sends pings and never reads the pongs.
+                    self.backpressured = true;
+                    return Input::Pause;
+                }
+                // A whole frame of the largest message fits.
+                return Input::Read {
+                    limit: config.max_message_bytes + crate::proto::websocket::MAX_HEADER,
+                };
+            }
+        }
         if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
             return Input::Discard;
         }
-        let config = &w.shared.config;
         if self.out.len() > config.max_output_bytes {
             // A pipelining client that does not read its answers: stop reading until it has.
             self.backpressured = true;
@@ -186,6 +200,9 @@ impl HttpConn {
         let Some(buf) = self.buf.take() else {
             return Next::Keep;
         };
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.websocket_input(buf, result, w);
+        }
         let parked = matches!(self.phase, Phase::Parked(_) | Phase::Forwarded(_));
         let (eof, capped) = match result {
             SocketResult::Error => {
@@ -323,7 +340,16 @@ impl HttpConn {
                     self.link.set_deadline(t, w);
                     return Next::Keep;
                 }
-                s.push(s.kind.keepalive());
+                let Some(keepalive) = s.kind.keepalive() else {
+                    // A kind without keep-alive has a deadline only for nchan's
+                    // `--nchan-subscriber-timeout`: it ends.
+                    if let Some(bytes) = s.kind.expired() {
+                        m.long_poll_timeouts.inc();
+                        self.end_stream_with(bytes, w);
+                    }
+                    return Next::Keep;
+                };
+                s.push(keepalive);
                 s.last_record = w.now;
                 self.link.set_deadline(w.now + interval, w);
                 self.link.mark_pending(w);
@@ -605,6 +631,7 @@ impl HttpConn {
         let proto = match p.park.kind {
             ParkKind::Comet { .. } => Proto::Comet,
             ParkKind::Qst(_) => Proto::Qst,
+            ParkKind::Nchan(_) => Proto::Nchan,
         };
         shared.metrics.request(proto, reply.status);
         self.answer_parked(reply, w);
@@ -726,7 +753,10 @@ impl HttpConn {
         let head = ResponseHead {
             status: reply.status,
             date: w.date.get(),
-            cors_origin: &w.shared.config.cors_origin,
+            cors_origin: reply
+                .cors
+                .as_deref()
+                .unwrap_or(&w.shared.config.cors_origin),
             content_type: reply.content_type,
             framing: Framing::Length(reply.body.len()),
             headers: &reply.headers,
@@ -742,22 +772,32 @@ impl HttpConn {
     /// (the greeting and any `since` backlog, in one batch).
     fn start_stream(&mut self, start: StreamStart, w: &mut Worker) -> Result<(), Reply> {
         let shared = w.shared.clone();
-        let sub = Subscribe {
-            worker: w.id,
-            token: self.link.token(),
-            since: start.since,
-            talk_name: start.kind.name(),
+        let (subscribed, channel) = if start.kind.listens() {
+            let sub = Subscribe {
+                worker: w.id,
+                token: self.link.token(),
+                since: start.since,
+                talk_name: start.kind.name(),
+            };
+            let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
+                shared.metrics.waiters_refused.inc();
+                Reply::hub_error(e)
+            })?;
+            (subscribed, w.join_channel(&start.channel, self.link.key))
+        } else {
+            // A WebSocket publisher: it only sends.
+            let none = crate::hub::Subscribed {
+                cursor: 0,
+                backlog: Vec::new(),
+            };
+            (none, Arc::from(start.channel.as_str()))
         };
-        let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
-            shared.metrics.waiters_refused.inc();
-            Reply::hub_error(e)
-        })?;
-        let channel = w.join_channel(&start.channel, self.link.key);
         let env = HeadEnv {
             date: w.date.get(),
             cors_origin: &shared.config.cors_origin,
         };
         self.out.push(start.kind.head(&env));
+        let stream_keepalive = start.kind.keepalive().is_some();
         let mut stream = Stream::new(channel, start.kind, subscribed.cursor, w.now);
         if let Some(greeting) = stream.kind.greeting() {
             stream.push(greeting);
@@ -769,7 +809,12 @@ impl HttpConn {
         self.stream_started = true;
         shared.metrics.streaming.inc();
         self.frame_records(w.now);
-        let t = w.after(shared.config.talk_keepalive);
+        let t = match (stream_keepalive, shared.config.nchan_subscriber_timeout) {
+            (true, _) => w.after(shared.config.talk_keepalive),
+            // A kind with no keep-alive keeps no timer, unless its subscribers time out.
+            (false, Duration::ZERO) => super::NEVER,
+            (false, timeout) => w.after(timeout),
+        };
         self.link.set_deadline(t, w);
         Ok(())
     }
@@ -826,6 +871,97 @@ impl HttpConn {
         Next::Keep
     }
 
+    /// What a WebSocket's client sent: its frames are read (pings answered, closes echoed,
+    /// messages published or refused); a partial frame keeps the buffer.
+    fn websocket_input(
+        &mut self,
+        mut buf: Box<ReadBuf>,
+        result: SocketResult,
+        w: &mut Worker,
+    ) -> Next {
+        let shared = w.shared.clone();
+        let Phase::Streaming(s) = &mut self.phase else {
+            w.pool.give(buf);
+            return Next::Keep;
+        };
+        let Some(ws) = s.kind.websocket() else {
+            w.pool.give(buf);
+            return Next::Keep;
+        };
+        let mut answer = Vec::new();
+        let read = ws.input(&shared.ctx(), &s.channel, &mut buf, &mut answer);
+        buf.consume(read.consumed);
+        if !answer.is_empty() {
+            self.out.push(Seg::Owned(answer));
+            self.link.mark_pending(w);
+        }
+        if buf.is_empty() {
+            w.pool.give(buf);
+        } else {
+            buf.compact_if_worth();
+            w.pool.note(&mut buf);
+            self.buf = Some(buf);
+        }
+        if read.end {
+            self.end_stream_with(Vec::new(), w);
+            return Next::Keep;
+        }
+        match result {
+            SocketResult::Error | SocketResult::Closed => Next::Close,
+            SocketResult::Continue => {
+                w.again.push(self.link.key);
+                Next::Keep
+            }
+            // A frame larger than the read limit: the reader refuses it before that.
+            SocketResult::Full => Next::Close,
+            _ => Next::Keep,
+        }
+    }
+
+    /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its
+    /// `410 Gone`; other protocols' waiters keep waiting.
+    pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
+        match &mut self.phase {
+            Phase::Parked(p) => {
+                let ParkKind::Nchan(poll) = &p.park.kind else {
+                    return Next::Keep;
+                };
+                let shared = w.shared.clone();
+                let reply = proto::nchan::gone(&shared.ctx(), poll);
+                shared.metrics.request(Proto::Nchan, reply.status);
+                self.answer_parked(reply, w);
+                self.link.mark_pending(w);
+                let next = self.process(w, true);
+                if let Some(buf) = self.buf.as_mut() {
+                    buf.compact_if_worth();
+                    w.pool.note(buf);
+                }
+                next
+            }
+            Phase::Streaming(s) => {
+                if let Some(gone) = s.kind.gone() {
+                    self.end_stream_with(gone, w);
+                }
+                Next::Keep
+            }
+            _ => Next::Keep,
+        }
+    }
+
+    /// Ends a stream with these final bytes after its waiting records, then closes.
+    fn end_stream_with(&mut self, bytes: Vec<u8>, w: &mut Worker) {
+        if let Phase::Streaming(s) = &mut self.phase {
+            s.hold_until = 0;
+        }
+        self.frame_records(w.now);
+        if !bytes.is_empty() {
+            self.out.push(Seg::Owned(bytes));
+        }
+        self.leave_stream(w);
+        self.phase = Phase::Closing { lingering: false };
+        self.link.mark_pending(w);
+    }
+
     /// Ends a stream replaced by a newer one of the same name: final bytes, close.
     pub fn end_stream(&mut self, w: &mut Worker) -> Next {
         if matches!(self.phase, Phase::Streaming(_)) {
@@ -855,7 +991,9 @@ impl HttpConn {
         let Phase::Streaming(s) = &self.phase else {
             return;
         };
-        w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        if s.kind.listens() {
+            w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        }
         w.shared.metrics.streaming.dec();
     }
 

@@ -347,6 +347,14 @@ impl Conn {
         }
     }
 
+    /// The channel was deleted (nchan's `DELETE`).
+    pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Http(m) => m.channel_deleted(w),
+            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+        }
+    }
+
     /// A BOSH request body for this session.
     pub fn bosh_request(
         &mut self,

@@ -349,7 +349,8 @@ impl Sim {
                 | Mail::Stanza { .. }
                 | Mail::Replaced { .. }
                 | Mail::BoshRequest { .. }
-                | Mail::BoshAnswer { .. } => {}
+                | Mail::BoshAnswer { .. }
+                | Mail::Deleted { .. } => {}
             }
         }
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {

@@ -55,6 +55,9 @@ pub enum Mail {
         status: u16,
         body: Arc<[u8]>,
     },
+    /// The channel was deleted (nchan's `DELETE /pub/…`): its nchan subscribers on this
+    /// worker end with `410 Gone`.
+    Deleted { channel: Arc<str> },
     /// The server is shutting down.
     Shutdown,
 }
@@ -123,7 +126,7 @@ impl Waiters {
         self.count == 0
     }
 
-    /// How many waiters the channel has, on all workers.
+    /// Waiters on the channel, of every protocol.
     pub fn len(&self) -> usize {
         self.count
     }

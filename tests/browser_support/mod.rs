@@ -73,6 +73,15 @@ pub fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
+/// A watchdog for `limit` and a ready chromedriver, or `None` (after saying why, see
+/// `browser_binaries`) when the test should pass vacuously.
+pub fn launch(limit: Duration) -> Option<(Watchdog, Driver)> {
+    let (driver, chromium) = browser_binaries()?;
+    let watchdog = Watchdog::start(limit);
+    let d = Driver::start(&driver, chromium, &watchdog);
+    Some((watchdog, d))
+}
+
 /// Ends the process if the test outlives its limit, after killing chromedriver's group and
 /// removing the browsers' profiles (which `watch` tells it once the driver runs).
 pub struct Watchdog {
