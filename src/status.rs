@@ -199,13 +199,11 @@ impl Status {
             return false;
         }
         hub.cap_retention(CHANNEL, RETAIN);
-        let body = self.snapshot(m);
-        match hub.publish(
-            CHANNEL,
-            vec![Draft::with_body(body)],
-            Origin::Embedded,
-            false,
-        ) {
+        let draft = Draft {
+            content_type: Some("application/json".into()),
+            ..Draft::with_body(self.snapshot(m))
+        };
+        match hub.publish(CHANNEL, vec![draft], Origin::Embedded, false) {
             Ok(stored) => {
                 let n = stored.len() as u64;
                 self.own_published.fetch_add(n, Relaxed);

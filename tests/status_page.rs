@@ -129,6 +129,12 @@ fn snapshots_go_to_the_status_channel_while_it_is_watched_and_are_not_counted() 
     assert_eq!(r.status, 200);
     let got: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(got["messages"].as_array().map(Vec::len), Some(1), "{got}");
+    // An nchan long-poll gets it at once, as JSON.
+    let r = server.get(&format!("/sub/{CHANNEL}"));
+    assert_eq!(r.status, 200, "{}", r.show());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let v: Value = serde_json::from_slice(&r.body).expect("JSON snapshot");
+    assert_eq!(v["server"], "tidings");
 }
 
 /// The data of the next EventSource frame on `c` (skipping comments), as JSON.
