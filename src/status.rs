@@ -203,7 +203,7 @@ impl Status {
             content_type: Some("application/json".into()),
             ..Draft::with_body(self.snapshot(m))
         };
-        match hub.publish(CHANNEL, vec![draft], Origin::Embedded, false) {
+        match hub.publish(CHANNEL, vec![draft], Origin::Server, false) {
             Ok(stored) => {
                 let n = stored.len() as u64;
                 self.own_published.fetch_add(n, Relaxed);

@@ -178,3 +178,18 @@ fn the_page_s_event_stream_gets_the_latest_snapshot_then_one_a_second() {
     assert!(next["time"].as_u64() > retained["time"].as_u64(), "{next}");
     assert_eq!(next["published"], 0, "{next}");
 }
+
+#[test]
+fn only_the_server_publishes_on_its_reserved_channels() {
+    let server = start();
+    for req in [
+        post_form("/push", "name=x&channel=tidings/status&message=fake"),
+        post("/pub/tidings/status", "application/json", b"{\"fake\":1}"),
+        get("/comet?method=put&channel=tidings/status&message=fake"),
+    ] {
+        let r = server.request(&req);
+        assert_eq!(r.status, 403, "{}", r.show());
+        assert!(r.body_str().contains("reserved"), "{}", r.show());
+    }
+    assert_eq!(server.metrics().messages_published.get(), 0);
+}

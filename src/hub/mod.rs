@@ -66,7 +66,12 @@ pub enum HubError {
     /// `--retained-bytes` reached and only unacknowledged queue messages are left to drop:
     /// 503 with `Retry-After`.
     MemoryFull,
+    /// A channel the server publishes on itself (`tidings/…`, e.g. the status page's): 403.
+    Reserved,
 }
+
+/// Channels under this prefix are the server's own: only it publishes there.
+pub const RESERVED_PREFIX: &str = "tidings/";
 
 impl std::fmt::Display for HubError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +80,7 @@ impl std::fmt::Display for HubError {
             HubError::TooManyWaiters => "too many subscribers on this channel",
             HubError::QueueFull => "queue full, retry later",
             HubError::MemoryFull => "server memory budget reached, retry later",
+            HubError::Reserved => "channel reserved for the server's own messages",
         })
     }
 }
@@ -423,6 +429,9 @@ impl Hub {
         queue: bool,
         then: impl FnOnce(&mut Channel, &[Arc<Message>]) -> R,
     ) -> Result<(Vec<Arc<Message>>, R), HubError> {
+        if origin != Origin::Server && channel.starts_with(RESERVED_PREFIX) {
+            return Err(HubError::Reserved);
+        }
         let prepared = self.prepare(drafts, origin);
         let incoming = prepared
             .iter()

@@ -130,7 +130,10 @@ impl Reply {
 
     /// The answer to a refusal by the hub.
     pub fn hub_error(e: HubError) -> Reply {
-        Reply::text(503, e.to_string()).header("Retry-After", "1")
+        match e {
+            HubError::Reserved => Reply::text(403, e.to_string()),
+            _ => Reply::text(503, e.to_string()).header("Retry-After", "1"),
+        }
     }
 }
 
