@@ -203,15 +203,9 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                     event: req.header("x-eventsource-event").and_then(text),
                     ..Draft::with_body(req.body)
                 };
-                match ctx.hub.publish(channel, vec![draft], Origin::Nchan, false) {
+                match ctx.hub.publish_with_info(channel, draft, Origin::Nchan) {
                     Err(e) => Reply::hub_error(e),
-                    Ok(_) => {
-                        let info = ctx.hub.info(channel).unwrap_or(ChannelInfo {
-                            messages: 0,
-                            subscribers: 0,
-                            requested: None,
-                            last_seq: None,
-                        });
+                    Ok(info) => {
                         let status = if info.subscribers > 0 { 201 } else { 202 };
                         info_reply(status, &info, accept)
                     }
