@@ -9,7 +9,6 @@
 
 pub mod streams;
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -70,8 +69,9 @@ fn cursor(time: i64, tag: i64) -> Option<u64> {
     Some(seq.max(0) as u64)
 }
 
+/// nchan's answer, byte for byte: `text/plain` with no charset, no newline (NCHAN.md 8).
 fn invalid_id() -> Reply {
-    Reply::text(400, "Message ID invalid").body_exact(b"Message ID invalid")
+    Reply::new(400, "text/plain", &b"Message ID invalid"[..])
 }
 
 /// The subscriber's cursor (NCHAN.md 5.2, with deviation D6): `If-Modified-Since` with
@@ -394,14 +394,6 @@ fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
 pub fn gone(ctx: &Ctx<'_>, poll: &Poll) -> Reply {
     let r = Reply::new(410, "", Vec::new()).header("Vary", VARY);
     with_cors(r, ctx, poll.origin.as_deref())
-}
-
-impl Reply {
-    /// The same reply with exactly these body bytes (no newline added).
-    fn body_exact(mut self, body: &'static [u8]) -> Reply {
-        self.body = Cow::Borrowed(body);
-        self
-    }
 }
 
 /// The id of a message, for a stream record.
