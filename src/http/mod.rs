@@ -110,7 +110,8 @@ fn eq_ignore_case(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
-fn trim(mut v: &[u8]) -> &[u8] {
+/// `v` without the spaces and tabs around it (a header value's optional whitespace).
+pub(crate) fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }

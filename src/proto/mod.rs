@@ -8,6 +8,7 @@ pub mod nchan;
 pub mod qst;
 pub mod stream;
 pub mod talk;
+pub mod websocket;
 pub mod xmlref;
 pub mod xmpp;
 
