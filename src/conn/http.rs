@@ -159,10 +159,23 @@ impl HttpConn {
 
     /// What to do when the socket is readable.
     pub fn wants_input(&mut self, w: &Worker) -> Input {
+        let config = &w.shared.config;
+        if let Phase::Streaming(s) = &mut self.phase {
+            if s.kind.websocket().is_some() {
+                if self.out.len() > config.max_output_bytes {
+                    // A client that sends pings and never reads the pongs.
+                    self.backpressured = true;
+                    return Input::Pause;
+                }
+                // A whole frame of the largest message fits.
+                return Input::Read {
+                    limit: config.max_message_bytes + crate::proto::websocket::MAX_HEADER,
+                };
+            }
+        }
         if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
             return Input::Discard;
         }
-        let config = &w.shared.config;
         if self.out.len() > config.max_output_bytes {
             // A pipelining client that does not read its answers: stop reading until it has.
             self.backpressured = true;
@@ -187,6 +200,9 @@ impl HttpConn {
         let Some(buf) = self.buf.take() else {
             return Next::Keep;
         };
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.websocket_input(buf, result, w);
+        }
         let parked = matches!(self.phase, Phase::Parked(_) | Phase::Forwarded(_));
         let (eof, capped) = match result {
             SocketResult::Error => {
@@ -765,17 +781,26 @@ impl HttpConn {
     /// (the greeting and any `since` backlog, in one batch).
     fn start_stream(&mut self, start: StreamStart, w: &mut Worker) -> Result<(), Reply> {
         let shared = w.shared.clone();
-        let sub = Subscribe {
-            worker: w.id,
-            token: self.link.token(),
-            since: start.since,
-            talk_name: start.kind.name(),
+        let (subscribed, channel) = if start.kind.listens() {
+            let sub = Subscribe {
+                worker: w.id,
+                token: self.link.token(),
+                since: start.since,
+                talk_name: start.kind.name(),
+            };
+            let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
+                shared.metrics.waiters_refused.inc();
+                Reply::hub_error(e)
+            })?;
+            (subscribed, w.join_channel(&start.channel, self.link.key))
+        } else {
+            // A WebSocket publisher: it only sends.
+            let none = crate::hub::Subscribed {
+                cursor: 0,
+                backlog: Vec::new(),
+            };
+            (none, Arc::from(start.channel.as_str()))
         };
-        let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
-            shared.metrics.waiters_refused.inc();
-            Reply::hub_error(e)
-        })?;
-        let channel = w.join_channel(&start.channel, self.link.key);
         let env = HeadEnv {
             date: w.date.get(),
             cors_origin: &shared.config.cors_origin,
@@ -860,6 +885,53 @@ impl HttpConn {
         Next::Keep
     }
 
+    /// What a WebSocket's client sent: its frames are read (pings answered, closes echoed,
+    /// messages published or refused); a partial frame keeps the buffer.
+    fn websocket_input(
+        &mut self,
+        mut buf: Box<ReadBuf>,
+        result: SocketResult,
+        w: &mut Worker,
+    ) -> Next {
+        let shared = w.shared.clone();
+        let Phase::Streaming(s) = &mut self.phase else {
+            w.pool.give(buf);
+            return Next::Keep;
+        };
+        let Some(ws) = s.kind.websocket() else {
+            w.pool.give(buf);
+            return Next::Keep;
+        };
+        let mut answer = Vec::new();
+        let read = ws.input(&shared.ctx(), &s.channel, &mut buf, &mut answer);
+        buf.consume(read.consumed);
+        if !answer.is_empty() {
+            self.out.push(Seg::Owned(answer));
+            self.link.mark_pending(w);
+        }
+        if buf.is_empty() {
+            w.pool.give(buf);
+        } else {
+            buf.compact_if_worth();
+            w.pool.note(&mut buf);
+            self.buf = Some(buf);
+        }
+        if read.end {
+            self.end_stream_with(Vec::new(), w);
+            return Next::Keep;
+        }
+        match result {
+            SocketResult::Error | SocketResult::Closed => Next::Close,
+            SocketResult::Continue => {
+                w.again.push(self.link.key);
+                Next::Keep
+            }
+            // A frame larger than the read limit: the reader refuses it before that.
+            SocketResult::Full => Next::Close,
+            _ => Next::Keep,
+        }
+    }
+
     /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its
     /// `410 Gone`; other protocols' waiters keep waiting.
     pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
@@ -896,7 +968,9 @@ impl HttpConn {
             s.hold_until = 0;
         }
         self.frame_records(w.now);
-        self.out.push(Seg::Owned(bytes));
+        if !bytes.is_empty() {
+            self.out.push(Seg::Owned(bytes));
+        }
         self.leave_stream(w);
         self.phase = Phase::Closing { lingering: false };
         self.link.mark_pending(w);
@@ -931,7 +1005,9 @@ impl HttpConn {
         let Phase::Streaming(s) = &self.phase else {
             return;
         };
-        w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        if s.kind.listens() {
+            w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        }
         w.shared.metrics.streaming.dec();
     }
 

@@ -26,11 +26,15 @@ pub enum Format {
     Chunk,
     /// nchan's multipart/mixed part, up to and with the next boundary.
     MultipartPart,
+    /// nchan's WebSocket frame of a message.
+    WsPlain,
+    /// nchan's WebSocket frame in `ws+meta.nchan` mode (id and content type first).
+    WsMeta,
 }
 
 impl Format {
     /// Every format, in slot order.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 9] = [
         Format::TalkNul,
         Format::TalkNewline,
         Format::CometJson,
@@ -38,6 +42,8 @@ impl Format {
         Format::EventSource,
         Format::Chunk,
         Format::MultipartPart,
+        Format::WsPlain,
+        Format::WsMeta,
     ];
 
     fn slot(self) -> usize {

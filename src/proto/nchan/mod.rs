@@ -8,6 +8,7 @@
 //! (`streams.rs`), siblings of Talk.
 
 pub mod streams;
+pub mod websocket;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request, StreamSta
 use crate::config::FirstMessage;
 use crate::http::{self, Method};
 use crate::hub::{ChannelInfo, Deleted, Draft, Message, Origin};
+use crate::proto::websocket::{upgrade as websocket_upgrade, Upgrade};
 use streams::{EventSourceStream, PlainStream, Transport};
+use websocket::WsStream;
 
 /// Longer channel ids are refused with `403` (nchan's `nchan_max_channel_id_length`).
 const MAX_ID_BYTES: usize = 1024;
@@ -191,6 +194,31 @@ fn preflight(ctx: &Ctx<'_>, publisher: bool, origin: Option<&str>) -> Reply {
 /// The publisher: `POST`/`PUT` publish, `GET` reports, `DELETE` deletes.
 fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>) -> Action {
     let accept = req.header("accept");
+    match upgrade(req) {
+        Upgrade::No => {}
+        Upgrade::Refuse(why) => {
+            return Action::Reply(refuse_upgrade(ctx, why, origin.map(str::to_string)))
+        }
+        Upgrade::Accept(a) => {
+            let content_type = req
+                .head
+                .content_type
+                .and_then(|s| std::str::from_utf8(s.of(req.buf)).ok())
+                .map(str::to_string);
+            let kind = StreamKind::WebSocket(WsStream::publisher(
+                a,
+                origin.map(str::to_string),
+                ctx.config.max_message_bytes,
+                content_type,
+                info_format(accept),
+            ));
+            return Action::Stream(StreamStart {
+                channel: channel.to_string(),
+                since: None,
+                kind,
+            });
+        }
+    }
     let reply = match req.head.method {
         Method::Post | Method::Put => {
             if req.body.len() > ctx.config.max_message_bytes {
@@ -329,23 +357,17 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
     };
     let origin = origin.map(str::to_string);
     let kind = match transport {
-        Transport::LongPoll => {
-            let cursor = match since {
-                Some(c) => c,
-                // Now: only what is published from here on.
-                None => ctx.hub.read(&channel, u64::MAX, 0).clock,
-            };
-            let timeout = match ctx.config.nchan_subscriber_timeout {
-                Duration::ZERO => Duration::MAX,
-                t => t,
-            };
-            return Action::Park(Park {
-                channel,
-                timeout,
-                kind: ParkKind::Nchan(Poll { cursor, origin }),
-            });
-        }
-        Transport::WebSocket => return streams::websocket(ctx, req, channel, since, origin),
+        Transport::LongPoll => return subscribe_poll(ctx, channel, since, origin),
+        Transport::WebSocket => match upgrade(req) {
+            Upgrade::Accept(accept) => StreamKind::WebSocket(WsStream::subscriber(
+                accept,
+                origin,
+                ctx.config.max_message_bytes,
+            )),
+            Upgrade::Refuse(why) => return Action::Reply(refuse_upgrade(ctx, why, origin)),
+            // Not one after all (an HTTP/1.0 request): a long-poll.
+            Upgrade::No => return subscribe_poll(ctx, channel, since, origin),
+        },
         Transport::EventSource => StreamKind::EventSource(EventSourceStream::new(origin)),
         Transport::Chunked => StreamKind::Chunked(PlainStream::chunked(origin)),
         Transport::Multipart => StreamKind::Multipart(PlainStream::multipart(origin)),
@@ -355,6 +377,41 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
         since,
         kind,
     })
+}
+
+/// A long-poll: parked until a message after `since` (or, with none, after now).
+fn subscribe_poll(
+    ctx: &Ctx<'_>,
+    channel: String,
+    since: Option<u64>,
+    origin: Option<String>,
+) -> Action {
+    let cursor = match since {
+        Some(c) => c,
+        // Now: only what is published from here on.
+        None => ctx.hub.read(&channel, u64::MAX, 0).clock,
+    };
+    let timeout = match ctx.config.nchan_subscriber_timeout {
+        Duration::ZERO => Duration::MAX,
+        t => t,
+    };
+    Action::Park(Park {
+        channel,
+        timeout,
+        kind: ParkKind::Nchan(Poll { cursor, origin }),
+    })
+}
+
+/// The WebSocket handshake's decision on a request.
+fn upgrade(req: &Request<'_>) -> Upgrade {
+    let head = req.buf.get(..req.head.len).unwrap_or(&[]);
+    websocket_upgrade(req.head.method, req.head.minor, http::headers(head))
+}
+
+/// A WebSocket request that cannot be accepted: `400` with nchan's exact text.
+fn refuse_upgrade(ctx: &Ctx<'_>, why: &'static str, origin: Option<String>) -> Reply {
+    let r = Reply::new(400, "text/plain", why.as_bytes());
+    with_cors(r, ctx, origin.as_deref())
 }
 
 /// A parked long-poll re-checks its channel: the next message after its cursor, or at its

@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::super::stream::{HeadEnv, Pick};
-use super::{Action, Ctx, Reply, Request};
+use super::Request;
 use crate::http::{self, Framing, Method, ResponseHead, Seg};
 use crate::hub::{Format, Message};
 
@@ -81,22 +81,6 @@ fn trim(v: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &v[start..end]
-}
-
-/// A WebSocket subscriber.
-pub fn websocket(
-    ctx: &Ctx<'_>,
-    req: &Request<'_>,
-    channel: String,
-    since: Option<u64>,
-    origin: Option<String>,
-) -> Action {
-    let _ = (req, channel, since, origin);
-    Action::Reply(super::with_cors(
-        Reply::text(501, "WebSocket subscribers are not served yet"),
-        ctx,
-        None,
-    ))
 }
 
 /// The head of a streaming answer: `200`, chunked, the kind's content type, nchan's CORS.
