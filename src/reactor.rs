@@ -78,6 +78,13 @@ pub struct Reactor {
     next_sweep: u64,
 }
 
+/// The generation of a new connection (never 0).
+fn next_gen(counter: &mut u32) -> u32 {
+    let gen = *counter;
+    *counter = counter.wrapping_add(1).max(1);
+    gen
+}
+
 impl Reactor {
     pub fn new(
         id: usize,
@@ -278,8 +285,7 @@ impl Reactor {
         if key > u32::MAX as usize {
             return;
         }
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let gen = next_gen(&mut self.next_gen);
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
             .poll
@@ -406,8 +412,7 @@ impl Reactor {
         if key > u32::MAX as usize {
             return;
         }
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let gen = next_gen(&mut self.next_gen);
         if let Some(session) = BoshConn::open(key, gen, from, body, &mut self.worker) {
             entry.insert(Conn::bosh(session));
         }

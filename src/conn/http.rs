@@ -645,8 +645,12 @@ impl HttpConn {
         shared.metrics.request(proto, reply.status);
         self.answer_parked(reply, w);
         self.link.mark_pending(w);
-        // Serve whatever the client pipelined behind the parked request; if reading
-        // stopped while parked (a full buffer), read the rest next turn.
+        self.serve_pipelined(w)
+    }
+
+    /// A held request was answered: serve whatever the client pipelined behind it; if
+    /// reading stopped while it was held (a full buffer), read the rest next turn.
+    fn serve_pipelined(&mut self, w: &mut Worker) -> Next {
         if std::mem::take(&mut self.backpressured) {
             w.again.push(self.link.key);
         }
@@ -715,15 +719,7 @@ impl HttpConn {
         }
         let t = w.after(w.shared.config.idle_timeout);
         self.link.set_deadline(t, w);
-        if std::mem::take(&mut self.backpressured) {
-            w.again.push(self.link.key);
-        }
-        let next = self.process(w, true);
-        if let Some(buf) = self.buf.as_mut() {
-            buf.compact_if_worth();
-            w.pool.note(buf);
-        }
-        next
+        self.serve_pipelined(w)
     }
 
     /// Answers the parked request and returns the connection to reading requests.
@@ -945,12 +941,7 @@ impl HttpConn {
                 shared.metrics.request(Proto::Nchan, reply.status);
                 self.answer_parked(reply, w);
                 self.link.mark_pending(w);
-                let next = self.process(w, true);
-                if let Some(buf) = self.buf.as_mut() {
-                    buf.compact_if_worth();
-                    w.pool.note(buf);
-                }
-                next
+                self.serve_pipelined(w)
             }
             Phase::Streaming(s) => {
                 if let Some(gone) = s.kind.gone() {

@@ -4,7 +4,7 @@
 //! Talk is the first kind; nchan's EventSource, HTTP chunked and multipart/mixed
 //! subscribers are its siblings (`nchan::streams`).
 
-use crate::http::Seg;
+use crate::http::{self, Framing, Method, ResponseHead, Seg};
 use crate::hub::Message;
 
 use super::nchan::streams::{EventSourceStream, PlainStream};
@@ -21,8 +21,9 @@ pub enum StreamKind {
     Chunked(PlainStream),
     /// nchan's multipart/mixed subscriber: a part per message.
     Multipart(PlainStream),
-    /// nchan's WebSocket subscriber (a frame per message) or publisher (listens to nothing).
-    WebSocket(WsStream),
+    /// nchan's WebSocket subscriber (a frame per message) or publisher (listens to nothing);
+    /// boxed, so the other kinds do not pay for its reader.
+    WebSocket(Box<WsStream>),
 }
 
 /// What a stream makes of a message.
@@ -39,6 +40,30 @@ pub enum Pick {
 pub struct HeadEnv<'a> {
     pub date: &'a [u8],
     pub cors_origin: &'a str,
+}
+
+impl HeadEnv<'_> {
+    /// A `200` head of a chunked response that never ends while the server runs.
+    pub fn chunked_head(
+        &self,
+        cors_origin: &str,
+        content_type: &str,
+        headers: &[(&'static str, String)],
+    ) -> Seg {
+        let head = ResponseHead {
+            status: 200,
+            date: self.date,
+            cors_origin,
+            content_type,
+            framing: Framing::Chunked,
+            headers,
+            keep_alive: true,
+            minor: 1,
+        };
+        let mut out = Vec::with_capacity(256);
+        http::encode_response(&head, Method::Get, b"", &mut out);
+        Seg::Owned(out)
+    }
 }
 
 impl StreamKind {

@@ -205,13 +205,13 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                 .content_type
                 .and_then(|s| std::str::from_utf8(s.of(req.buf)).ok())
                 .map(str::to_string);
-            let kind = StreamKind::WebSocket(WsStream::publisher(
+            let kind = StreamKind::WebSocket(Box::new(WsStream::publisher(
                 a,
                 origin.map(str::to_string),
                 ctx.config.max_message_bytes,
                 content_type,
                 info_format(accept),
-            ));
+            )));
             return Action::Stream(StreamStart {
                 channel: channel.to_string(),
                 since: None,
@@ -359,11 +359,11 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
     let kind = match transport {
         Transport::LongPoll => return subscribe_poll(ctx, channel, since, origin),
         Transport::WebSocket => match upgrade(req) {
-            Upgrade::Accept(accept) => StreamKind::WebSocket(WsStream::subscriber(
+            Upgrade::Accept(accept) => StreamKind::WebSocket(Box::new(WsStream::subscriber(
                 accept,
                 origin,
                 ctx.config.max_message_bytes,
-            )),
+            ))),
             Upgrade::Refuse(why) => return Action::Reply(refuse_upgrade(ctx, why, origin)),
             // Not one after all (an HTTP/1.0 request): a long-poll.
             Upgrade::No => return subscribe_poll(ctx, channel, since, origin),
@@ -434,7 +434,7 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, poll: &Poll, timed_out: bool) -> Optio
 /// `Last-Modified` and an unquoted `Etag` (NCHAN.md 4, 5.3).
 fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
     let mut r = Reply::new(200, "", msg.body.to_vec());
-    if let Some(ct) = msg.content_type() {
+    if let Some(ct) = content_type(msg) {
         r = r.header("Content-Type", ct);
     }
     let date = crate::http::imf_fixdate(msg.seq / 1000);
@@ -445,6 +445,16 @@ fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
         r = r.header("Access-Control-Expose-Headers", EXPOSE);
     }
     r.header("Vary", VARY)
+}
+
+/// A message's content type on `/sub/`: its publisher's, none for an nchan publish without
+/// one (as nchan), and `text/plain` for the messages of the other protocols.
+pub fn content_type(msg: &Message) -> Option<&str> {
+    match (msg.content_type(), msg.origin) {
+        (Some(ct), _) => Some(ct),
+        (None, Origin::Nchan) => None,
+        (None, _) => Some("text/plain"),
+    }
 }
 
 /// `410 Gone` for a long-poll whose channel was deleted.

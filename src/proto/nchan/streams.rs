@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::super::stream::{HeadEnv, Pick};
 use super::Request;
-use crate::http::{self, Framing, Method, ResponseHead, Seg};
+use crate::http::{self, Seg};
 use crate::hub::{Format, Message};
 
 /// How a `/sub/` request wants its messages (NCHAN.md 5.1).
@@ -97,19 +97,7 @@ fn stream_head(env: &HeadEnv<'_>, content_type: &str, origin: Option<&str>) -> S
     if origin.is_some() {
         headers.push(("Access-Control-Allow-Credentials", "true".to_string()));
     }
-    let head = ResponseHead {
-        status: 200,
-        date: env.date,
-        cors_origin: allow,
-        content_type,
-        framing: Framing::Chunked,
-        headers: &headers,
-        keep_alive: true,
-        minor: 1,
-    };
-    let mut out = Vec::with_capacity(256);
-    http::encode_response(&head, Method::Get, b"", &mut out);
-    Seg::Owned(out)
+    env.chunked_head(allow, content_type, &headers)
 }
 
 /// A whole chunk of these bytes.
@@ -303,7 +291,7 @@ fn multipart_part(msg: &Message) -> Arc<[u8]> {
     out.extend_from_slice(b"\r\nLast-Modified: ");
     out.extend_from_slice(&date);
     out.extend_from_slice(format!("\r\nEtag: {}\r\n", msg.seq % 1000).as_bytes());
-    if let Some(ct) = msg.content_type() {
+    if let Some(ct) = super::content_type(msg) {
         out.extend_from_slice(b"Content-Type: ");
         out.extend_from_slice(ct.as_bytes());
         out.extend_from_slice(b"\r\n");

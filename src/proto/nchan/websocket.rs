@@ -228,6 +228,6 @@ fn close(code: u16, reason: &str) -> Vec<u8> {
 fn frame(msg: &Message, meta: bool) -> Arc<[u8]> {
     let mut out = Vec::with_capacity(msg.body.len() + 64);
     let id = meta.then(|| super::message_id(msg.seq));
-    encode_message(id.as_deref(), msg.content_type(), &msg.body, &mut out);
+    encode_message(id.as_deref(), super::content_type(msg), &msg.body, &mut out);
     Arc::from(out)
 }

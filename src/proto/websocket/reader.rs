@@ -192,12 +192,11 @@ impl Reader {
                 let payload = buf.get(start..end).unwrap_or_default();
                 match opcode {
                     Opcode::Text => Event::Text(utf8(payload)?),
-                    Opcode::Binary => Event::Binary(payload),
+                    // (Continuation frames never get here: the loop takes them.)
+                    Opcode::Binary | Opcode::Continuation => Event::Binary(payload),
                     Opcode::Ping => Event::Ping(payload),
                     Opcode::Pong => Event::Pong(payload),
                     Opcode::Close => Event::Close(parse_close(payload)?),
-                    // Taken by the loop.
-                    Opcode::Continuation => Event::Binary(payload),
                 }
             }
             Found::Assembled(Opcode::Text) => Event::Text(utf8(&self.assembly)?),

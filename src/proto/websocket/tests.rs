@@ -19,6 +19,13 @@ fn concat(frames: &[Vec<u8>]) -> Vec<u8> {
     frames.concat()
 }
 
+/// Client frames (FIN, opcode, payload) one after the other.
+fn frames(list: &[(bool, Opcode, &[u8])]) -> Vec<u8> {
+    list.iter()
+        .flat_map(|&(fin, op, p)| client(fin, op, p))
+        .collect()
+}
+
 /// Reads a stream whole, a byte at a time, and split at every point: all must agree.
 fn read_all(
     stream: &[u8],
@@ -370,18 +377,12 @@ fn protocol_errors_and_their_close_codes() {
             1002,
         ),
         (
-            concat(&[
-                client(false, Opcode::Text, b"a"),
-                client(true, Opcode::Text, b"b"),
-            ]),
+            frames(&[(false, Opcode::Text, b"a"), (true, Opcode::Text, b"b")]),
             WsError::MessageNotFinished,
             1002,
         ),
         (
-            concat(&[
-                client(false, Opcode::Text, b"a"),
-                client(false, Opcode::Binary, b"b"),
-            ]),
+            frames(&[(false, Opcode::Text, b"a"), (false, Opcode::Binary, b"b")]),
             WsError::MessageNotFinished,
             1002,
         ),
@@ -392,9 +393,9 @@ fn protocol_errors_and_their_close_codes() {
             1007,
         ),
         (
-            concat(&[
-                client(false, Opcode::Text, b"\xe2\x82"),
-                client(true, Opcode::Continuation, b""),
+            frames(&[
+                (false, Opcode::Text, b"\xe2\x82"),
+                (true, Opcode::Continuation, b""),
             ]),
             WsError::NotUtf8,
             1007,
