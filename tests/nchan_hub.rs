@@ -1,7 +1,7 @@
 //! nchan's `/pub/` and `/sub/` on the one hub (PROTOCOLS.md 5), over raw TCP: a `/pub/`
 //! message reaches a Talk stream, a comet get, a QST pull and an XMPP PubSub subscriber of
-//! the channel; messages from Talk, comet and QST reach `/sub/` subscribers, with no
-//! `Content-Type` (they have none).
+//! the channel; messages from Talk, comet and QST reach `/sub/` subscribers as
+//! `text/plain` (they have no content type of their own).
 
 #[path = "xmpp_support/mod.rs"]
 mod xmpp_support;
@@ -75,7 +75,7 @@ fn a_pub_message_reaches_talk_comet_qst_and_xmpp() {
 }
 
 /// Talk, comet and QST messages reach `/sub/` long-poll and EventSource subscribers; they
-/// have no content type, so the long-poll answer has no `Content-Type`.
+/// have no content type, so the long-poll answer says `text/plain` (issue 12).
 #[test]
 fn talk_comet_and_qst_messages_reach_sub() {
     let server = start();
@@ -116,7 +116,12 @@ fn talk_comet_and_qst_messages_reach_sub() {
         let body = format!("from {what}");
         assert_eq!(r.status, 200, "{what}: {}", r.show());
         assert_eq!(r.text(), body);
-        assert_eq!(r.header("Content-Type"), None, "{what}: {}", r.show());
+        assert_eq!(
+            r.header("Content-Type"),
+            Some("text/plain"),
+            "{what}: {}",
+            r.show()
+        );
         let lm = r
             .header("Last-Modified")
             .expect("Last-Modified")
