@@ -529,6 +529,27 @@ impl Hub {
         Ok(stored)
     }
 
+    /// As `publish` for one draft, returning the channel's info taken in the same critical
+    /// section as the delivery: its `subscribers` are the waiters the message was posted to
+    /// (nchan's 201/202 split), not what is left once their workers have answered.
+    pub fn publish_with_info(
+        &self,
+        channel: &str,
+        draft: Draft,
+        origin: Origin,
+    ) -> Result<ChannelInfo, HubError> {
+        let (_, (wake, info)) =
+            self.append_then(channel, vec![draft], origin, false, |ch, stored| {
+                let wake = match stored.last() {
+                    Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
+                    None => 0,
+                };
+                (wake, ch.info())
+            })?;
+        self.wake(wake);
+        Ok(info)
+    }
+
     fn wake(&self, mut workers: u64) {
         while workers != 0 {
             let w = workers.trailing_zeros() as usize;
