@@ -201,11 +201,20 @@ fn delete_answers_the_info_then_the_channel_is_gone() {
     assert_eq!(r.text(), info_json(0, 0, 1, &id));
     let gone = waiting.read_response();
     assert_eq!(gone.status, 410, "{}", gone.show());
+    // The channel is gone, as nchan removes it: its info and a second DELETE are 404.
+    assert_eq!(server.get("/pub/del").status, 404);
+    let again = server.connect().request("DELETE", "/pub/del", &[], b"");
+    assert_eq!(again.status, 404, "{}", again.show());
     // Nothing is left to read: a new subscriber waits for the next message.
     let mut fresh = long_poll(&server, "/sub/del", &[]);
     server.wait_parked(1);
     let id2 = publish_id(&server, "del", "after");
     assert_message(&fresh.read_response(), "after", &id2, None);
+    assert_eq!(
+        server.get("/pub/del").status,
+        200,
+        "a publish makes it again"
+    );
 }
 
 /// A QST queue's messages leave only by acknowledgement: DELETE refuses it.

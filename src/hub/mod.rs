@@ -128,6 +128,9 @@ struct Channel {
     last_active: Instant,
     /// When a subscriber last asked for the channel (nchan's "last requested").
     last_requested: Option<Instant>,
+    /// Deleted (nchan's `DELETE`) and not published to or subscribed since: it reads as
+    /// absent, though it stays while its clock or other protocols' waiters need it.
+    deleted: bool,
     /// The channel has an entry in the hub's `oldest` heap.
     in_oldest: bool,
 }
@@ -140,6 +143,7 @@ impl Channel {
             waiters: Waiters::default(),
             last_active: Instant::now(),
             last_requested: None,
+            deleted: false,
             in_oldest: false,
         }
     }
@@ -452,6 +456,7 @@ impl Hub {
                 }
             };
             ch.last_active = Instant::now();
+            ch.deleted = false;
             self.note_oldest(ch);
             self.metrics.messages_dropped_retention.add(dropped);
             let after = then(ch, &stored);
@@ -591,6 +596,7 @@ impl Hub {
             end = ch.waiters.add(me, sub.talk_name, self.limits.max_waiters)?;
             ch.last_active = Instant::now();
             ch.last_requested = Some(ch.last_active);
+            ch.deleted = false;
             Ok(match sub.since {
                 None => Subscribed {
                     cursor: ch.store.sync(now_ms()),
@@ -722,7 +728,8 @@ impl Hub {
 
     /// What nchan's publisher says about a channel; `None` if there is no such channel.
     pub fn info(&self, channel: &str) -> Option<ChannelInfo> {
-        self.with_existing(channel, |ch| ch.info())
+        self.with_existing(channel, |ch| (!ch.deleted).then(|| ch.info()))
+            .flatten()
     }
 
     /// Deletes a channel's retained messages and tells the workers with waiters there
@@ -730,6 +737,9 @@ impl Hub {
     /// protocols stay. A QST queue is refused: its messages are only ever acknowledged.
     pub fn delete(&self, channel: &str) -> Deleted {
         let done = self.with_existing(channel, |ch| {
+            if ch.deleted {
+                return Err(Deleted::Missing);
+            }
             if ch.store.is_queue() {
                 return Err(Deleted::Queue);
             }
@@ -739,6 +749,8 @@ impl Hub {
             self.account(footprint, ch.store.footprint());
             ch.waiters.mark_delivered(ch.store.clock());
             ch.last_active = Instant::now();
+            ch.last_requested = None;
+            ch.deleted = true;
             Ok((info, ch.name.clone(), ch.waiters.workers()))
         });
         match done {
