@@ -31,7 +31,8 @@ const MAX_ACCEPTS_PER_EVENT: usize = 512;
 const EVENTS_CAPACITY: usize = 1024;
 /// The whole answer to a connection past `--max-connections`.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n";
-/// How often worker 0 removes idle channels from the hub.
+/// How often worker 0 removes idle channels from the hub and, while the status page
+/// watches, publishes a status snapshot (`status::Status::tick`).
 const SWEEP_EVERY_MS: u64 = 1000;
 
 /// Wakes a worker's poll from another thread.
@@ -171,7 +172,11 @@ impl Reactor {
 
             if self.worker.id == 0 && self.worker.now >= self.next_sweep {
                 self.next_sweep = self.worker.now + SWEEP_EVERY_MS;
-                self.worker.shared.hub.sweep();
+                let shared = &self.worker.shared;
+                shared.hub.sweep();
+                if self.stop_by.is_none() {
+                    shared.status.tick(&shared.hub, &shared.metrics);
+                }
             }
             if let Some(stop_by) = self.stop_by {
                 if self.conns.is_empty() || self.worker.now >= stop_by {

@@ -197,6 +197,7 @@ impl Server {
             xmpp: Default::default(),
             store,
             bosh: Default::default(),
+            status: crate::status::Status::new(addr, xmpp_addr),
         });
         let mut threads = Vec::with_capacity(workers);
         for (id, ((poll, listeners), mailbox)) in

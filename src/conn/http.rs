@@ -330,12 +330,21 @@ impl HttpConn {
                 if s.hold_until != 0 && s.hold_until <= w.now {
                     // The coalescing hold is over: send the burst.
                     s.hold_until = 0;
-                    let t = s.last_record + interval;
+                    let t = match s.kind.keepalive() {
+                        Some(_) => s.last_record + interval,
+                        None => s.expires_at,
+                    };
                     self.link.set_deadline(t, w);
                     self.link.mark_pending(w);
                     return Next::Keep;
                 }
-                if w.now < s.last_record + interval {
+                if s.kind.keepalive().is_none() && w.now < s.expires_at {
+                    // Not the subscriber timeout (a stale entry): wait for it.
+                    let t = s.expires_at;
+                    self.link.set_deadline(t, w);
+                    return Next::Keep;
+                }
+                if s.kind.keepalive().is_some() && w.now < s.last_record + interval {
                     let t = s.last_record + interval;
                     self.link.set_deadline(t, w);
                     return Next::Keep;
@@ -811,6 +820,11 @@ impl HttpConn {
             (false, Duration::ZERO) => super::NEVER,
             (false, timeout) => w.after(timeout),
         };
+        if !stream_keepalive {
+            if let Phase::Streaming(s) = &mut self.phase {
+                s.expires_at = t;
+            }
+        }
         self.link.set_deadline(t, w);
         Ok(())
     }

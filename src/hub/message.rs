@@ -96,6 +96,8 @@ pub enum Origin {
     Xmpp,
     /// Published on nchan's `/pub/` (PROTOCOLS.md 5).
     Nchan,
+    /// Published by the server itself on a reserved channel (the status page's snapshots).
+    Server,
 }
 
 /// A message as a client submitted it, before the hub stores it.

@@ -26,6 +26,8 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub auth: &'a auth::Auth,
+    /// The live figures of `/status.json`.
+    pub status: &'a crate::status::Status,
 }
 
 impl Ctx<'_> {
@@ -128,7 +130,10 @@ impl Reply {
 
     /// The answer to a refusal by the hub.
     pub fn hub_error(e: HubError) -> Reply {
-        Reply::text(503, e.to_string()).header("Retry-After", "1")
+        match e {
+            HubError::Reserved => Reply::text(403, e.to_string()),
+            _ => Reply::text(503, e.to_string()).header("Retry-After", "1"),
+        }
     }
 }
 
@@ -308,6 +313,15 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
         b"/http-bind" | b"/bosh" | b"/bosh/http-bind" => {
             return (Proto::Other, xmpp::bosh::handle(ctx, req))
         }
+        b"/" => static_file(method, "text/html; charset=utf-8", STATUS_HTML),
+        b"/status.json" => match method {
+            Method::Get | Method::Head => {
+                let body = ctx.status.snapshot(ctx.metrics);
+                Reply::new(200, "application/json", body.into_bytes())
+                    .header("Cache-Control", "no-store")
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
         b"/demo/xmpp.html" => static_file(method, "text/html; charset=utf-8", XMPP_HTML),
@@ -336,6 +350,9 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
 pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
 /// The chat demo page, compiled into the binary.
 pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+/// The status page served at `/` (live figures from `/sub/tidings/status` or
+/// `/status.json`), compiled into the binary.
+pub const STATUS_HTML: &[u8] = include_bytes!("../../web/status.html");
 /// The XMPP demo page (BOSH, urn:M, PubSub with strophe.js), compiled into the binary.
 pub const XMPP_HTML: &[u8] = include_bytes!("../../web/xmpp.html");
 /// The style sheet both demo pages share.

@@ -10,7 +10,6 @@
 pub mod streams;
 pub mod websocket;
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -73,8 +72,9 @@ fn cursor(time: i64, tag: i64) -> Option<u64> {
     Some(seq.max(0) as u64)
 }
 
+/// nchan's answer, byte for byte: `text/plain` with no charset, no newline (NCHAN.md 8).
 fn invalid_id() -> Reply {
-    Reply::text(400, "Message ID invalid").body_exact(b"Message ID invalid")
+    Reply::new(400, "text/plain", &b"Message ID invalid"[..])
 }
 
 /// The subscriber's cursor (NCHAN.md 5.2, with deviation D6): `If-Modified-Since` with
@@ -231,15 +231,9 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                     event: req.header("x-eventsource-event").and_then(text),
                     ..Draft::with_body(req.body)
                 };
-                match ctx.hub.publish(channel, vec![draft], Origin::Nchan, false) {
+                match ctx.hub.publish_with_info(channel, draft, Origin::Nchan) {
                     Err(e) => Reply::hub_error(e),
-                    Ok(_) => {
-                        let info = ctx.hub.info(channel).unwrap_or(ChannelInfo {
-                            messages: 0,
-                            subscribers: 0,
-                            requested: None,
-                            last_seq: None,
-                        });
+                    Ok(info) => {
                         let status = if info.subscribers > 0 { 201 } else { 202 };
                         info_reply(status, &info, accept)
                     }
@@ -467,14 +461,6 @@ pub fn content_type(msg: &Message) -> Option<&str> {
 pub fn gone(ctx: &Ctx<'_>, poll: &Poll) -> Reply {
     let r = Reply::new(410, "", Vec::new()).header("Vary", VARY);
     with_cors(r, ctx, poll.origin.as_deref())
-}
-
-impl Reply {
-    /// The same reply with exactly these body bytes (no newline added).
-    fn body_exact(mut self, body: &'static [u8]) -> Reply {
-        self.body = Cow::Borrowed(body);
-        self
-    }
 }
 
 /// The id of a message, for a stream record.
