@@ -52,7 +52,7 @@ mkdir -p "$WORK"
 TSV=$OUT/results.tsv
 : > "$TSV"
 # one nginx worker holds BIG subscribers, its listener and a few files under 20,000 fds
-WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=19500 START_WAIT=0.5 STOP_WAIT=0.5
+WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=${NGINX_CONNECTIONS:-19500} START_WAIT=0.5 STOP_WAIT=0.5
 PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
 next_port=${PORT_BASE:-29600}
