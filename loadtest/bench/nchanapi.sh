@@ -51,8 +51,10 @@ WORK=$OUT/work
 mkdir -p "$WORK"
 TSV=$OUT/results.tsv
 : > "$TSV"
-# one nginx worker holds BIG subscribers, its listener and a few files under 20,000 fds
-WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=${NGINX_CONNECTIONS:-19500} START_WAIT=0.5 STOP_WAIT=0.5
+# nginx with nchan needs more connection slots than subscribers: at 19,500 it brought up
+# only ~18,365 of 19,000 ("worker_connections are not enough, reusing connections");
+# 25,000 (above the 20,000 open files: nginx warns) brings them all up
+WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=${NGINX_CONNECTIONS:-25000} START_WAIT=0.5 STOP_WAIT=0.5
 PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
 next_port=${PORT_BASE:-29600}
