@@ -4,7 +4,7 @@
 //!
 //! The layers, top down: [`server`] starts the workers ([`reactor`]), each drives its
 //! connections ([`conn`]); a parsed request ([`http`]) becomes an action in [`proto`], which
-//! reads and writes the [`hub`].
+//! reads and writes the [`hub`], which logs its changes to [`storage`] (`--data-dir`).
 
 pub mod log;
 
@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proto;
 pub mod reactor;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod time;
 pub mod worker;

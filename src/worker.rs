@@ -39,6 +39,7 @@ impl Shared {
             config: &self.config,
             metrics: &self.metrics,
             auth: &self.auth,
+            wait: Default::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::hub::{Message, Subscribe};
 use crate::metrics::Proto;
 use crate::proto::stream::HeadEnv;
 use crate::proto::{self, Action, Park, ParkKind, Reply, Request, StreamStart};
+use crate::storage::SyncState;
 use crate::worker::Worker;
 
 /// How long a closing connection keeps draining its input so its last reply is not reset.
@@ -39,6 +40,15 @@ pub struct Parked {
     keep_alive: bool,
 }
 
+/// A push whose answer waits for its record to be on disk (`--fsync always`).
+pub struct Syncing {
+    reply: Reply,
+    proto: Proto,
+    method: Method,
+    minor: u8,
+    keep_alive: bool,
+}
+
 /// The phase of a connection (see LIFECYCLE.md).
 pub enum Phase {
     /// Waiting for a request head; idle keep-alive when it holds no buffer.
@@ -48,6 +58,9 @@ pub enum Phase {
     Body,
     /// Holding a request; pipelined input waits in the buffer.
     Parked(Box<Parked>),
+    /// Holding the answer to a push until its record is durable (`Mail::Synced`), or the
+    /// long-poll timeout (then `503`); pipelined input waits in the buffer.
+    Syncing(Box<Syncing>),
     /// A stream: the response never ends while the server runs.
     Streaming(Box<Stream>),
     /// Write what is queued, then shut the socket and drain input until EOF or linger.
@@ -172,7 +185,7 @@ impl HttpConn {
         let Some(buf) = self.buf.take() else {
             return Next::Keep;
         };
-        let parked = matches!(self.phase, Phase::Parked(_));
+        let parked = matches!(self.phase, Phase::Parked(_) | Phase::Syncing(_));
         let (eof, capped) = match result {
             SocketResult::Error => {
                 w.pool.give(buf);
@@ -208,6 +221,11 @@ impl HttpConn {
             if capped {
                 w.again.push(self.link.key);
             }
+            if let Phase::Syncing(s) = &mut self.phase {
+                // A client that finished sending still gets its push's answer.
+                s.keep_alive &= !eof;
+                return Next::Keep;
+            }
             return if eof { Next::Close } else { Next::Keep };
         }
         let mut next = self.process(w, !capped);
@@ -239,7 +257,7 @@ impl HttpConn {
                 // A long-poll or stream whose client already hung up: the EOF has been
                 // read, so no later event would tell; drop it now.
                 Phase::Parked(_) | Phase::Streaming(_) => return Next::Close,
-                Phase::Closing { .. } => {}
+                Phase::Syncing(_) | Phase::Closing { .. } => {}
             }
         }
         next
@@ -318,6 +336,10 @@ impl HttpConn {
             Phase::Parked(_) => {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
+            }
+            Phase::Syncing(_) => {
+                crate::warn!("a push's record was not on disk within the long-poll timeout");
+                self.synced(false, w)
             }
             Phase::Closing { .. } => Next::Close,
         }
@@ -505,7 +527,26 @@ impl HttpConn {
         let (proto, action) = proto::handle(&ctx, &req);
         let keep_alive = head.keep_alive && !w.shutting_down;
         let mut next = Next::Keep;
+        let wait = ctx.wait.get();
         let reply_now = match action {
+            Action::Reply(reply) if wait > 0 && reply.status < 300 => {
+                match shared.hub.await_durable(wait, w.id, self.link.token()) {
+                    SyncState::Durable => Some(reply),
+                    SyncState::Failed => Some(Reply::hub_error(crate::hub::HubError::Storage)),
+                    SyncState::Pending => {
+                        self.phase = Phase::Syncing(Box::new(Syncing {
+                            reply,
+                            proto,
+                            method: head.method,
+                            minor: head.minor,
+                            keep_alive,
+                        }));
+                        let t = w.after(shared.config.long_poll_timeout);
+                        self.link.set_deadline(t, w);
+                        return Next::Keep;
+                    }
+                }
+            }
             Action::Reply(reply) => Some(reply),
             Action::Stream(start) => match self.start_stream(start, w) {
                 Ok(()) => {
@@ -585,9 +626,36 @@ impl HttpConn {
         };
         shared.metrics.request(proto, reply.status);
         self.answer_parked(reply, w);
+        self.resume_reading(w)
+    }
+
+    /// The record of the push this connection holds is durable (`ok`) or could not be
+    /// written (then the answer is `503`): answer it, and serve what was pipelined.
+    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+        let Phase::Syncing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return Next::Keep;
+        };
+        let reply = match ok {
+            true => s.reply,
+            false => Reply::hub_error(crate::hub::HubError::Storage),
+        };
+        w.shared.metrics.request(s.proto, reply.status);
+        let keep_alive = s.keep_alive && !w.shutting_down;
+        self.queue_reply(reply, s.method, s.minor, keep_alive, w);
+        if keep_alive {
+            let t = w.after(w.shared.config.idle_timeout);
+            self.link.set_deadline(t, w);
+        } else {
+            self.phase = Phase::Closing { lingering: false };
+        }
+        self.resume_reading(w)
+    }
+
+    /// After a held request (parked, syncing) is answered: flush it, and serve whatever
+    /// the client pipelined behind it; if reading stopped while it was held (a full
+    /// buffer), read the rest next turn.
+    fn resume_reading(&mut self, w: &mut Worker) -> Next {
         self.link.mark_pending(w);
-        // Serve whatever the client pipelined behind the parked request; if reading
-        // stopped while parked (a full buffer), read the rest next turn.
         if std::mem::take(&mut self.backpressured) {
             w.again.push(self.link.key);
         }
@@ -771,7 +839,13 @@ impl HttpConn {
     /// The server is stopping: end streams with their final bytes, answer parked requests,
     /// close idle connections, let replies in flight finish.
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        match self.phase {
+        match &mut self.phase {
+            Phase::Syncing(s) => {
+                // Answered when its record is durable (the log is flushed after the workers
+                // stop), then closed.
+                s.keep_alive = false;
+                Next::Keep
+            }
             Phase::Streaming(_) => {
                 self.finish_stream(w);
                 Next::Keep

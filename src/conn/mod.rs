@@ -298,6 +298,14 @@ impl Conn {
         }
     }
 
+    /// The record of the push this connection holds is durable (`ok`), or failed.
+    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Http(m) => m.synced(ok, w),
+            Machine::Xmpp(_) => Next::Keep,
+        }
+    }
+
     /// A newer XMPP session bound this one's full JID.
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
         match &mut self.machine {

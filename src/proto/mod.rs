@@ -11,11 +11,13 @@ pub mod xmlref;
 pub mod xmpp;
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::http::{self, Head, Method};
-use crate::hub::{Hub, HubError};
+use crate::hub::{Draft, Hub, HubError, Message, Origin};
 use crate::metrics::{Metrics, Proto};
 
 /// What the server needs from its surroundings to answer a request.
@@ -24,9 +26,29 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub auth: &'a auth::Auth,
+    /// Under `--fsync always`: the log position the answer must wait for (0: none). Set by
+    /// `publish`; the connection reads it after `handle`.
+    pub wait: Cell<crate::storage::Lsn>,
 }
 
 impl Ctx<'_> {
+    /// Publishes a batch through the hub (`Hub::publish`). Under `--fsync always` the
+    /// batch's subscribers hear of it once it is on disk, and `wait` notes where the
+    /// answer must wait for.
+    pub fn publish(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+    ) -> Result<Vec<Arc<Message>>, HubError> {
+        let (stored, lsn) = self.hub.publish_lsn(channel, drafts, origin, queue)?;
+        if self.hub.waits_for_storage() {
+            self.wait.set(self.wait.get().max(lsn));
+        }
+        Ok(stored)
+    }
+
     /// `Ok` if the request may use the channel; else the `401` to answer (and counted).
     /// Call before anything with a side effect.
     pub fn authorize(&self, channel: &str, req: &Request<'_>) -> Result<(), Reply> {
