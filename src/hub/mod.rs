@@ -669,7 +669,7 @@ impl Hub {
         ack: Option<&Ack<'_>>,
         max: usize,
     ) -> Result<Pulled, HubError> {
-        if ack.is_some() && !self.storage.writable() {
+        if ack.is_some_and(|a| !a.is_empty()) && !self.storage.writable() {
             self.metrics.storage_refusals.inc();
             return Err(HubError::Storage);
         }

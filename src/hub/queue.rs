@@ -52,6 +52,13 @@ pub struct Ack<'a> {
     pub failed: &'a [String],
 }
 
+impl Ack<'_> {
+    /// Whether it acknowledges nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.upto.is_none() && self.confirmed.is_empty() && self.failed.is_empty()
+    }
+}
+
 /// What a pull changed, for the metrics.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AckCounts {
