@@ -21,6 +21,15 @@ pub enum Terminator {
     Newline,
 }
 
+/// Where an nchan subscriber with no cursor starts (NCHAN.md 5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstMessage {
+    /// With the oldest retained message (nchan's default).
+    Oldest,
+    /// With the next message published.
+    Newest,
+}
+
 impl Terminator {
     pub fn byte(self) -> u8 {
         match self {
@@ -127,7 +136,7 @@ config! {
     },
     long_poll_timeout: Duration = Duration::from_secs(25) => {
         flag: "long-poll-timeout", value: "SECS", kind: SECS,
-        help: "QST long-poll and comet `get` hold time",
+        help: "QST long-poll and comet `get` hold time, and the longest BOSH `wait`",
     },
     idle_timeout: Duration = Duration::from_secs(60) => {
         flag: "idle-timeout", value: "SECS", kind: SECS,
@@ -220,6 +229,23 @@ config! {
         flag: "admin-connections", value: "N", kind: COUNT,
         help: "connections past `--max-connections` kept for `/health` and `/metrics` \
                (any other request on them gets `503`); 0: refuse at once",
+    },
+    nchan_first_message: FirstMessage = FirstMessage::Oldest => {
+        flag: "nchan-first-message", value: "oldest|newest", kind: FIRST,
+        help: "where an nchan `/sub/` subscriber with no cursor starts: the oldest retained \
+               message, or the next one published",
+    },
+    nchan_subscriber_timeout: Duration = Duration::ZERO => {
+        flag: "nchan-subscriber-timeout", value: "SECS", kind: SECS_OR_NEVER,
+        help: "an nchan `/sub/` subscriber waiting this long gets `408` (0: never, as nchan)",
+    },
+    bosh_inactivity: Duration = Duration::from_secs(60) => {
+        flag: "bosh-inactivity", value: "SECS", kind: SECS,
+        help: "a BOSH session with no request for this long ends (its `inactivity`)",
+    },
+    max_bosh_sessions: usize = 10_000 => {
+        flag: "max-bosh-sessions", value: "N", kind: POSITIVE,
+        help: "BOSH sessions at once (a new session request past it gets `503`)",
     },
     max_streams_per_channel: usize = 100_000 => {
         flag: "max-streams-per-channel", value: "N", kind: POSITIVE,
@@ -399,6 +425,27 @@ const TERMINATOR: Kind<Terminator> = Kind {
         Terminator::Nul => "nul".into(),
         Terminator::Newline => "newline".into(),
     },
+};
+
+const FIRST: Kind<FirstMessage> = Kind {
+    parse: |v| match v {
+        "oldest" => Ok(FirstMessage::Oldest),
+        "newest" => Ok(FirstMessage::Newest),
+        _ => Err(format!("oldest or newest, got {v:?}")),
+    },
+    show: |t| match t {
+        FirstMessage::Oldest => "oldest".into(),
+        FirstMessage::Newest => "newest".into(),
+    },
+};
+
+/// Whole seconds, 0 allowed (0: never).
+const SECS_OR_NEVER: Kind<Duration> = Kind {
+    parse: |v| match num(v)? {
+        n if n >= 1_000_000_000 => Err("must be under 1000000000 s".into()),
+        n => Ok(Duration::from_secs(n as u64)),
+    },
+    show: |d| d.as_secs().to_string(),
 };
 
 const FILE: Kind<Option<PathBuf>> = Kind {

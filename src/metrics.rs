@@ -12,9 +12,10 @@ pub enum Proto {
     Qst = 1,
     Comet = 2,
     Other = 3,
+    Nchan = 4,
 }
 
-const PROTOS: [&str; 4] = ["talk", "qst", "comet", "other"];
+const PROTOS: [&str; 5] = ["talk", "qst", "comet", "other", "nchan"];
 /// The statuses counted one by one; anything else is counted as "other".
 const STATUSES: [u16; 16] = [
     100, 200, 204, 400, 401, 403, 404, 405, 408, 411, 413, 415, 431, 500, 501, 503,
@@ -23,8 +24,8 @@ const STATUSES: [u16; 16] = [
 /// Slots per counter and gauge. Each thread that counts adds to one slot of its own (see
 /// `slot`), so worker threads do not fight over one cache line per count; reading sums the
 /// slots. 8 slots keep a typical server (2 to 8 workers) contention-free while `Metrics` stays
-/// under 64 KiB: 105 cells (8 gauges, 33 counters, 64 request counters) × 8 slots × 64 B is
-/// 53 KiB, where 64 slots would be 368 KiB per server. With more threads than slots, threads
+/// under 64 KiB: 92 cells (4 gauges, 24 counters, 64 request counters) × 8 slots × 64 B is
+/// 46 KiB, where 64 slots would be 368 KiB per server. With more threads than slots, threads
 /// share a slot: the sums stay exact, only contention comes back.
 pub const SLOTS: usize = 8;
 
@@ -101,6 +102,27 @@ impl Counter {
     }
 }
 
+/// A counter or gauge on one atomic, for what one thread mostly writes (the `--data-dir`
+/// log's sync and compaction threads): no slot per thread, so it costs 8 bytes, not 512.
+#[derive(Default)]
+pub struct Single(AtomicU64);
+
+impl Single {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    /// Sets a gauge.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub connections_open: Gauge,
@@ -115,7 +137,9 @@ pub struct Metrics {
     pub read_buffer_bytes: Gauge,
     /// Authenticated XMPP sessions.
     pub xmpp_sessions: Gauge,
-    requests: [[Counter; STATUSES.len() + 1]; 4],
+    /// BOSH sessions (PROTOCOLS.md 4.5), authenticated or not.
+    pub bosh_sessions: Gauge,
+    requests: [[Counter; STATUSES.len() + 1]; PROTOS.len()],
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_dropped_retention: Counter,
@@ -131,6 +155,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub channels_refused: Counter,
     pub waiters_refused: Counter,
+    pub bosh_sessions_refused: Counter,
+    pub bosh_inactive: Counter,
     pub queue_full: Counter,
     pub qst_acked: Counter,
     pub qst_failed: Counter,
@@ -142,13 +168,13 @@ pub struct Metrics {
     pub messages_expired: Counter,
     pub memory_refusals: Counter,
     /// Bytes of the `--data-dir` log's segments and snapshots.
-    pub storage_log_bytes: Gauge,
-    pub storage_syncs: Counter,
-    pub storage_sync_micros: Counter,
-    pub storage_bytes_written: Counter,
-    pub storage_compactions: Counter,
-    pub storage_errors: Counter,
-    pub storage_refusals: Counter,
+    pub storage_log_bytes: Single,
+    pub storage_syncs: Single,
+    pub storage_sync_micros: Single,
+    pub storage_bytes_written: Single,
+    pub storage_compactions: Single,
+    pub storage_errors: Single,
+    pub storage_refusals: Single,
 }
 
 impl Metrics {
@@ -213,6 +239,12 @@ impl Metrics {
         );
         gauge(
             &mut s,
+            "tidings_bosh_sessions",
+            "BOSH sessions, authenticated or not.",
+            self.bosh_sessions.get(),
+        );
+        gauge(
+            &mut s,
             "tidings_read_buffer_bytes",
             "Bytes held by request read buffers, in use and pooled.",
             self.read_buffer_bytes.get(),
@@ -221,7 +253,7 @@ impl Metrics {
             &mut s,
             "tidings_storage_log_bytes",
             "Bytes of the --data-dir log on disk (segments and snapshot).",
-            self.storage_log_bytes.get(),
+            self.storage_log_bytes.get() as i64,
         );
         gauge(
             &mut s,
@@ -248,37 +280,7 @@ impl Metrics {
             }
         }
 
-        let counters: [(&str, &str, &Counter); 33] = [
-            (
-                "tidings_storage_syncs_total",
-                "Log writes made durable (one fdatasync each, shared by every record appended meanwhile).",
-                &self.storage_syncs,
-            ),
-            (
-                "tidings_storage_sync_microseconds_total",
-                "Time spent writing and syncing the log (divide by syncs for the mean latency).",
-                &self.storage_sync_micros,
-            ),
-            (
-                "tidings_storage_bytes_written_total",
-                "Bytes written to the log.",
-                &self.storage_bytes_written,
-            ),
-            (
-                "tidings_storage_compactions_total",
-                "Snapshots written by log compaction.",
-                &self.storage_compactions,
-            ),
-            (
-                "tidings_storage_errors_total",
-                "Failed log writes, syncs or compactions (full disk, I/O error).",
-                &self.storage_errors,
-            ),
-            (
-                "tidings_storage_refusals_total",
-                "Changes refused with 503 because the log could not take them (failing disk, --log-buffer-bytes).",
-                &self.storage_refusals,
-            ),
+        let counters: [(&str, &str, &Counter); 29] = [
             (
                 "tidings_messages_evicted_total",
                 "Retained messages dropped, oldest first, to stay within --retained-bytes.",
@@ -380,6 +382,16 @@ impl Metrics {
                 &self.waiters_refused,
             ),
             (
+                "tidings_bosh_sessions_refused_total",
+                "BOSH session requests refused past --max-bosh-sessions.",
+                &self.bosh_sessions_refused,
+            ),
+            (
+                "tidings_bosh_inactive_total",
+                "BOSH sessions ended after no request for their inactivity period.",
+                &self.bosh_inactive,
+            ),
+            (
                 "tidings_queue_full_total",
                 "QST pushes refused with 503 because the queue was full.",
                 &self.queue_full,
@@ -416,6 +428,45 @@ impl Metrics {
             ),
         ];
         for (name, help, c) in counters {
+            let _ = write!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                c.get()
+            );
+        }
+        let storage: [(&str, &str, &Single); 6] = [
+            (
+                "tidings_storage_syncs_total",
+                "Log writes made durable (one fdatasync each, shared by every record appended meanwhile).",
+                &self.storage_syncs,
+            ),
+            (
+                "tidings_storage_sync_microseconds_total",
+                "Time spent writing and syncing the log (divide by syncs for the mean latency).",
+                &self.storage_sync_micros,
+            ),
+            (
+                "tidings_storage_bytes_written_total",
+                "Bytes written to the log.",
+                &self.storage_bytes_written,
+            ),
+            (
+                "tidings_storage_compactions_total",
+                "Snapshots written by log compaction.",
+                &self.storage_compactions,
+            ),
+            (
+                "tidings_storage_errors_total",
+                "Failed log writes, syncs or compactions (full disk, I/O error).",
+                &self.storage_errors,
+            ),
+            (
+                "tidings_storage_refusals_total",
+                "Changes refused with 503 because the log could not take them (failing disk, --log-buffer-bytes).",
+                &self.storage_refusals,
+            ),
+        ];
+        for (name, help, c) in storage {
             let _ = write!(
                 s,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",

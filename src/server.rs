@@ -264,6 +264,7 @@ impl Server {
             open: Default::default(),
             xmpp: Default::default(),
             store,
+            bosh: Default::default(),
         });
         storage.start(Arc::new(HubListener(Arc::downgrade(&shared))))?;
         let mut threads = Vec::with_capacity(workers);

@@ -176,6 +176,30 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// The proleptic Gregorian date `(year, month 1-12, day 1-31)` of `z` days since 1970-01-01
 /// (Hinnant's `civil_from_days`). Exact for any `z` up to ±2^60 days.
+/// Reads an IMF-fixdate (RFC 9110 5.6.7, `Sun, 06 Nov 1994 08:49:37 GMT`), the form of
+/// `If-Modified-Since`: seconds since the Unix epoch. The day name is not checked against
+/// the date. Anything else is `None`.
+pub fn parse_imf_fixdate(b: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    let day = digits(b, 5, 2)?;
+    let month = MONTHS.iter().position(|m| &b[8..11] == *m)? as i64 + 1;
+    let year = digits(b, 12, 4)?;
+    let (hh, mm, ss) = (digits(b, 17, 2)?, digits(b, 20, 2)?, digits(b, 23, 2)?);
+    if day < 1 || day > days_in_month(year, month) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86400 + hh * 3600 + mm * 60 + ss.min(59))
+}
+
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

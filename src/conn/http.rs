@@ -7,15 +7,17 @@
 //! `Phase`; `LIFECYCLE.md` beside `lib.rs` draws it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::out::Out;
 use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
 use super::stream::Stream;
+pub use super::{Input, Wrote};
 use super::{Link, Next};
 use crate::debug;
-use crate::http::{self, Framing, HttpError, Method, ResponseHead, Seg};
-use crate::hub::{Message, Subscribe};
+use crate::http::{self, HttpError, Method, Seg};
+use crate::hub::{Mail, Message, Subscribe, WaiterRef};
 use crate::metrics::Proto;
 use crate::proto::stream::HeadEnv;
 use crate::proto::{self, Action, Park, ParkKind, Reply, Request, StreamStart};
@@ -49,6 +51,17 @@ pub struct Syncing {
     keep_alive: bool,
 }
 
+/// A request handed to another machine (a BOSH session), whose answer comes by mail.
+pub struct Forwarded {
+    method: Method,
+    minor: u8,
+    keep_alive: bool,
+}
+
+/// How long a forwarded request waits past `--long-poll-timeout` (the longest a BOSH session
+/// holds a request) before the connection gives up on its answer.
+const FORWARD_SLACK_MS: u64 = 10_000;
+
 /// The phase of a connection (see LIFECYCLE.md).
 pub enum Phase {
     /// Waiting for a request head; idle keep-alive when it holds no buffer.
@@ -61,33 +74,13 @@ pub enum Phase {
     /// Holding the answer to a push until its record is durable (`Mail::Synced`), or the
     /// long-poll timeout (then `503`); pipelined input waits in the buffer.
     Syncing(Box<Syncing>),
+    /// Waiting for the answer of the BOSH session the request went to; pipelined input
+    /// waits in the buffer.
+    Forwarded(Box<Forwarded>),
     /// A stream: the response never ends while the server runs.
     Streaming(Box<Stream>),
     /// Write what is queued, then shut the socket and drain input until EOF or linger.
     Closing { lingering: bool },
-}
-
-/// What the machine wants done when its socket is readable.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Input {
-    /// Read into `input_buf`, up to `limit` bytes of input, then call `received`.
-    Read { limit: usize },
-    /// Read and drop (a stream or a closing connection), then call `discarded`.
-    Discard,
-    /// Do not read: the client has not read its answers (TCP pushes back on it).
-    Pause,
-}
-
-/// What to do after a write.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Wrote {
-    Keep,
-    Close,
-    /// More output was made ready: write again.
-    More,
-    /// Everything is written on a closing connection: shut the socket's write side, then
-    /// discard input until the peer's EOF.
-    ShutdownWrite,
 }
 
 enum Step {
@@ -185,7 +178,10 @@ impl HttpConn {
         let Some(buf) = self.buf.take() else {
             return Next::Keep;
         };
-        let parked = matches!(self.phase, Phase::Parked(_) | Phase::Syncing(_));
+        let parked = matches!(
+            self.phase,
+            Phase::Parked(_) | Phase::Syncing(_) | Phase::Forwarded(_)
+        );
         let (eof, capped) = match result {
             SocketResult::Error => {
                 w.pool.give(buf);
@@ -256,7 +252,7 @@ impl HttpConn {
                 Phase::Head | Phase::Body => self.phase = Phase::Closing { lingering: false },
                 // A long-poll or stream whose client already hung up: the EOF has been
                 // read, so no later event would tell; drop it now.
-                Phase::Parked(_) | Phase::Streaming(_) => return Next::Close,
+                Phase::Parked(_) | Phase::Forwarded(_) | Phase::Streaming(_) => return Next::Close,
                 Phase::Syncing(_) | Phase::Closing { .. } => {}
             }
         }
@@ -327,7 +323,16 @@ impl HttpConn {
                     self.link.set_deadline(t, w);
                     return Next::Keep;
                 }
-                s.push(s.kind.keepalive());
+                let Some(keepalive) = s.kind.keepalive() else {
+                    // A kind without keep-alive has a deadline only for nchan's
+                    // `--nchan-subscriber-timeout`: it ends.
+                    if let Some(bytes) = s.kind.expired() {
+                        m.long_poll_timeouts.inc();
+                        self.end_stream_with(bytes, w);
+                    }
+                    return Next::Keep;
+                };
+                s.push(keepalive);
                 s.last_record = w.now;
                 self.link.set_deadline(w.now + interval, w);
                 self.link.mark_pending(w);
@@ -337,9 +342,12 @@ impl HttpConn {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
             }
-            Phase::Syncing(_) => {
-                crate::warn!("a push's record was not on disk within the long-poll timeout");
-                self.synced(false, w)
+            // Not on disk within the long-poll timeout: the disk is stuck, answer 503.
+            Phase::Syncing(_) => self.synced(false, w),
+            Phase::Forwarded(_) => {
+                // The session never answered (it ended as the request went to it).
+                let body = proto::xmpp::bosh::terminate(Some("item-not-found"), b"");
+                self.forwarded_answer(200, &Arc::from(body), w)
             }
             Phase::Closing { .. } => Next::Close,
         }
@@ -498,7 +506,7 @@ impl HttpConn {
         }
         m.request(Proto::Other, e.status());
         let reply = Reply::text(e.status(), e.reason());
-        self.queue_reply(reply, Method::Get, 1, false, w);
+        self.out.push_reply(reply, Method::Get, 1, false, w);
         self.phase = Phase::Closing { lingering: false };
         self.link.mark_pending(w);
         Step::Wait
@@ -512,7 +520,8 @@ impl HttpConn {
             shared.metrics.connections_refused.inc();
             shared.metrics.request(Proto::Other, 503);
             let reply = Reply::text(503, "too many connections").header("Retry-After", "1");
-            self.queue_reply(reply, head.method, head.minor, false, w);
+            self.out
+                .push_reply(reply, head.method, head.minor, false, w);
             self.phase = Phase::Closing { lingering: false };
             self.link.mark_pending(w);
             return Next::Keep;
@@ -555,6 +564,10 @@ impl HttpConn {
                 }
                 Err(reply) => Some(reply),
             },
+            Action::Bosh(request) => {
+                self.forward(&request, body, head, keep_alive, w);
+                None
+            }
             Action::Park(park) => {
                 let parked = Parked {
                     channel: Arc::from(""),
@@ -575,7 +588,8 @@ impl HttpConn {
         };
         if let Some(reply) = reply_now {
             shared.metrics.request(proto, reply.status);
-            self.queue_reply(reply, head.method, head.minor, keep_alive, w);
+            self.out
+                .push_reply(reply, head.method, head.minor, keep_alive, w);
             self.phase = if keep_alive {
                 Phase::Head
             } else {
@@ -623,10 +637,10 @@ impl HttpConn {
         let proto = match p.park.kind {
             ParkKind::Comet { .. } => Proto::Comet,
             ParkKind::Qst(_) => Proto::Qst,
+            ParkKind::Nchan(_) => Proto::Nchan,
         };
         shared.metrics.request(proto, reply.status);
-        self.answer_parked(reply, w);
-        self.resume_reading(w)
+        self.answer_parked(reply, w)
     }
 
     /// The record of the push this connection holds is durable (`ok`) or could not be
@@ -640,21 +654,29 @@ impl HttpConn {
             false => Reply::hub_error(crate::hub::HubError::Storage),
         };
         w.shared.metrics.request(s.proto, reply.status);
-        let keep_alive = s.keep_alive && !w.shutting_down;
-        self.queue_reply(reply, s.method, s.minor, keep_alive, w);
+        self.answer_held(reply, s.method, s.minor, s.keep_alive, w)
+    }
+
+    /// Answers a held request (parked, syncing, forwarded; the phase already left) and
+    /// returns the connection to reading requests: serves whatever the client pipelined
+    /// behind it; if reading stopped while it was held (a full buffer), reads the rest next
+    /// turn.
+    fn answer_held(
+        &mut self,
+        reply: Reply,
+        method: Method,
+        minor: u8,
+        keep_alive: bool,
+        w: &mut Worker,
+    ) -> Next {
+        let keep_alive = keep_alive && !w.shutting_down;
+        self.out.push_reply(reply, method, minor, keep_alive, w);
         if keep_alive {
             let t = w.after(w.shared.config.idle_timeout);
             self.link.set_deadline(t, w);
         } else {
             self.phase = Phase::Closing { lingering: false };
         }
-        self.resume_reading(w)
-    }
-
-    /// After a held request (parked, syncing) is answered: flush it, and serve whatever
-    /// the client pipelined behind it; if reading stopped while it was held (a full
-    /// buffer), read the rest next turn.
-    fn resume_reading(&mut self, w: &mut Worker) -> Next {
         self.link.mark_pending(w);
         if std::mem::take(&mut self.backpressured) {
             w.again.push(self.link.key);
@@ -667,52 +689,65 @@ impl HttpConn {
         next
     }
 
+    /// Hands a BOSH request to its session, here or on another worker (a request without a
+    /// `sid` opens one on this worker), and waits for its answer.
+    fn forward(
+        &mut self,
+        request: &proto::xmpp::bosh::Request,
+        body: &[u8],
+        head: &http::Head,
+        keep_alive: bool,
+        w: &mut Worker,
+    ) {
+        let from = WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        };
+        let (to, token) = match &request.sid {
+            None => (from, None),
+            Some(sid) => match w.shared.bosh.find(sid) {
+                Some(at) => (at, Some(at.token)),
+                None => {
+                    super::bosh::unknown_session(from, w);
+                    (from, None)
+                }
+            },
+        };
+        if token.is_some() || request.sid.is_none() {
+            let body = Box::from(body);
+            w.send(to, Mail::BoshRequest { token, from, body });
+        }
+        self.phase = Phase::Forwarded(Box::new(Forwarded {
+            method: head.method,
+            minor: head.minor,
+            keep_alive,
+        }));
+        let t = w.after(w.shared.config.long_poll_timeout) + FORWARD_SLACK_MS;
+        self.link.set_deadline(t, w);
+    }
+
+    /// The answer to a forwarded request came: send it, and serve what was pipelined.
+    pub fn forwarded_answer(&mut self, status: u16, body: &Arc<[u8]>, w: &mut Worker) -> Next {
+        let Phase::Forwarded(f) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return Next::Keep;
+        };
+        let reply = match status {
+            200 => Reply::new(200, proto::xmpp::bosh::CONTENT_TYPE, body.to_vec()),
+            _ => Reply::text(status, String::from_utf8_lossy(body).trim().to_string())
+                .header("Retry-After", "1"),
+        };
+        w.shared.metrics.request(Proto::Other, reply.status);
+        self.answer_held(reply, f.method, f.minor, f.keep_alive, w)
+    }
+
     /// Answers the parked request and returns the connection to reading requests.
-    fn answer_parked(&mut self, reply: Reply, w: &mut Worker) {
+    fn answer_parked(&mut self, reply: Reply, w: &mut Worker) -> Next {
         let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
-            return;
+            return Next::Keep;
         };
         w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
         w.shared.metrics.parked.dec();
-        let keep_alive = p.keep_alive && !w.shutting_down;
-        self.queue_reply(reply, p.method, p.minor, keep_alive, w);
-        if keep_alive {
-            let t = w.after(w.shared.config.idle_timeout);
-            self.link.set_deadline(t, w);
-        } else {
-            self.phase = Phase::Closing { lingering: false };
-        }
-    }
-
-    /// Renders a reply into the output queue.
-    fn queue_reply(
-        &mut self,
-        reply: Reply,
-        method: Method,
-        minor: u8,
-        keep_alive: bool,
-        w: &Worker,
-    ) {
-        if reply.raw {
-            self.out.push(match reply.body {
-                std::borrow::Cow::Borrowed(b) => Seg::Static(b),
-                std::borrow::Cow::Owned(v) => Seg::Owned(v),
-            });
-            return;
-        }
-        let head = ResponseHead {
-            status: reply.status,
-            date: w.date.get(),
-            cors_origin: &w.shared.config.cors_origin,
-            content_type: reply.content_type,
-            framing: Framing::Length(reply.body.len()),
-            headers: &reply.headers,
-            keep_alive,
-            minor,
-        };
-        let mut out = Vec::new();
-        http::encode_response(&head, method, &reply.body, &mut out);
-        self.out.push(Seg::Owned(out));
+        self.answer_held(reply, p.method, p.minor, p.keep_alive, w)
     }
 
     /// Turns this connection into a stream: subscribe, queue the head and the first records
@@ -735,6 +770,7 @@ impl HttpConn {
             cors_origin: &shared.config.cors_origin,
         };
         self.out.push(start.kind.head(&env));
+        let stream_keepalive = start.kind.keepalive().is_some();
         let mut stream = Stream::new(channel, start.kind, subscribed.cursor, w.now);
         if let Some(greeting) = stream.kind.greeting() {
             stream.push(greeting);
@@ -746,7 +782,12 @@ impl HttpConn {
         self.stream_started = true;
         shared.metrics.streaming.inc();
         self.frame_records(w.now);
-        let t = w.after(shared.config.talk_keepalive);
+        let t = match (stream_keepalive, shared.config.nchan_subscriber_timeout) {
+            (true, _) => w.after(shared.config.talk_keepalive),
+            // A kind with no keep-alive keeps no timer, unless its subscribers time out.
+            (false, Duration::ZERO) => super::NEVER,
+            (false, timeout) => w.after(timeout),
+        };
         self.link.set_deadline(t, w);
         Ok(())
     }
@@ -803,6 +844,41 @@ impl HttpConn {
         Next::Keep
     }
 
+    /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its
+    /// `410 Gone`; other protocols' waiters keep waiting.
+    pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
+        match &mut self.phase {
+            Phase::Parked(p) => {
+                let ParkKind::Nchan(poll) = &p.park.kind else {
+                    return Next::Keep;
+                };
+                let shared = w.shared.clone();
+                let reply = proto::nchan::gone(&shared.ctx(), poll);
+                shared.metrics.request(Proto::Nchan, reply.status);
+                self.answer_parked(reply, w)
+            }
+            Phase::Streaming(s) => {
+                if let Some(gone) = s.kind.gone() {
+                    self.end_stream_with(gone, w);
+                }
+                Next::Keep
+            }
+            _ => Next::Keep,
+        }
+    }
+
+    /// Ends a stream with these final bytes after its waiting records, then closes.
+    fn end_stream_with(&mut self, bytes: Vec<u8>, w: &mut Worker) {
+        if let Phase::Streaming(s) = &mut self.phase {
+            s.hold_until = 0;
+        }
+        self.frame_records(w.now);
+        self.out.push(Seg::Owned(bytes));
+        self.leave_stream(w);
+        self.phase = Phase::Closing { lingering: false };
+        self.link.mark_pending(w);
+    }
+
     /// Ends a stream replaced by a newer one of the same name: final bytes, close.
     pub fn end_stream(&mut self, w: &mut Worker) -> Next {
         if matches!(self.phase, Phase::Streaming(_)) {
@@ -841,9 +917,7 @@ impl HttpConn {
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
         match &mut self.phase {
             Phase::Syncing(s) => {
-                // Answered when its record is durable (the log is flushed after the workers
-                // stop), then closed.
-                s.keep_alive = false;
+                s.keep_alive = false; // answered once its record is durable, then closed
                 Next::Keep
             }
             Phase::Streaming(_) => {
@@ -858,6 +932,14 @@ impl HttpConn {
             Phase::Parked(_) => {
                 let next = self.unpark(w, true);
                 if next == Next::Keep && !matches!(self.phase, Phase::Closing { .. }) {
+                    self.phase = Phase::Closing { lingering: false };
+                }
+                next
+            }
+            Phase::Forwarded(_) => {
+                let body = proto::xmpp::bosh::terminate(Some("system-shutdown"), b"");
+                let next = self.forwarded_answer(200, &Arc::from(body), w);
+                if !matches!(self.phase, Phase::Closing { .. }) {
                     self.phase = Phase::Closing { lingering: false };
                 }
                 next

@@ -246,6 +246,18 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
     Ok(Some(head))
 }
 
+/// The value of the first header `name` (case-insensitive) in a request head that
+/// `parse_head` accepted, trimmed. For the headers `Head` does not keep (nchan's cursors,
+/// WebSocket's handshake): a scan of the head's lines.
+pub fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut lines = head.split(|&b| b == b'\n').skip(1);
+    lines.find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        eq_ignore_case(&line[..colon], name).then(|| trim(&line[colon + 1..]))
+    })
+}
+
 /// Whether a request's body comes without any framing: Talk's headless clients send
 /// `POST /push` with neither `Content-Length` nor `Transfer-Encoding` (PROTOCOLS.md 3.2).
 pub fn is_unframed_push(head: &Head, buf: &[u8]) -> bool {

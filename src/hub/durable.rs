@@ -59,6 +59,8 @@ impl Hub {
             subject: m.subject.as_deref(),
             body: &m.body,
             properties: &m.properties,
+            content_type: m.content_type(),
+            event: m.event(),
         }))
     }
 
@@ -135,6 +137,8 @@ impl Hub {
                     subject: m.subject,
                     body: m.body,
                     properties: m.properties,
+                    content_type: m.content_type,
+                    event: m.event,
                 };
                 let msg = Message::new(m.seq, m.id, m.when, Origin::from_code(m.origin), draft);
                 ch.store.restore_message(msg, limits);
@@ -208,6 +212,8 @@ impl Hub {
                         subject: m.subject.as_deref(),
                         body: &m.body,
                         properties: &m.properties,
+                        content_type: m.content_type(),
+                        event: m.event(),
                     }));
                 }
                 out(&Record::Head {

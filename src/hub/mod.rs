@@ -36,7 +36,7 @@ pub mod queue;
 pub mod store;
 pub mod waiters;
 
-pub use message::{Address, Draft, Format, Id, Message, Origin, Renders, SmallStr};
+pub use message::{Address, Draft, Format, Id, Media, Message, Origin, Renders, SmallStr};
 pub use queue::Ack;
 pub use store::{ChannelStore, Pulled, Read};
 pub use waiters::{Mail, Mailbox, Notify, WaiterRef, Waiters};
@@ -126,6 +126,8 @@ struct Channel {
     store: ChannelStore,
     waiters: Waiters,
     last_active: Instant,
+    /// When a subscriber last asked for the channel (nchan's "last requested").
+    last_requested: Option<Instant>,
     /// The channel has an entry in the hub's `oldest` heap.
     in_oldest: bool,
 }
@@ -137,7 +139,17 @@ impl Channel {
             store: ChannelStore::new(),
             waiters: Waiters::default(),
             last_active: Instant::now(),
+            last_requested: None,
             in_oldest: false,
+        }
+    }
+
+    fn info(&self) -> ChannelInfo {
+        ChannelInfo {
+            messages: self.store.len(),
+            subscribers: self.waiters.len(),
+            requested: self.last_requested.map(|t| t.elapsed()),
+            last_seq: self.store.back_seq(),
         }
     }
 
@@ -195,6 +207,30 @@ impl Appended {
     pub fn last_seq(&self) -> Option<u64> {
         self.messages.last().map(|m| m.seq)
     }
+}
+
+/// What nchan's publisher endpoint says about a channel (NCHAN.md 3.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Retained messages.
+    pub messages: usize,
+    /// Waiters of every protocol.
+    pub subscribers: usize,
+    /// Since a subscriber last asked for the channel; `None`: never.
+    pub requested: Option<Duration>,
+    /// The newest retained message's `seq`.
+    pub last_seq: Option<u64>,
+}
+
+/// What `Hub::delete` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// No such channel.
+    Missing,
+    /// A QST queue: its unacknowledged messages are not deleted this way.
+    Queue,
+    /// Deleted: what the channel was.
+    Done(ChannelInfo),
 }
 
 /// What `Hub::subscribe` returns to the new waiter.
@@ -596,6 +632,7 @@ impl Hub {
         let result = self.with_channel(channel, |ch| {
             end = ch.waiters.add(me, sub.talk_name, self.limits.max_waiters)?;
             ch.last_active = Instant::now();
+            ch.last_requested = Some(ch.last_active);
             Ok(match sub.since {
                 None => {
                     let before = ch.store.clock();
@@ -747,6 +784,47 @@ impl Hub {
             }
         }
         removed
+    }
+
+    /// What nchan's publisher says about a channel; `None` if there is no such channel.
+    pub fn info(&self, channel: &str) -> Option<ChannelInfo> {
+        self.with_existing(channel, |ch| ch.info())
+    }
+
+    /// Deletes a channel's retained messages and tells the workers with waiters there
+    /// (`Mail::Deleted`), whose nchan subscribers end with `410 Gone`; the waiters of other
+    /// protocols stay. A QST queue is refused: its messages are only ever acknowledged.
+    pub fn delete(&self, channel: &str) -> Deleted {
+        let done = self.with_existing(channel, |ch| {
+            if ch.store.is_queue() {
+                return Err(Deleted::Queue);
+            }
+            let info = ch.info();
+            let footprint = ch.store.footprint();
+            ch.store.clear();
+            self.log_trim(ch, ch.store.clock());
+            self.account(footprint, ch.store.footprint());
+            ch.waiters.mark_delivered(ch.store.clock());
+            ch.last_active = Instant::now();
+            Ok((info, ch.name.clone(), ch.waiters.workers()))
+        });
+        match done {
+            None => Deleted::Missing,
+            Some(Err(d)) => d,
+            Some(Ok((info, name, mut workers))) => {
+                while workers != 0 {
+                    let w = workers.trailing_zeros() as usize;
+                    workers &= workers - 1;
+                    self.send(
+                        w,
+                        Mail::Deleted {
+                            channel: name.clone(),
+                        },
+                    );
+                }
+                Deleted::Done(info)
+            }
+        }
     }
 
     /// Number of channels in the hub.

@@ -163,6 +163,27 @@ impl ChannelStore {
         dropped
     }
 
+    /// Drops every retained message (not a queue's: the caller checks). Returns how many.
+    pub fn clear(&mut self) -> usize {
+        let n = self.log.len();
+        if let Some(last) = self.log.back() {
+            self.dropped = self.dropped.max(last.seq);
+        }
+        self.log.clear();
+        self.bytes = 0;
+        n
+    }
+
+    /// Retained messages.
+    pub fn len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The `seq` of the newest retained message.
+    pub fn back_seq(&self) -> Option<u64> {
+        self.log.back().map(|m| m.seq)
+    }
+
     /// Makes the channel a QST queue, keeping what it holds now and everything later.
     pub fn make_queue(&mut self) {
         if self.queue.is_none() {

@@ -44,6 +44,23 @@ pub enum Mail {
     /// The record of a push by connection `token` is durable (`ok`), or could not be
     /// written: answer it (`--fsync always`).
     Synced { token: usize, ok: bool },
+    /// A BOSH request body for the session `token` (`None`: open a new session on this
+    /// worker), forwarded by the HTTP connection `from`, which waits for a `BoshAnswer`.
+    BoshRequest {
+        token: Option<usize>,
+        from: WaiterRef,
+        body: Box<[u8]>,
+    },
+    /// The answer to the BOSH request the HTTP connection `token` forwarded: `200` with a
+    /// `<body>`, or `503` with a reason.
+    BoshAnswer {
+        token: usize,
+        status: u16,
+        body: Arc<[u8]>,
+    },
+    /// The channel was deleted (nchan's `DELETE /pub/…`): its nchan subscribers on this
+    /// worker end with `410 Gone`.
+    Deleted { channel: Arc<str> },
     /// The server is shutting down.
     Shutdown,
 }
@@ -110,6 +127,11 @@ impl Waiters {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Waiters on the channel, of every protocol.
+    pub fn len(&self) -> usize {
+        self.count
     }
 
     /// Every message up to this `seq` was posted.

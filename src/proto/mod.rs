@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod comet;
 pub mod message;
+pub mod nchan;
 pub mod qst;
 pub mod stream;
 pub mod talk;
@@ -88,6 +89,11 @@ impl<'a> Request<'a> {
         })
     }
 
+    /// The value of a request header (the first of that name), trimmed.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        http::header(self.buf.get(..self.head.len).unwrap_or(&[]), name)
+    }
+
     fn is_form(&self) -> bool {
         self.head.content_type.is_some_and(|s| {
             let v = s.of(self.buf);
@@ -105,6 +111,9 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// The body is the whole response, byte-exact, with no head added (Talk headless push).
     pub raw: bool,
+    /// `Access-Control-Allow-Origin` instead of `--cors-origin` (empty: none), for
+    /// nchan's endpoints, which echo the request's `Origin`.
+    pub cors: Option<String>,
 }
 
 impl Reply {
@@ -119,6 +128,7 @@ impl Reply {
             body: body.into(),
             headers: Vec::new(),
             raw: false,
+            cors: None,
         }
     }
 
@@ -169,6 +179,8 @@ pub enum ParkKind {
     },
     /// A QST `long-polling=true` pull.
     Qst(qst::Pull),
+    /// An nchan `/sub/` long-poll.
+    Nchan(nchan::Poll),
 }
 
 impl Park {
@@ -178,7 +190,7 @@ impl Park {
     pub fn shared_answer(&self) -> Option<(u64, Option<&str>)> {
         match &self.kind {
             ParkKind::Comet { cursor, callback } => Some((*cursor, callback.as_deref())),
-            ParkKind::Qst(_) => None,
+            ParkKind::Qst(_) | ParkKind::Nchan(_) => None,
         }
     }
 }
@@ -189,6 +201,9 @@ pub enum Action {
     Reply(Reply),
     Stream(StreamStart),
     Park(Park),
+    /// A BOSH request (PROTOCOLS.md 4.5): its session answers it, now or when it has
+    /// something to say.
+    Bosh(Box<xmpp::bosh::Request>),
 }
 
 /// The answer to a parked request once its channel changed, or at its timeout (then
@@ -198,6 +213,7 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
     match park.kind {
         ParkKind::Comet { .. } => comet::resume(ctx, park, timed_out),
         ParkKind::Qst(_) => qst::resume(ctx, park, timed_out),
+        ParkKind::Nchan(ref poll) => nchan::resume(ctx, park, poll, timed_out),
     }
 }
 
@@ -273,6 +289,9 @@ fn method_not_allowed(allow: &'static str) -> Reply {
 pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
     let path = req.path();
     let method = req.head.method;
+    if let Some(action) = nchan::handle(ctx, req) {
+        return (Proto::Nchan, action);
+    }
     if method == Method::Options {
         return (Proto::Other, Action::Reply(preflight(ctx, req)));
     }
@@ -307,8 +326,16 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
                 },
             )
         }
+        b"/http-bind" | b"/bosh" | b"/bosh/http-bind" => {
+            return (Proto::Other, xmpp::bosh::handle(ctx, req))
+        }
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
+        b"/demo/xmpp.html" => static_file(method, "text/html; charset=utf-8", XMPP_HTML),
+        b"/demo/demo.css" => static_file(method, "text/css; charset=utf-8", DEMO_CSS),
+        b"/demo/strophe.js" => {
+            static_file(method, "application/javascript; charset=utf-8", STROPHE_JS)
+        }
         b"/health" => match method {
             Method::Get | Method::Head => Reply::text(200, "ok"),
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
@@ -330,6 +357,12 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
 pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
 /// The chat demo page, compiled into the binary.
 pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+/// The XMPP demo page (BOSH, urn:M, PubSub with strophe.js), compiled into the binary.
+pub const XMPP_HTML: &[u8] = include_bytes!("../../web/xmpp.html");
+/// The style sheet both demo pages share.
+pub const DEMO_CSS: &[u8] = include_bytes!("../../web/demo.css");
+/// strophe.js's browser build, vendored from its npm package (README: "The XMPP demo page").
+pub const STROPHE_JS: &[u8] = include_bytes!("../../web/vendor/strophe.umd.min.js");
 
 fn static_file(method: Method, content_type: &'static str, body: &'static [u8]) -> Reply {
     match method {

@@ -95,13 +95,13 @@ struct CompactState {
 
 impl Log {
     fn set_disk_bytes(&self, metrics: &Metrics, bytes: u64) {
-        let old = self.disk_bytes.swap(bytes, SeqCst);
-        metrics.storage_log_bytes.add(bytes as i64 - old as i64);
+        self.disk_bytes.store(bytes, SeqCst);
+        metrics.storage_log_bytes.set(bytes);
     }
 
     fn add_disk_bytes(&self, metrics: &Metrics, bytes: u64) {
-        self.disk_bytes.fetch_add(bytes, SeqCst);
-        metrics.storage_log_bytes.add(bytes as i64);
+        let total = self.disk_bytes.fetch_add(bytes, SeqCst) + bytes;
+        metrics.storage_log_bytes.set(total);
     }
 }
 

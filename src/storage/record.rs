@@ -76,6 +76,9 @@ pub struct MessageRecord<'a> {
     pub subject: Option<&'a str>,
     pub body: &'a [u8],
     pub properties: &'a [(Box<str>, Box<str>)],
+    /// nchan's publisher `Content-Type` and EventSource event name.
+    pub content_type: Option<&'a str>,
+    pub event: Option<&'a str>,
 }
 
 /// A record read back from disk, owned.
@@ -119,6 +122,8 @@ pub struct StoredMessage {
     pub subject: Option<String>,
     pub body: Vec<u8>,
     pub properties: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub event: Option<String>,
 }
 
 /// A queue's state read back from disk.
@@ -179,6 +184,8 @@ pub fn encode(out: &mut Vec<u8>, rec: &Record<'_>) -> usize {
                 put_str(out, k);
                 put_str(out, v);
             }
+            put_opt_str(out, m.content_type);
+            put_opt_str(out, m.event);
         }
         Record::Queue {
             channel,
@@ -344,6 +351,8 @@ pub fn decode(payload: &[u8]) -> Option<Replayed> {
             for _ in 0..n {
                 properties.push((r.string()?, r.string()?));
             }
+            let content_type = r.opt_string()?;
+            let event = r.opt_string()?;
             Replayed::Message(StoredMessage {
                 channel,
                 seq,
@@ -355,6 +364,8 @@ pub fn decode(payload: &[u8]) -> Option<Replayed> {
                 subject,
                 body,
                 properties,
+                content_type,
+                event,
             })
         }
         QUEUE => {
@@ -431,6 +442,8 @@ mod tests {
             subject: rec.subject.as_deref(),
             body: &rec.body,
             properties: &props,
+            content_type: rec.content_type.as_deref(),
+            event: rec.event.as_deref(),
         };
         encode(&mut out, &Record::Message(r));
         out
@@ -548,10 +561,15 @@ mod tests {
                 proptest::option::of(".{0,10}"),
                 proptest::collection::vec(any::<u8>(), 0..200),
                 proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4),
+                proptest::option::of(".{0,10}"),
+                proptest::option::of(".{0,10}"),
             ),
         )
             .prop_map(
-                |((channel, seq, id, from, to), (when, origin, subject, body, properties))| {
+                |(
+                    (channel, seq, id, from, to),
+                    (when, origin, subject, body, properties, content_type, event),
+                )| {
                     StoredMessage {
                         channel,
                         seq,
@@ -563,6 +581,8 @@ mod tests {
                         subject,
                         body,
                         properties,
+                        content_type,
+                        event,
                     }
                 },
             )
