@@ -300,3 +300,141 @@ pub fn replay(dir: &Path, apply: &mut dyn FnMut(Replayed)) -> io::Result<Recover
     out.disk_bytes = list(dir)?.bytes;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Record;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new() -> Dir {
+            // The cuts these tests make are expected: no warning lines.
+            crate::log::set_level(crate::log::Level::Error);
+            static N: AtomicU64 = AtomicU64::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "tidings-files-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn clock(n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        record::encode(
+            &mut out,
+            &Record::Clock {
+                channel: "c",
+                clock: n,
+            },
+        );
+        out
+    }
+
+    /// Writes segment `id` at `base` holding `bytes`.
+    fn segment(dir: &Path, id: u64, base: Lsn, bytes: &[u8]) {
+        let mut all = header_bytes(SEGMENT_MAGIC, base).to_vec();
+        all.extend_from_slice(bytes);
+        fs::write(segment_path(dir, id), all).unwrap();
+    }
+
+    fn clocks(dir: &Path) -> (Vec<u64>, Recovered) {
+        let mut got = Vec::new();
+        let r = replay(dir, &mut |rec| match rec {
+            Replayed::Clock { clock, .. } => got.push(clock),
+            other => panic!("{other:?}"),
+        })
+        .unwrap();
+        (got, r)
+    }
+
+    proptest! {
+        /// A segment cut anywhere replays as the whole records before the cut; the file is
+        /// cut there, so a second replay finds nothing to cut.
+        #[test]
+        fn a_cut_anywhere_keeps_the_whole_records_before_it(n in 1..20u64, cut in any::<usize>()) {
+            let dir = Dir::new();
+            let mut log = Vec::new();
+            let mut ends = Vec::new();
+            for i in 1..=n {
+                log.extend(clock(i));
+                ends.push(log.len());
+            }
+            let cut = cut % (log.len() + 1);
+            segment(&dir.0, 1, 0, &log[..cut]);
+            let (got, r) = clocks(&dir.0);
+            let whole = ends.iter().filter(|&&e| e <= cut).count() as u64;
+            prop_assert_eq!(got, (1..=whole).collect::<Vec<_>>());
+            let good = ends.iter().copied().filter(|&e| e <= cut).max().unwrap_or(0);
+            prop_assert_eq!(r.report.cut, (cut - good) as u64);
+            prop_assert_eq!(r.end, good as u64);
+            let (again, r2) = clocks(&dir.0);
+            prop_assert_eq!(again.len() as u64, whole);
+            prop_assert_eq!(r2.report.cut, 0);
+        }
+    }
+
+    #[test]
+    fn a_segment_ends_where_the_next_begins() {
+        // A write that failed halfway left records in segment 1 that were written again,
+        // whole, at the start of segment 2: they count once.
+        let dir = Dir::new();
+        let (a, b, c) = (clock(1), clock(2), clock(3));
+        let mut first = a.clone();
+        first.extend(&b[..b.len() / 2]);
+        segment(&dir.0, 1, 0, &first);
+        let mut second = b.clone();
+        second.extend(&c);
+        segment(&dir.0, 2, a.len() as u64, &second);
+        let (got, r) = clocks(&dir.0);
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(r.report.cut, 0, "only the last segment's tail is cut");
+        assert_eq!(r.next_segment, 3);
+    }
+
+    #[test]
+    fn a_snapshot_then_the_records_from_its_boundary() {
+        let dir = Dir::new();
+        let (a, b) = (clock(1), clock(2));
+        let mut log = a.clone();
+        log.extend(&b);
+        segment(&dir.0, 1, 0, &log);
+        // A snapshot whose boundary is after `a`: it holds clock 10; `a` is skipped.
+        let mut snap = header_bytes(SNAPSHOT_MAGIC, a.len() as u64).to_vec();
+        snap.extend(clock(10));
+        record::encode(&mut snap, &Record::End { records: 1 });
+        fs::write(snapshot_path(&dir.0, a.len() as u64), &snap).unwrap();
+        let (got, r) = clocks(&dir.0);
+        assert_eq!(got, [10, 2]);
+        assert!(r.report.snapshot);
+        // A damaged snapshot is ignored: everything comes from the segments.
+        let n = snap.len();
+        snap[n - 1] ^= 1;
+        fs::write(snapshot_path(&dir.0, a.len() as u64), &snap).unwrap();
+        let (got, _) = clocks(&dir.0);
+        assert_eq!(got, [1, 2]);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = Dir::new();
+        let first = lock(&dir.0).unwrap();
+        let err = lock(&dir.0).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        lock(&dir.0).unwrap();
+    }
+}
