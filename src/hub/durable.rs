@@ -176,7 +176,6 @@ impl Hub {
         for shard in self.shards.iter() {
             let copied: Vec<Copied> = lock(shard)
                 .values()
-                .filter(|ch| !ch.store.is_empty() || ch.store.last_id().is_some())
                 .map(|ch| Copied {
                     name: ch.name.clone(),
                     clock: ch.store.clock(),

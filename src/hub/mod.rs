@@ -834,4 +834,6 @@ impl Hub {
 }
 
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod tests;
