@@ -265,8 +265,9 @@ config! {
         flag: "fsync", value: "always|interval|never", kind: FSYNC,
         help: "with `--data-dir`, when a push is answered: `always` once its record is on \
                disk (one `fdatasync` shared by every push meanwhile; subscribers hear of it \
-               then too); `interval` at once, the log synced every 100 ms (a crash of the \
-               machine loses at most the last 100 ms); `never` at once, syncing left to the \
+               then too); `interval` at once, the log written and synced every 100 ms \
+               (a crash of the machine loses at most the pushes of the last 100 ms and of \
+               the sync under way); `never` at once, syncing left to the \
                OS (survives tidings dying, not the machine)",
     },
     log_segment_bytes: usize = 64 << 20 => {

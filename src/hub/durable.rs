@@ -81,6 +81,16 @@ impl Hub {
         })
     }
 
+    /// Logs the channel's clock as a mark for a change that logged nothing else (a push
+    /// whose every id the queue held): its `Lsn` is durable only once everything logged
+    /// before it is, so the publisher is answered no sooner than the push it repeats.
+    pub(super) fn log_mark(&self, ch: &Channel) -> Lsn {
+        self.storage.append(&Record::Clock {
+            channel: &ch.name,
+            clock: ch.store.clock(),
+        })
+    }
+
     /// Logs a clock that moved from `before`.
     pub(super) fn log_clock(&self, ch: &Channel, before: u64) {
         let clock = ch.store.clock();

@@ -16,6 +16,8 @@
 //! one critical section. Between the two a storage backend can make the batch durable (an
 //! fsync, a group commit), so that no subscriber hears of a message that a crash could lose;
 //! readers (`read`, `qst_pull`, a subscriber's backlog) see it as soon as `append` returns.
+//! Under `--fsync always` `publish` is exactly that: `append`, then `deliver` once the
+//! storage reports the batch's record durable (`durable.rs`).
 //!
 //! Order: each worker's mail for a channel is in `seq` order, each message once, whatever
 //! order two-phase callers deliver in. The channel remembers how far it posted
@@ -487,6 +489,9 @@ impl Hub {
             if self.storage.keeps() {
                 for m in &stored {
                     lsn = self.log_message(&ch.name, m);
+                }
+                if lsn == 0 {
+                    lsn = self.log_mark(ch);
                 }
             }
             ch.last_active = Instant::now();

@@ -341,29 +341,31 @@ struct SyncThread {
 }
 
 impl SyncThread {
-    fn wait(&self, p: &Pending, unsynced: bool, last_attempt: Instant) -> Wait {
+    /// `last_take`: when the previous write took the buffer (interval syncs are counted
+    /// from there, so a record waits at most `INTERVAL_MS` to be taken).
+    fn wait(&self, p: &Pending, unsynced: bool, last_take: Instant) -> Wait {
         let has = !p.buf.is_empty() || unsynced;
         if p.stop || p.roll {
             Wait::Now
         } else if !has {
             Wait::Forever
         } else if !self.log.healthy.load(SeqCst) {
-            Wait::Until(last_attempt + Duration::from_millis(RETRY_MS))
+            Wait::Until(last_take + Duration::from_millis(RETRY_MS))
         } else if self.fsync == Fsync::Interval {
-            Wait::Until(last_attempt + Duration::from_millis(INTERVAL_MS))
+            Wait::Until(last_take + Duration::from_millis(INTERVAL_MS))
         } else {
             Wait::Now
         }
     }
 
     fn run(self, mut w: Writer) {
-        let mut last_attempt = Instant::now();
+        let mut last_take = Instant::now();
         let mut attempts_after_stop = 0;
         loop {
             let (end, stop) = {
                 let mut p = lock(&self.log.pending);
                 loop {
-                    match self.wait(&p, !w.unsynced.is_empty(), last_attempt) {
+                    match self.wait(&p, !w.unsynced.is_empty(), last_take) {
                         Wait::Now => break,
                         Wait::Forever => {
                             p = self.log.wake.wait(p).unwrap_or_else(|e| e.into_inner())
@@ -393,8 +395,9 @@ impl SyncThread {
                 (p.next, p.stop)
             };
             let started = Instant::now();
+            last_take = started;
             let result = w.flush(self.fsync != Fsync::Never);
-            last_attempt = Instant::now();
+            let finished = Instant::now();
             match result {
                 Ok(n) => {
                     if n > 0 {
@@ -402,7 +405,7 @@ impl SyncThread {
                         self.log.add_disk_bytes(&self.metrics, n);
                         if self.fsync != Fsync::Never {
                             self.metrics.storage_syncs.inc();
-                            let us = (last_attempt - started).as_micros() as u64;
+                            let us = (finished - started).as_micros() as u64;
                             self.metrics.storage_sync_micros.add(us);
                         }
                     }
