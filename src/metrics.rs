@@ -427,13 +427,6 @@ impl Metrics {
                 &self.internal_errors,
             ),
         ];
-        for (name, help, c) in counters {
-            let _ = write!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                c.get()
-            );
-        }
         let storage: [(&str, &str, &Single); 6] = [
             (
                 "tidings_storage_syncs_total",
@@ -466,11 +459,12 @@ impl Metrics {
                 &self.storage_refusals,
             ),
         ];
-        for (name, help, c) in storage {
+        let values = counters.iter().map(|&(n, h, c)| (n, h, c.get()));
+        let storage = storage.iter().map(|&(n, h, c)| (n, h, c.get()));
+        for (name, help, v) in values.chain(storage) {
             let _ = write!(
                 s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                c.get()
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
         s

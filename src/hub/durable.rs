@@ -45,23 +45,28 @@ struct Copied {
     messages: Vec<Arc<Message>>,
 }
 
+/// The record of a message stored in `channel`.
+fn message_record<'a>(channel: &'a str, m: &'a Message) -> Record<'a> {
+    Record::Message(MessageRecord {
+        channel,
+        seq: m.seq,
+        id: &m.id,
+        from: &m.from,
+        to: &m.to,
+        when: m.when,
+        origin: m.origin.code(),
+        subject: m.subject.as_deref(),
+        body: &m.body,
+        properties: &m.properties,
+        content_type: m.content_type(),
+        event: m.event(),
+    })
+}
+
 impl Hub {
     /// Logs a stored message; returns its `Lsn`.
     pub(super) fn log_message(&self, channel: &str, m: &Message) -> Lsn {
-        self.storage.append(&Record::Message(MessageRecord {
-            channel,
-            seq: m.seq,
-            id: &m.id,
-            from: &m.from,
-            to: &m.to,
-            when: m.when,
-            origin: m.origin.code(),
-            subject: m.subject.as_deref(),
-            body: &m.body,
-            properties: &m.properties,
-            content_type: m.content_type(),
-            event: m.event(),
-        }))
+        self.storage.append(&message_record(channel, m))
     }
 
     /// Logs the channel's queue state if it changed since `version`; returns the `Lsn` (0:
@@ -210,20 +215,7 @@ impl Hub {
                     });
                 }
                 for m in &c.messages {
-                    out(&Record::Message(MessageRecord {
-                        channel: &c.name,
-                        seq: m.seq,
-                        id: &m.id,
-                        from: &m.from,
-                        to: &m.to,
-                        when: m.when,
-                        origin: m.origin.code(),
-                        subject: m.subject.as_deref(),
-                        body: &m.body,
-                        properties: &m.properties,
-                        content_type: m.content_type(),
-                        event: m.event(),
-                    }));
+                    out(&message_record(&c.name, m));
                 }
                 out(&Record::Head {
                     channel: &c.name,
