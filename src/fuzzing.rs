@@ -20,6 +20,9 @@ use crate::proto::qst::{json, xml};
 use crate::time;
 use crate::worker::{test_shared, Worker};
 
+mod websocket;
+pub use websocket::{websocket, ws_events, WsEvent};
+
 /// A harness: arbitrary bytes in; a panic says what broke.
 pub type Harness = fn(&[u8]);
 
@@ -33,6 +36,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("datetime", datetime),
     ("machine", machine),
     ("xmpp_stream", xmpp_stream),
+    ("websocket", websocket),
 ];
 
 /// The harness of a target by name.

@@ -265,6 +265,7 @@ impl Server {
             xmpp: Default::default(),
             store,
             bosh: Default::default(),
+            status: crate::status::Status::new(addr, xmpp_addr),
         });
         storage.start(Arc::new(HubListener(Arc::downgrade(&shared))))?;
         let mut threads = Vec::with_capacity(workers);

@@ -4,12 +4,14 @@
 //! for it, and a test can drive it with a virtual clock (see `sim.rs`).
 //!
 //! Every phase change of an HTTP connection happens in this file, by replacing the whole
-//! `Phase`; `LIFECYCLE.md` beside `lib.rs` draws it.
+//! `Phase` (its types are in `phase.rs`); `LIFECYCLE.md` beside `lib.rs` draws it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::out::Out;
+pub use super::phase::{Forwarded, Parked, Phase, Syncing};
+use super::phase::{Step, FORWARD_SLACK_MS};
 use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
 use super::stream::Stream;
@@ -17,10 +19,10 @@ pub use super::{Input, Wrote};
 use super::{Link, Next};
 use crate::debug;
 use crate::http::{self, HttpError, Method, Seg};
-use crate::hub::{Mail, Message, Subscribe, WaiterRef};
+use crate::hub::{HubError, Mail, Message, Subscribe, WaiterRef};
 use crate::metrics::Proto;
 use crate::proto::stream::HeadEnv;
-use crate::proto::{self, Action, Park, ParkKind, Reply, Request, StreamStart};
+use crate::proto::{self, Action, ParkKind, Reply, Request, StreamStart};
 use crate::storage::SyncState;
 use crate::worker::Worker;
 
@@ -31,63 +33,6 @@ const READ_SLACK: usize = 1024;
 /// Requests answered for one connection in one reactor turn; then the other connections of
 /// the worker are served before it gets another turn.
 pub const MAX_REQUESTS_PER_TURN: usize = 64;
-
-/// A request held until its channel has something for it (comet `get`, QST long-poll).
-pub struct Parked {
-    channel: Arc<str>,
-    park: Park,
-    /// The request's method, version and keep-alive, for the answer's head.
-    method: Method,
-    minor: u8,
-    keep_alive: bool,
-}
-
-/// A push whose answer waits for its record to be on disk (`--fsync always`).
-pub struct Syncing {
-    reply: Reply,
-    proto: Proto,
-    method: Method,
-    minor: u8,
-    keep_alive: bool,
-}
-
-/// A request handed to another machine (a BOSH session), whose answer comes by mail.
-pub struct Forwarded {
-    method: Method,
-    minor: u8,
-    keep_alive: bool,
-}
-
-/// How long a forwarded request waits past `--long-poll-timeout` (the longest a BOSH session
-/// holds a request) before the connection gives up on its answer.
-const FORWARD_SLACK_MS: u64 = 10_000;
-
-/// The phase of a connection (see LIFECYCLE.md).
-pub enum Phase {
-    /// Waiting for a request head; idle keep-alive when it holds no buffer.
-    Head,
-    /// The head is parsed (it is kept in the read buffer, beside its bytes); waiting for the
-    /// whole body.
-    Body,
-    /// Holding a request; pipelined input waits in the buffer.
-    Parked(Box<Parked>),
-    /// Holding the answer to a push until its record is durable (`Mail::Synced`), or the
-    /// long-poll timeout (then `503`); pipelined input waits in the buffer.
-    Syncing(Box<Syncing>),
-    /// Waiting for the answer of the BOSH session the request went to; pipelined input
-    /// waits in the buffer.
-    Forwarded(Box<Forwarded>),
-    /// A stream: the response never ends while the server runs.
-    Streaming(Box<Stream>),
-    /// Write what is queued, then shut the socket and drain input until EOF or linger.
-    Closing { lingering: bool },
-}
-
-enum Step {
-    Continue,
-    Wait,
-    Close,
-}
 
 /// One HTTP/1.1 connection.
 pub struct HttpConn {
@@ -150,10 +95,23 @@ impl HttpConn {
 
     /// What to do when the socket is readable.
     pub fn wants_input(&mut self, w: &Worker) -> Input {
+        let config = &w.shared.config;
+        if let Phase::Streaming(s) = &mut self.phase {
+            if s.kind.websocket().is_some() {
+                if self.out.len() > config.max_output_bytes {
+                    // A client that sends pings and never reads the pongs.
+                    self.backpressured = true;
+                    return Input::Pause;
+                }
+                // A whole frame of the largest message fits.
+                return Input::Read {
+                    limit: config.max_message_bytes + crate::proto::websocket::MAX_HEADER,
+                };
+            }
+        }
         if matches!(self.phase, Phase::Streaming(_) | Phase::Closing { .. }) {
             return Input::Discard;
         }
-        let config = &w.shared.config;
         if self.out.len() > config.max_output_bytes {
             // A pipelining client that does not read its answers: stop reading until it has.
             self.backpressured = true;
@@ -178,6 +136,9 @@ impl HttpConn {
         let Some(buf) = self.buf.take() else {
             return Next::Keep;
         };
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.websocket_input(buf, result, w);
+        }
         let parked = matches!(
             self.phase,
             Phase::Parked(_) | Phase::Syncing(_) | Phase::Forwarded(_)
@@ -313,12 +274,21 @@ impl HttpConn {
                 if s.hold_until != 0 && s.hold_until <= w.now {
                     // The coalescing hold is over: send the burst.
                     s.hold_until = 0;
-                    let t = s.last_record + interval;
+                    let t = match s.kind.keepalive() {
+                        Some(_) => s.last_record + interval,
+                        None => s.expires_at,
+                    };
                     self.link.set_deadline(t, w);
                     self.link.mark_pending(w);
                     return Next::Keep;
                 }
-                if w.now < s.last_record + interval {
+                if s.kind.keepalive().is_none() && w.now < s.expires_at {
+                    // Not the subscriber timeout (a stale entry): wait for it.
+                    let t = s.expires_at;
+                    self.link.set_deadline(t, w);
+                    return Next::Keep;
+                }
+                if s.kind.keepalive().is_some() && w.now < s.last_record + interval {
                     let t = s.last_record + interval;
                     self.link.set_deadline(t, w);
                     return Next::Keep;
@@ -342,8 +312,7 @@ impl HttpConn {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
             }
-            // Not on disk within the long-poll timeout: the disk is stuck, answer 503.
-            Phase::Syncing(_) => self.synced(false, w),
+            Phase::Syncing(_) => self.synced(false, w), // not on disk in time: 503
             Phase::Forwarded(_) => {
                 // The session never answered (it ended as the request went to it).
                 let body = proto::xmpp::bosh::terminate(Some("item-not-found"), b"");
@@ -543,13 +512,7 @@ impl HttpConn {
                     SyncState::Durable => Some(reply),
                     SyncState::Failed => Some(Reply::hub_error(crate::hub::HubError::Storage)),
                     SyncState::Pending => {
-                        self.phase = Phase::Syncing(Box::new(Syncing {
-                            reply,
-                            proto,
-                            method: head.method,
-                            minor: head.minor,
-                            keep_alive,
-                        }));
+                        self.phase = Phase::Syncing(Syncing::new(reply, proto, head, keep_alive));
                         let t = w.after(shared.config.long_poll_timeout);
                         self.link.set_deadline(t, w);
                         return Next::Keep;
@@ -649,9 +612,10 @@ impl HttpConn {
         let Phase::Syncing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
         };
-        let reply = match ok {
-            true => s.reply,
-            false => Reply::hub_error(crate::hub::HubError::Storage),
+        let reply = if ok {
+            s.reply
+        } else {
+            Reply::hub_error(HubError::Storage)
         };
         w.shared.metrics.request(s.proto, reply.status);
         self.answer_held(reply, s.method, s.minor, s.keep_alive, w)
@@ -678,6 +642,12 @@ impl HttpConn {
             self.phase = Phase::Closing { lingering: false };
         }
         self.link.mark_pending(w);
+        self.serve_pipelined(w)
+    }
+
+    /// A held request was answered: serve whatever the client pipelined behind it; if
+    /// reading stopped while it was held (a full buffer), read the rest next turn.
+    fn serve_pipelined(&mut self, w: &mut Worker) -> Next {
         if std::mem::take(&mut self.backpressured) {
             w.again.push(self.link.key);
         }
@@ -754,17 +724,26 @@ impl HttpConn {
     /// (the greeting and any `since` backlog, in one batch).
     fn start_stream(&mut self, start: StreamStart, w: &mut Worker) -> Result<(), Reply> {
         let shared = w.shared.clone();
-        let sub = Subscribe {
-            worker: w.id,
-            token: self.link.token(),
-            since: start.since,
-            talk_name: start.kind.name(),
+        let (subscribed, channel) = if start.kind.listens() {
+            let sub = Subscribe {
+                worker: w.id,
+                token: self.link.token(),
+                since: start.since,
+                talk_name: start.kind.name(),
+            };
+            let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
+                shared.metrics.waiters_refused.inc();
+                Reply::hub_error(e)
+            })?;
+            (subscribed, w.join_channel(&start.channel, self.link.key))
+        } else {
+            // A WebSocket publisher: it only sends.
+            let none = crate::hub::Subscribed {
+                cursor: 0,
+                backlog: Vec::new(),
+            };
+            (none, Arc::from(start.channel.as_str()))
         };
-        let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
-            shared.metrics.waiters_refused.inc();
-            Reply::hub_error(e)
-        })?;
-        let channel = w.join_channel(&start.channel, self.link.key);
         let env = HeadEnv {
             date: w.date.get(),
             cors_origin: &shared.config.cors_origin,
@@ -788,6 +767,11 @@ impl HttpConn {
             (false, Duration::ZERO) => super::NEVER,
             (false, timeout) => w.after(timeout),
         };
+        if !stream_keepalive {
+            if let Phase::Streaming(s) = &mut self.phase {
+                s.expires_at = t;
+            }
+        }
         self.link.set_deadline(t, w);
         Ok(())
     }
@@ -844,6 +828,53 @@ impl HttpConn {
         Next::Keep
     }
 
+    /// What a WebSocket's client sent: its frames are read (pings answered, closes echoed,
+    /// messages published or refused); a partial frame keeps the buffer.
+    fn websocket_input(
+        &mut self,
+        mut buf: Box<ReadBuf>,
+        result: SocketResult,
+        w: &mut Worker,
+    ) -> Next {
+        let shared = w.shared.clone();
+        let Phase::Streaming(s) = &mut self.phase else {
+            w.pool.give(buf);
+            return Next::Keep;
+        };
+        let Some(ws) = s.kind.websocket() else {
+            w.pool.give(buf);
+            return Next::Keep;
+        };
+        let mut answer = Vec::new();
+        let read = ws.input(&shared.ctx(), &s.channel, &mut buf, &mut answer);
+        buf.consume(read.consumed);
+        if !answer.is_empty() {
+            self.out.push(Seg::Owned(answer));
+            self.link.mark_pending(w);
+        }
+        if buf.is_empty() {
+            w.pool.give(buf);
+        } else {
+            buf.compact_if_worth();
+            w.pool.note(&mut buf);
+            self.buf = Some(buf);
+        }
+        if read.end {
+            self.end_stream_with(Vec::new(), w);
+            return Next::Keep;
+        }
+        match result {
+            SocketResult::Error | SocketResult::Closed => Next::Close,
+            SocketResult::Continue => {
+                w.again.push(self.link.key);
+                Next::Keep
+            }
+            // A frame larger than the read limit: the reader refuses it before that.
+            SocketResult::Full => Next::Close,
+            _ => Next::Keep,
+        }
+    }
+
     /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its
     /// `410 Gone`; other protocols' waiters keep waiting.
     pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
@@ -873,7 +904,9 @@ impl HttpConn {
             s.hold_until = 0;
         }
         self.frame_records(w.now);
-        self.out.push(Seg::Owned(bytes));
+        if !bytes.is_empty() {
+            self.out.push(Seg::Owned(bytes));
+        }
         self.leave_stream(w);
         self.phase = Phase::Closing { lingering: false };
         self.link.mark_pending(w);
@@ -908,7 +941,9 @@ impl HttpConn {
         let Phase::Streaming(s) = &self.phase else {
             return;
         };
-        w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        if s.kind.listens() {
+            w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
+        }
         w.shared.metrics.streaming.dec();
     }
 
@@ -961,38 +996,5 @@ impl HttpConn {
         if let Some(buf) = self.buf.take() {
             w.pool.give(buf);
         }
-    }
-}
-
-impl super::Io for HttpConn {
-    fn link(&mut self) -> &mut Link {
-        &mut self.link
-    }
-    fn note_peer_closed(&mut self) {
-        self.peer_closed = true;
-    }
-    fn peer_closed(&self) -> bool {
-        self.peer_closed
-    }
-    fn wants_input(&mut self, w: &Worker) -> Input {
-        HttpConn::wants_input(self, w)
-    }
-    fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
-        HttpConn::input_buf(self, w)
-    }
-    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
-        HttpConn::received(self, result, w)
-    }
-    fn output(&mut self, w: &Worker) -> &mut Out {
-        HttpConn::output(self, w)
-    }
-    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
-        HttpConn::wrote(self, result, w)
-    }
-    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        HttpConn::on_timer(self, entry, w)
-    }
-    fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        HttpConn::begin_shutdown(self, w)
     }
 }

@@ -13,6 +13,7 @@
 pub mod bosh;
 pub mod http;
 pub mod out;
+pub mod phase;
 pub mod readbuf;
 pub mod socket;
 pub mod stream;

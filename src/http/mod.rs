@@ -110,7 +110,8 @@ fn eq_ignore_case(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
-fn trim(mut v: &[u8]) -> &[u8] {
+/// `v` without the spaces and tabs around it (a header value's optional whitespace).
+pub(crate) fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
@@ -250,11 +251,15 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
 /// `parse_head` accepted, trimmed. For the headers `Head` does not keep (nchan's cursors,
 /// WebSocket's handshake): a scan of the head's lines.
 pub fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let mut lines = head.split(|&b| b == b'\n').skip(1);
-    lines.find_map(|line| {
+    headers(head).find_map(|(n, v)| eq_ignore_case(n, name).then_some(v))
+}
+
+/// Every header of a request head that `parse_head` accepted: (name, trimmed value).
+pub fn headers(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head.split(|&b| b == b'\n').skip(1).filter_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let colon = memchr::memchr(b':', line)?;
-        eq_ignore_case(&line[..colon], name).then(|| trim(&line[colon + 1..]))
+        Some((&line[..colon], trim(&line[colon + 1..])))
     })
 }
 

@@ -26,11 +26,15 @@ pub enum Format {
     Chunk,
     /// nchan's multipart/mixed part, up to and with the next boundary.
     MultipartPart,
+    /// nchan's WebSocket frame of a message.
+    WsPlain,
+    /// nchan's WebSocket frame in `ws+meta.nchan` mode (id and content type first).
+    WsMeta,
 }
 
 impl Format {
     /// Every format, in slot order.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 9] = [
         Format::TalkNul,
         Format::TalkNewline,
         Format::CometJson,
@@ -38,6 +42,8 @@ impl Format {
         Format::EventSource,
         Format::Chunk,
         Format::MultipartPart,
+        Format::WsPlain,
+        Format::WsMeta,
     ];
 
     fn slot(self) -> usize {
@@ -90,11 +96,13 @@ pub enum Origin {
     Xmpp,
     /// Published on nchan's `/pub/` (PROTOCOLS.md 5).
     Nchan,
+    /// Published by the server itself on a reserved channel (the status page's snapshots).
+    Server,
 }
 
 impl Origin {
     /// In the order of their numbers in the durable log: a new origin goes at the end.
-    const ALL: [Origin; 7] = [
+    const ALL: [Origin; 8] = [
         Origin::Talk,
         Origin::Qst,
         Origin::Comet,
@@ -102,6 +110,7 @@ impl Origin {
         Origin::Store,
         Origin::Xmpp,
         Origin::Nchan,
+        Origin::Server,
     ];
 
     /// Its number in the durable log.

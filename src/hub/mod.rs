@@ -73,7 +73,12 @@ pub enum HubError {
     /// The `--data-dir` log cannot take the change (full disk, I/O error, its buffer full):
     /// 503 with `Retry-After`.
     Storage,
+    /// A channel the server publishes on itself (`tidings/…`, e.g. the status page's): 403.
+    Reserved,
 }
+
+/// Channels under this prefix are the server's own: only it publishes there.
+pub const RESERVED_PREFIX: &str = "tidings/";
 
 impl std::fmt::Display for HubError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +88,7 @@ impl std::fmt::Display for HubError {
             HubError::QueueFull => "queue full, retry later",
             HubError::MemoryFull => "server memory budget reached, retry later",
             HubError::Storage => "storage unavailable (full disk or I/O error), retry later",
+            HubError::Reserved => "channel reserved for the server's own messages",
         })
     }
 }
@@ -130,6 +136,9 @@ struct Channel {
     last_active: Instant,
     /// When a subscriber last asked for the channel (nchan's "last requested").
     last_requested: Option<Instant>,
+    /// Deleted (nchan's `DELETE`) and not published to or subscribed since: it reads as
+    /// absent, though it stays while its clock or other protocols' waiters need it.
+    deleted: bool,
     /// The channel has an entry in the hub's `oldest` heap.
     in_oldest: bool,
 }
@@ -142,6 +151,7 @@ impl Channel {
             waiters: Waiters::default(),
             last_active: Instant::now(),
             last_requested: None,
+            deleted: false,
             in_oldest: false,
         }
     }
@@ -460,6 +470,9 @@ impl Hub {
         queue: bool,
         then: impl FnOnce(&mut Channel, &[Arc<Message>]) -> R,
     ) -> Result<(Vec<Arc<Message>>, R, Lsn), HubError> {
+        if origin != Origin::Server && channel.starts_with(RESERVED_PREFIX) {
+            return Err(HubError::Reserved);
+        }
         if !self.storage.writable() {
             self.metrics.storage_refusals.inc();
             return Err(HubError::Storage);
@@ -486,7 +499,8 @@ impl Hub {
                     return Err(e);
                 }
             };
-            if self.storage.keeps() {
+            // The server's own messages (the status page's) are not kept across restarts.
+            if self.storage.keeps() && origin != Origin::Server {
                 for m in &stored {
                     lsn = self.log_message(&ch.name, m);
                 }
@@ -495,6 +509,7 @@ impl Hub {
                 }
             }
             ch.last_active = Instant::now();
+            ch.deleted = false;
             self.note_oldest(ch);
             self.metrics.messages_dropped_retention.add(dropped);
             let after = then(ch, &stored);
@@ -597,6 +612,42 @@ impl Hub {
         Ok((stored, lsn))
     }
 
+    /// As `publish` for one draft, returning the channel's info taken in the same critical
+    /// section as the delivery: its `subscribers` are the waiters the message was posted to
+    /// (nchan's 201/202 split), not what is left once their workers have answered.
+    /// Also returns the `Lsn` of its record, as `publish_lsn` (under `--fsync always` the
+    /// delivery waits for it, and so must the publisher).
+    pub fn publish_with_info(
+        &self,
+        channel: &str,
+        draft: Draft,
+        origin: Origin,
+    ) -> Result<(ChannelInfo, Lsn), HubError> {
+        if self.storage.waits() {
+            let (messages, (name, info), lsn) =
+                self.append_then(channel, vec![draft], origin, false, |ch, _| {
+                    (ch.name.clone(), ch.info())
+                })?;
+            let appended = Appended {
+                channel: name,
+                messages,
+                lsn,
+            };
+            self.defer(appended);
+            return Ok((info, lsn));
+        }
+        let (_, (wake, info), lsn) =
+            self.append_then(channel, vec![draft], origin, false, |ch, stored| {
+                let wake = match stored.last() {
+                    Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
+                    None => 0,
+                };
+                (wake, ch.info())
+            })?;
+        self.wake(wake);
+        Ok((info, lsn))
+    }
+
     fn wake(&self, mut workers: u64) {
         while workers != 0 {
             let w = workers.trailing_zeros() as usize;
@@ -638,6 +689,7 @@ impl Hub {
             end = ch.waiters.add(me, sub.talk_name, self.limits.max_waiters)?;
             ch.last_active = Instant::now();
             ch.last_requested = Some(ch.last_active);
+            ch.deleted = false;
             Ok(match sub.since {
                 None => {
                     let before = ch.store.clock();
@@ -793,7 +845,8 @@ impl Hub {
 
     /// What nchan's publisher says about a channel; `None` if there is no such channel.
     pub fn info(&self, channel: &str) -> Option<ChannelInfo> {
-        self.with_existing(channel, |ch| ch.info())
+        self.with_existing(channel, |ch| (!ch.deleted).then(|| ch.info()))
+            .flatten()
     }
 
     /// Deletes a channel's retained messages and tells the workers with waiters there
@@ -801,6 +854,9 @@ impl Hub {
     /// protocols stay. A QST queue is refused: its messages are only ever acknowledged.
     pub fn delete(&self, channel: &str) -> Deleted {
         let done = self.with_existing(channel, |ch| {
+            if ch.deleted {
+                return Err(Deleted::Missing);
+            }
             if ch.store.is_queue() {
                 return Err(Deleted::Queue);
             }
@@ -811,6 +867,8 @@ impl Hub {
             self.account(footprint, ch.store.footprint());
             ch.waiters.mark_delivered(ch.store.clock());
             ch.last_active = Instant::now();
+            ch.last_requested = None;
+            ch.deleted = true;
             Ok((info, ch.name.clone(), ch.waiters.workers()))
         });
         match done {
@@ -830,6 +888,15 @@ impl Hub {
                 Deleted::Done(info)
             }
         }
+    }
+
+    /// Caps the messages an existing channel retains at `keep` (or `--channel-capacity` if
+    /// that is fewer), from its next append on, for as long as the channel lives. For a
+    /// channel whose history nobody wants, such as the server's status snapshots: a new
+    /// subscriber gets the latest (`keep` = 1) rather than a backlog. Does nothing to a
+    /// channel that does not exist.
+    pub fn cap_retention(&self, channel: &str, keep: usize) {
+        self.with_existing(channel, |ch| ch.store.cap_retention(keep));
     }
 
     /// Number of channels in the hub.

@@ -58,6 +58,9 @@ pub struct ChannelStore {
     /// Counts the changes of the queue state (it was made, an acknowledgement, a try, an
     /// expiry): the hub logs the state when it moved.
     queue_version: u64,
+    /// A cap on retained messages below `--channel-capacity`, for a channel whose history
+    /// nobody reads (the server's own status snapshots): see `cap_retention`.
+    cap: Option<usize>,
 }
 
 impl ChannelStore {
@@ -139,13 +142,21 @@ impl ChannelStore {
     /// Drops the oldest messages past the count and byte budgets, except those a queue
     /// still holds unacknowledged. Returns how many were dropped.
     pub fn retain(&mut self, limits: &Limits) -> u64 {
+        let capacity = self
+            .cap
+            .map_or(limits.channel_capacity, |c| c.min(limits.channel_capacity));
         let mut dropped = 0;
-        while (self.log.len() > limits.channel_capacity || self.bytes > limits.channel_bytes)
-            && self.drop_oldest()
+        while (self.log.len() > capacity || self.bytes > limits.channel_bytes) && self.drop_oldest()
         {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Keeps at most `keep` messages from the next retention pass on (`append`, `qst_pull`),
+    /// or `--channel-capacity` if that is fewer. Lasts as long as the channel.
+    pub fn cap_retention(&mut self, keep: usize) {
+        self.cap = Some(keep);
     }
 
     /// Drops the oldest message for the hub's memory budget, unless a queue holds it.

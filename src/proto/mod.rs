@@ -8,6 +8,7 @@ pub mod nchan;
 pub mod qst;
 pub mod stream;
 pub mod talk;
+pub mod websocket;
 pub mod xmlref;
 pub mod xmpp;
 
@@ -30,6 +31,8 @@ pub struct Ctx<'a> {
     /// Under `--fsync always`: the log position the answer must wait for (0: none). Set by
     /// `publish`; the connection reads it after `handle`.
     pub wait: Cell<crate::storage::Lsn>,
+    /// The live figures of `/status.json`.
+    pub status: &'a crate::status::Status,
 }
 
 impl Ctx<'_> {
@@ -44,10 +47,28 @@ impl Ctx<'_> {
         queue: bool,
     ) -> Result<Vec<Arc<Message>>, HubError> {
         let (stored, lsn) = self.hub.publish_lsn(channel, drafts, origin, queue)?;
+        self.wait_for(lsn);
+        Ok(stored)
+    }
+
+    /// `Hub::publish_with_info` (nchan's `/pub/`), noting the record to wait for as
+    /// `publish` does.
+    pub fn publish_with_info(
+        &self,
+        channel: &str,
+        draft: Draft,
+        origin: Origin,
+    ) -> Result<crate::hub::ChannelInfo, HubError> {
+        let (info, lsn) = self.hub.publish_with_info(channel, draft, origin)?;
+        self.wait_for(lsn);
+        Ok(info)
+    }
+
+    /// Under `--fsync always`, the answer waits for the record ending at `lsn` too.
+    fn wait_for(&self, lsn: crate::storage::Lsn) {
         if self.hub.waits_for_storage() {
             self.wait.set(self.wait.get().max(lsn));
         }
-        Ok(stored)
     }
 
     /// `Ok` if the request may use the channel; else the `401` to answer (and counted).
@@ -149,7 +170,10 @@ impl Reply {
 
     /// The answer to a refusal by the hub.
     pub fn hub_error(e: HubError) -> Reply {
-        Reply::text(503, e.to_string()).header("Retry-After", "1")
+        match e {
+            HubError::Reserved => Reply::text(403, e.to_string()),
+            _ => Reply::text(503, e.to_string()).header("Retry-After", "1"),
+        }
     }
 }
 
@@ -329,6 +353,15 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
         b"/http-bind" | b"/bosh" | b"/bosh/http-bind" => {
             return (Proto::Other, xmpp::bosh::handle(ctx, req))
         }
+        b"/" => static_file(method, "text/html; charset=utf-8", STATUS_HTML),
+        b"/status.json" => match method {
+            Method::Get | Method::Head => {
+                let body = ctx.status.snapshot(ctx.metrics);
+                Reply::new(200, "application/json", body.into_bytes())
+                    .header("Cache-Control", "no-store")
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
         b"/demo/xmpp.html" => static_file(method, "text/html; charset=utf-8", XMPP_HTML),
@@ -357,6 +390,9 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
 pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
 /// The chat demo page, compiled into the binary.
 pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+/// The status page served at `/` (live figures from `/sub/tidings/status` or
+/// `/status.json`), compiled into the binary.
+pub const STATUS_HTML: &[u8] = include_bytes!("../../web/status.html");
 /// The XMPP demo page (BOSH, urn:M, PubSub with strophe.js), compiled into the binary.
 pub const XMPP_HTML: &[u8] = include_bytes!("../../web/xmpp.html");
 /// The style sheet both demo pages share.

@@ -4,10 +4,11 @@
 //! Talk is the first kind; nchan's EventSource, HTTP chunked and multipart/mixed
 //! subscribers are its siblings (`nchan::streams`).
 
-use crate::http::Seg;
+use crate::http::{self, Framing, Method, ResponseHead, Seg};
 use crate::hub::Message;
 
 use super::nchan::streams::{EventSourceStream, PlainStream};
+use super::nchan::websocket::WsStream;
 use super::talk::TalkStream;
 
 /// One kind of stream, with what it needs to know about its subscriber.
@@ -20,6 +21,9 @@ pub enum StreamKind {
     Chunked(PlainStream),
     /// nchan's multipart/mixed subscriber: a part per message.
     Multipart(PlainStream),
+    /// nchan's WebSocket subscriber (a frame per message) or publisher (listens to nothing);
+    /// boxed, so the other kinds do not pay for its reader.
+    WebSocket(Box<WsStream>),
 }
 
 /// What a stream makes of a message.
@@ -38,6 +42,30 @@ pub struct HeadEnv<'a> {
     pub cors_origin: &'a str,
 }
 
+impl HeadEnv<'_> {
+    /// A `200` head of a chunked response that never ends while the server runs.
+    pub fn chunked_head(
+        &self,
+        cors_origin: &str,
+        content_type: &str,
+        headers: &[(&'static str, String)],
+    ) -> Seg {
+        let head = ResponseHead {
+            status: 200,
+            date: self.date,
+            cors_origin,
+            content_type,
+            framing: Framing::Chunked,
+            headers,
+            keep_alive: true,
+            minor: 1,
+        };
+        let mut out = Vec::with_capacity(256);
+        http::encode_response(&head, Method::Get, b"", &mut out);
+        Seg::Owned(out)
+    }
+}
+
 impl StreamKind {
     /// The response head, queued when the stream opens.
     pub fn head(&self, env: &HeadEnv<'_>) -> Seg {
@@ -45,6 +73,7 @@ impl StreamKind {
             StreamKind::Talk(t) => t.head(env),
             StreamKind::EventSource(e) => e.head(env),
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => p.head(env),
+            StreamKind::WebSocket(ws) => ws.head(env),
         }
     }
 
@@ -54,6 +83,7 @@ impl StreamKind {
             StreamKind::Talk(t) => Some(t.keepalive()),
             StreamKind::EventSource(e) => Some(e.greeting()),
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => p.greeting(),
+            StreamKind::WebSocket(_) => None,
         }
     }
 
@@ -63,6 +93,7 @@ impl StreamKind {
             StreamKind::Talk(t) => t.pick(msg),
             StreamKind::EventSource(e) => e.pick(msg),
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => p.pick(msg),
+            StreamKind::WebSocket(ws) => ws.pick(msg),
         }
     }
 
@@ -71,7 +102,10 @@ impl StreamKind {
     pub fn keepalive(&self) -> Option<Seg> {
         match self {
             StreamKind::Talk(t) => Some(t.keepalive()),
-            StreamKind::EventSource(_) | StreamKind::Chunked(_) | StreamKind::Multipart(_) => None,
+            StreamKind::EventSource(_)
+            | StreamKind::Chunked(_)
+            | StreamKind::Multipart(_)
+            | StreamKind::WebSocket(_) => None,
         }
     }
 
@@ -83,6 +117,8 @@ impl StreamKind {
                 super::talk::frame(records, bytes, out)
             }
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => p.frame(records, bytes, out),
+            // Each record is a whole frame.
+            StreamKind::WebSocket(_) => records.drain(..).for_each(out),
         }
     }
 
@@ -91,6 +127,7 @@ impl StreamKind {
         match self {
             StreamKind::Talk(_) | StreamKind::EventSource(_) => super::talk::LAST_CHUNK,
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => p.end(),
+            StreamKind::WebSocket(ws) => ws.end(),
         }
     }
 
@@ -101,6 +138,7 @@ impl StreamKind {
             StreamKind::Talk(_) => None,
             StreamKind::EventSource(e) => Some(e.gone()),
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => Some(p.end().to_vec()),
+            StreamKind::WebSocket(ws) => Some(ws.gone()),
         }
     }
 
@@ -111,6 +149,24 @@ impl StreamKind {
             StreamKind::Talk(_) => None,
             StreamKind::EventSource(e) => Some(e.expired()),
             StreamKind::Chunked(p) | StreamKind::Multipart(p) => Some(p.end().to_vec()),
+            StreamKind::WebSocket(ws) => Some(ws.expired()),
+        }
+    }
+
+    /// Whether the stream listens to its channel (all do but a WebSocket publisher).
+    pub fn listens(&self) -> bool {
+        match self {
+            StreamKind::WebSocket(ws) => ws.listens(),
+            _ => true,
+        }
+    }
+
+    /// The WebSocket whose client's frames must be read; `None`: the kind's input is
+    /// discarded.
+    pub fn websocket(&mut self) -> Option<&mut WsStream> {
+        match self {
+            StreamKind::WebSocket(ws) => Some(ws),
+            _ => None,
         }
     }
 

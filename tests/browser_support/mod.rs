@@ -335,7 +335,8 @@ impl Driver {
             method,
             path,
             body.as_ref(),
-            Duration::from_secs(30),
+            // Starting a browser on a loaded 2-core machine has taken over 30 s.
+            Duration::from_secs(90),
         ) {
             Ok((200, v)) => v["value"].clone(),
             Ok((status, v)) => panic!(

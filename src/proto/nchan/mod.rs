@@ -8,8 +8,8 @@
 //! (`streams.rs`), siblings of Talk.
 
 pub mod streams;
+pub mod websocket;
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -18,7 +18,9 @@ use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request, StreamSta
 use crate::config::FirstMessage;
 use crate::http::{self, Method};
 use crate::hub::{ChannelInfo, Deleted, Draft, Message, Origin};
+use crate::proto::websocket::{upgrade as websocket_upgrade, Upgrade};
 use streams::{EventSourceStream, PlainStream, Transport};
+use websocket::WsStream;
 
 /// Longer channel ids are refused with `403` (nchan's `nchan_max_channel_id_length`).
 const MAX_ID_BYTES: usize = 1024;
@@ -70,8 +72,9 @@ fn cursor(time: i64, tag: i64) -> Option<u64> {
     Some(seq.max(0) as u64)
 }
 
+/// nchan's answer, byte for byte: `text/plain` with no charset, no newline (NCHAN.md 8).
 fn invalid_id() -> Reply {
-    Reply::text(400, "Message ID invalid").body_exact(b"Message ID invalid")
+    Reply::new(400, "text/plain", &b"Message ID invalid"[..])
 }
 
 /// The subscriber's cursor (NCHAN.md 5.2, with deviation D6): `If-Modified-Since` with
@@ -191,6 +194,31 @@ fn preflight(ctx: &Ctx<'_>, publisher: bool, origin: Option<&str>) -> Reply {
 /// The publisher: `POST`/`PUT` publish, `GET` reports, `DELETE` deletes.
 fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>) -> Action {
     let accept = req.header("accept");
+    match upgrade(req) {
+        Upgrade::No => {}
+        Upgrade::Refuse(why) => {
+            return Action::Reply(refuse_upgrade(ctx, why, origin.map(str::to_string)))
+        }
+        Upgrade::Accept(a) => {
+            let content_type = req
+                .head
+                .content_type
+                .and_then(|s| std::str::from_utf8(s.of(req.buf)).ok())
+                .map(str::to_string);
+            let kind = StreamKind::WebSocket(Box::new(WsStream::publisher(
+                a,
+                origin.map(str::to_string),
+                ctx.config.max_message_bytes,
+                content_type,
+                info_format(accept),
+            )));
+            return Action::Stream(StreamStart {
+                channel: channel.to_string(),
+                since: None,
+                kind,
+            });
+        }
+    }
     let reply = match req.head.method {
         Method::Post | Method::Put => {
             if req.body.len() > ctx.config.max_message_bytes {
@@ -203,15 +231,9 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                     event: req.header("x-eventsource-event").and_then(text),
                     ..Draft::with_body(req.body)
                 };
-                match ctx.publish(channel, vec![draft], Origin::Nchan, false) {
+                match ctx.publish_with_info(channel, draft, Origin::Nchan) {
                     Err(e) => Reply::hub_error(e),
-                    Ok(_) => {
-                        let info = ctx.hub.info(channel).unwrap_or(ChannelInfo {
-                            messages: 0,
-                            subscribers: 0,
-                            requested: None,
-                            last_seq: None,
-                        });
+                    Ok(info) => {
                         let status = if info.subscribers > 0 { 201 } else { 202 };
                         info_reply(status, &info, accept)
                     }
@@ -335,23 +357,17 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
     };
     let origin = origin.map(str::to_string);
     let kind = match transport {
-        Transport::LongPoll => {
-            let cursor = match since {
-                Some(c) => c,
-                // Now: only what is published from here on.
-                None => ctx.hub.read(&channel, u64::MAX, 0).clock,
-            };
-            let timeout = match ctx.config.nchan_subscriber_timeout {
-                Duration::ZERO => Duration::MAX,
-                t => t,
-            };
-            return Action::Park(Park {
-                channel,
-                timeout,
-                kind: ParkKind::Nchan(Poll { cursor, origin }),
-            });
-        }
-        Transport::WebSocket => return streams::websocket(ctx, req, channel, since, origin),
+        Transport::LongPoll => return subscribe_poll(ctx, channel, since, origin),
+        Transport::WebSocket => match upgrade(req) {
+            Upgrade::Accept(accept) => StreamKind::WebSocket(Box::new(WsStream::subscriber(
+                accept,
+                origin,
+                ctx.config.max_message_bytes,
+            ))),
+            Upgrade::Refuse(why) => return Action::Reply(refuse_upgrade(ctx, why, origin)),
+            // Not one after all (an HTTP/1.0 request): a long-poll.
+            Upgrade::No => return subscribe_poll(ctx, channel, since, origin),
+        },
         Transport::EventSource => StreamKind::EventSource(EventSourceStream::new(origin)),
         Transport::Chunked => StreamKind::Chunked(PlainStream::chunked(origin)),
         Transport::Multipart => StreamKind::Multipart(PlainStream::multipart(origin)),
@@ -361,6 +377,41 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
         since,
         kind,
     })
+}
+
+/// A long-poll: parked until a message after `since` (or, with none, after now).
+fn subscribe_poll(
+    ctx: &Ctx<'_>,
+    channel: String,
+    since: Option<u64>,
+    origin: Option<String>,
+) -> Action {
+    let cursor = match since {
+        Some(c) => c,
+        // Now: only what is published from here on.
+        None => ctx.hub.read(&channel, u64::MAX, 0).clock,
+    };
+    let timeout = match ctx.config.nchan_subscriber_timeout {
+        Duration::ZERO => Duration::MAX,
+        t => t,
+    };
+    Action::Park(Park {
+        channel,
+        timeout,
+        kind: ParkKind::Nchan(Poll { cursor, origin }),
+    })
+}
+
+/// The WebSocket handshake's decision on a request.
+fn upgrade(req: &Request<'_>) -> Upgrade {
+    let head = req.buf.get(..req.head.len).unwrap_or(&[]);
+    websocket_upgrade(req.head.method, req.head.minor, http::headers(head))
+}
+
+/// A WebSocket request that cannot be accepted: `400` with nchan's exact text.
+fn refuse_upgrade(ctx: &Ctx<'_>, why: &'static str, origin: Option<String>) -> Reply {
+    let r = Reply::new(400, "text/plain", why.as_bytes());
+    with_cors(r, ctx, origin.as_deref())
 }
 
 /// A parked long-poll re-checks its channel: the next message after its cursor, or at its
@@ -383,7 +434,7 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, poll: &Poll, timed_out: bool) -> Optio
 /// `Last-Modified` and an unquoted `Etag` (NCHAN.md 4, 5.3).
 fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
     let mut r = Reply::new(200, "", msg.body.to_vec());
-    if let Some(ct) = msg.content_type() {
+    if let Some(ct) = content_type(msg) {
         r = r.header("Content-Type", ct);
     }
     let date = crate::http::imf_fixdate(msg.seq / 1000);
@@ -396,18 +447,20 @@ fn message_reply(msg: &Message, origin: Option<&str>) -> Reply {
     r.header("Vary", VARY)
 }
 
+/// A message's content type on `/sub/`: its publisher's, none for an nchan publish without
+/// one (as nchan), and `text/plain` for the messages of the other protocols.
+pub fn content_type(msg: &Message) -> Option<&str> {
+    match (msg.content_type(), msg.origin) {
+        (Some(ct), _) => Some(ct),
+        (None, Origin::Nchan) => None,
+        (None, _) => Some("text/plain"),
+    }
+}
+
 /// `410 Gone` for a long-poll whose channel was deleted.
 pub fn gone(ctx: &Ctx<'_>, poll: &Poll) -> Reply {
     let r = Reply::new(410, "", Vec::new()).header("Vary", VARY);
     with_cors(r, ctx, poll.origin.as_deref())
-}
-
-impl Reply {
-    /// The same reply with exactly these body bytes (no newline added).
-    fn body_exact(mut self, body: &'static [u8]) -> Reply {
-        self.body = Cow::Borrowed(body);
-        self
-    }
 }
 
 /// The id of a message, for a stream record.

@@ -9,8 +9,8 @@
 use std::sync::{Arc, OnceLock};
 
 use super::super::stream::{HeadEnv, Pick};
-use super::{Action, Ctx, Reply, Request};
-use crate::http::{self, Framing, Method, ResponseHead, Seg};
+use super::Request;
+use crate::http::{self, Seg};
 use crate::hub::{Format, Message};
 
 /// How a `/sub/` request wants its messages (NCHAN.md 5.1).
@@ -83,22 +83,6 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// A WebSocket subscriber.
-pub fn websocket(
-    ctx: &Ctx<'_>,
-    req: &Request<'_>,
-    channel: String,
-    since: Option<u64>,
-    origin: Option<String>,
-) -> Action {
-    let _ = (req, channel, since, origin);
-    Action::Reply(super::with_cors(
-        Reply::text(501, "WebSocket subscribers are not served yet"),
-        ctx,
-        None,
-    ))
-}
-
 /// The head of a streaming answer: `200`, chunked, the kind's content type, nchan's CORS.
 fn stream_head(env: &HeadEnv<'_>, content_type: &str, origin: Option<&str>) -> Seg {
     let mut headers = vec![
@@ -113,19 +97,7 @@ fn stream_head(env: &HeadEnv<'_>, content_type: &str, origin: Option<&str>) -> S
     if origin.is_some() {
         headers.push(("Access-Control-Allow-Credentials", "true".to_string()));
     }
-    let head = ResponseHead {
-        status: 200,
-        date: env.date,
-        cors_origin: allow,
-        content_type,
-        framing: Framing::Chunked,
-        headers: &headers,
-        keep_alive: true,
-        minor: 1,
-    };
-    let mut out = Vec::with_capacity(256);
-    http::encode_response(&head, Method::Get, b"", &mut out);
-    Seg::Owned(out)
+    env.chunked_head(allow, content_type, &headers)
 }
 
 /// A whole chunk of these bytes.
@@ -319,7 +291,7 @@ fn multipart_part(msg: &Message) -> Arc<[u8]> {
     out.extend_from_slice(b"\r\nLast-Modified: ");
     out.extend_from_slice(&date);
     out.extend_from_slice(format!("\r\nEtag: {}\r\n", msg.seq % 1000).as_bytes());
-    if let Some(ct) = msg.content_type() {
+    if let Some(ct) = super::content_type(msg) {
         out.extend_from_slice(b"Content-Type: ");
         out.extend_from_slice(ct.as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -129,3 +129,44 @@ fn imf_dates_read_back() {
     );
     assert_eq!(crate::time::parse_imf_fixdate(b"yesterday"), None);
 }
+
+#[test]
+fn messages_of_other_protocols_are_text_plain_on_sub() {
+    let nchan = message(1_000, b"x", None);
+    assert_eq!(
+        content_type(&nchan),
+        None,
+        "an nchan publish without one has none"
+    );
+    let d = Draft {
+        content_type: Some("application/json".into()),
+        ..Draft::with_body("{}")
+    };
+    let typed = Message::new(2_000, "id".into(), 0, Origin::Nchan, d);
+    assert_eq!(content_type(&typed), Some("application/json"));
+    let talk = Message::new(3_000, "id".into(), 0, Origin::Talk, Draft::with_body("hi"));
+    assert_eq!(content_type(&talk), Some("text/plain"));
+    // XMPP subscribers see an nchan message's content type and event name.
+    let d = Draft {
+        content_type: Some("text/x-a".into()),
+        event: Some("tick".into()),
+        ..Draft::with_body("b")
+    };
+    let m = Message::new(4_000, "id".into(), 0, Origin::Nchan, d);
+    let mut s = String::new();
+    crate::proto::xmpp::pubsub::payload(&m, &mut s);
+    assert!(
+        s.contains("' content-type='text/x-a' event='tick'>b</message>"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_stream_kind_stays_small() {
+    // A Talk stream pays for the largest kind inline: the WebSocket one is boxed.
+    assert!(
+        std::mem::size_of::<crate::proto::stream::StreamKind>() <= 32,
+        "{}",
+        std::mem::size_of::<crate::proto::stream::StreamKind>()
+    );
+}
