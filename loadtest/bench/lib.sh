@@ -16,6 +16,16 @@ LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # out to outgoing connections here, ours and other engineers' load clients).
 port_free() { ! ss -tanH "sport = :$1" | grep -q .; }
 
+# take_port VAR: the next free port from $next_port on (set next_port first)
+take_port() {
+    while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+    printf -v "$1" '%s' "$next_port"
+    next_port=$((next_port + 1))
+}
+
+# kv LOGFILE KEY: KEY=value of a tidings-load SUMMARY line
+kv() { grep -m1 '^SUMMARY' "$1" | grep -o "\b$2=[^ ]*" | cut -d= -f2; }
+
 # wait_quiet [MAX_SECS]: until the machine is under 8 % busy over 2 s.
 wait_quiet() {
     local max=${1:-300} start b

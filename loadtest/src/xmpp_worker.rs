@@ -27,6 +27,7 @@ use crate::child::{
     backoff_ms, bump, connect_state, dispatch, open_socket, read_commands, reason_list, send,
     send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
 };
+use crate::fanout::{self, Expect, FanCmd};
 use crate::hist::Hist;
 use crate::http::escape;
 use crate::sys::now_ns;
@@ -38,13 +39,23 @@ pub struct Config {
     pub password: String,
     pub domain: String,
     pub run_id: String,
+    /// `--subscribe NODE`: each session subscribes to this PubSub node once
+    /// bound, and watches for the fan-out events on it.
+    pub subscribe: Option<String>,
 }
 
 impl Config {
     pub fn from_args(argv: &[String]) -> Result<Config, String> {
         let names = [
             &COMMON_OPTIONS[..],
-            &["sessions", "user", "password", "domain", "run-id"],
+            &[
+                "sessions",
+                "user",
+                "password",
+                "domain",
+                "run-id",
+                "subscribe",
+            ],
         ]
         .concat();
         let a = Args::parse(argv, &names, &[])?;
@@ -54,6 +65,7 @@ impl Config {
             password: a.str_or("password", "secret"),
             domain: a.str_or("domain", "localhost"),
             run_id: a.str_or("run-id", "x"),
+            subscribe: a.get("subscribe").map(str::to_string),
         })
     }
 }
@@ -110,11 +122,15 @@ struct Pinging {
 
 enum Cmd {
     Ping(u64, u64),
+    Fan(FanCmd),
     Quit,
     Bad(String),
 }
 
 fn parse_cmd(line: &str) -> Cmd {
+    if let Some(c) = fanout::parse_cmd(line) {
+        return Cmd::Fan(c);
+    }
     let mut w = line.split_whitespace();
     match (w.next(), w.next(), w.next()) {
         (Some("PING"), Some(a), Some(b)) => match (a.parse(), b.parse()) {
@@ -145,6 +161,8 @@ struct Worker {
     retry_reasons: BTreeMap<String, usize>,
     close_reasons: BTreeMap<String, usize>,
     pinging: Option<Pinging>,
+    /// The fan-out event being watched for (`--subscribe`).
+    expect: Option<Expect>,
     next_ping_id: u64,
     started_ns: u64,
     ready_sent: bool,
@@ -181,6 +199,7 @@ impl Worker {
             retry_reasons: BTreeMap::new(),
             close_reasons: BTreeMap::new(),
             pinging: None,
+            expect: None,
             next_ping_id: 1,
             started_ns: now_ns(),
             ready_sent: false,
@@ -268,6 +287,9 @@ impl Worker {
         self.drop_socket(idx);
         self.conns[idx].phase = Phase::Closed;
         self.closed += 1;
+        if let Some(x) = self.expect.as_mut() {
+            x.closed(idx);
+        }
         if bump(&mut self.close_reasons, why) <= PRINT_LIMIT {
             self.say(&format!("session {} (up) CLOSED: {why}", self.global(idx)));
         }
@@ -392,6 +414,7 @@ impl Worker {
                     password: &self.cfg.password,
                     domain: &self.cfg.domain,
                     resource: &res,
+                    subscribe: self.cfg.subscribe.as_deref(),
                 };
                 match login.on(step, &ev) {
                     Next::Send(bytes, next) => {
@@ -426,6 +449,8 @@ impl Worker {
                         && attr(&st, "id") == Some(c.ping_id.to_string().as_bytes());
                     if is_ping_reply {
                         self.ping_answered(idx, attr(&st, "type") == Some(b"result"), now);
+                    } else if self.is_fanout_event(idx, &st, now) {
+                        // noted for the fan-out result
                     } else if name(&st) == b"stream:error" {
                         self.session_closed(idx, &format!("stream error: {}", escape(&st, 200)));
                         return false;
@@ -444,6 +469,30 @@ impl Worker {
             },
             _ => false,
         }
+    }
+
+    /// Whether `st` is the watched fan-out event for session `idx` (noted as
+    /// arrived at `now`): on the subscribed node, to this session's JID.
+    fn is_fanout_event(&mut self, idx: usize, st: &[u8], now: u64) -> bool {
+        let (Some(x), Some(node)) = (self.expect.as_mut(), self.cfg.subscribe.as_deref()) else {
+            return false;
+        };
+        let Some(ev) = xmpp::pubsub_event(st) else {
+            return false;
+        };
+        if ev.body != x.token.as_slice() || ev.node != node.as_bytes() {
+            return false;
+        }
+        let jid = Login::full_jid(
+            &self.cfg.user,
+            &self.cfg.domain,
+            &resource(&self.cfg.run_id, self.cfg.common.offset + idx),
+        );
+        if ev.to != jid.as_bytes() {
+            return false;
+        }
+        x.hit(idx, now);
+        true
     }
 
     fn send_ping(&mut self, idx: usize, now: u64) {
@@ -574,6 +623,10 @@ impl Worker {
                 ));
                 return false;
             }
+            Cmd::Fan(c) => {
+                let up = self.conns.iter().map(|c| c.phase == Phase::Up);
+                fanout::handle(&mut self.expect, c, up);
+            }
             Cmd::Bad(line) => self.say(&format!("unknown command {line:?}")),
         }
         true
@@ -614,8 +667,12 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         if let Some(left) = w.check_pinging() {
             timeout_ns = timeout_ns.min(left);
         }
+        if let Some(left) = fanout::check(&mut w.expect, now_ns()) {
+            timeout_ns = timeout_ns.min(left);
+        }
         wait(&mut w.poll, &mut events, timeout_ns)?;
         let woke = dispatch(&events, |idx, ev| w.on_event(idx, ev, &mut buf));
+        fanout::check(&mut w.expect, now_ns());
         if woke {
             while let Ok(cmd) = rx.try_recv() {
                 if !w.handle(cmd) {
