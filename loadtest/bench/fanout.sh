@@ -10,7 +10,8 @@
 # Environment: TIDINGS (default: target/release/tidings of this tree), LOAD (default:
 # beside it), OUT (raw logs, results.tsv, table.md; default /tmp/tidings-fanout-DATE),
 # ROUNDS (3), PUSHES (10 publishes per run), FANOUT ("1000 9900 10000": subscribers per
-# transport), PORT_BASE (29700), SERVER_CPU (0), CLIENT_CPU (1).
+# transport), PORT_BASE (29700), SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (20: at most this
+# many seconds of waiting for a machine under 8 % busy before each round).
 #
 # Up to 9,900 subscribers per transport both fleets are up at once and every publish
 # reaches both (2 × 9,900 connections is about what one server process holds under the
@@ -61,7 +62,7 @@ echo "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 t_start=$(date +%s)
 
 for r in $(seq 1 "$ROUNDS"); do
-    echo "=== round $r/$ROUNDS ($(wait_quiet 20))"
+    echo "=== round $r/$ROUNDS ($(wait_quiet "${QUIET_WAIT:-20}"))"
     first=talk
     [ $((r % 2)) = 0 ] && first=xmpp
     for n in $FANOUT; do
