@@ -126,7 +126,7 @@ config! {
     },
     long_poll_timeout: Duration = Duration::from_secs(25) => {
         flag: "long-poll-timeout", value: "SECS", kind: SECS,
-        help: "QST long-poll and comet `get` hold time",
+        help: "QST long-poll and comet `get` hold time, and the longest BOSH `wait`",
     },
     idle_timeout: Duration = Duration::from_secs(60) => {
         flag: "idle-timeout", value: "SECS", kind: SECS,
@@ -219,6 +219,14 @@ config! {
         flag: "admin-connections", value: "N", kind: COUNT,
         help: "connections past `--max-connections` kept for `/health` and `/metrics` \
                (any other request on them gets `503`); 0: refuse at once",
+    },
+    bosh_inactivity: Duration = Duration::from_secs(60) => {
+        flag: "bosh-inactivity", value: "SECS", kind: SECS,
+        help: "a BOSH session with no request for this long ends (its `inactivity`)",
+    },
+    max_bosh_sessions: usize = 10_000 => {
+        flag: "max-bosh-sessions", value: "N", kind: POSITIVE,
+        help: "BOSH sessions at once (a new session request past it gets `503`)",
     },
     max_streams_per_channel: usize = 100_000 => {
         flag: "max-streams-per-channel", value: "N", kind: POSITIVE,

@@ -570,7 +570,11 @@ impl Driver {
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
-                Mail::Shutdown | Mail::Stanza { .. } | Mail::Replaced { .. } => {}
+                Mail::Shutdown
+                | Mail::Stanza { .. }
+                | Mail::Replaced { .. }
+                | Mail::BoshRequest { .. }
+                | Mail::BoshAnswer { .. } => {}
             }
         }
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {
@@ -779,6 +783,11 @@ fn xmpp_tokens(
                     let (a, b) = match tok {
                         Token::StreamOpen { end } | Token::StreamClose { end } => (0, end),
                         Token::Stanza { start, end } => (start, end),
+                        // The document is over before it began: nothing more is read.
+                        Token::EmptyRoot { end } => {
+                            out.push(stream[start..start + end].to_vec());
+                            return (out, None);
+                        }
                     };
                     assert!(a <= b && start + b <= end, "a token within the input");
                     out.push(stream[start + a..start + b].to_vec());

@@ -115,6 +115,8 @@ pub struct Metrics {
     pub read_buffer_bytes: Gauge,
     /// Authenticated XMPP sessions.
     pub xmpp_sessions: Gauge,
+    /// BOSH sessions (PROTOCOLS.md 4.5), authenticated or not.
+    pub bosh_sessions: Gauge,
     requests: [[Counter; STATUSES.len() + 1]; 4],
     pub messages_published: Counter,
     pub messages_delivered: Counter,
@@ -131,6 +133,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub channels_refused: Counter,
     pub waiters_refused: Counter,
+    pub bosh_sessions_refused: Counter,
+    pub bosh_inactive: Counter,
     pub queue_full: Counter,
     pub qst_acked: Counter,
     pub qst_failed: Counter,
@@ -205,6 +209,12 @@ impl Metrics {
         );
         gauge(
             &mut s,
+            "tidings_bosh_sessions",
+            "BOSH sessions, authenticated or not.",
+            self.bosh_sessions.get(),
+        );
+        gauge(
+            &mut s,
             "tidings_read_buffer_bytes",
             "Bytes held by request read buffers, in use and pooled.",
             self.read_buffer_bytes.get(),
@@ -234,7 +244,7 @@ impl Metrics {
             }
         }
 
-        let counters: [(&str, &str, &Counter); 27] = [
+        let counters: [(&str, &str, &Counter); 29] = [
             (
                 "tidings_messages_evicted_total",
                 "Retained messages dropped, oldest first, to stay within --retained-bytes.",
@@ -334,6 +344,16 @@ impl Metrics {
                 "tidings_waiters_refused_total",
                 "Streams or parked requests refused past --max-streams-per-channel.",
                 &self.waiters_refused,
+            ),
+            (
+                "tidings_bosh_sessions_refused_total",
+                "BOSH session requests refused past --max-bosh-sessions.",
+                &self.bosh_sessions_refused,
+            ),
+            (
+                "tidings_bosh_inactive_total",
+                "BOSH sessions ended after no request for their inactivity period.",
+                &self.bosh_inactive,
             ),
             (
                 "tidings_queue_full_total",

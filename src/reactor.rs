@@ -14,6 +14,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::conn::bosh::BoshConn;
 use crate::conn::{token, untoken, Conn, Kind, Next};
 use crate::hub::{Mail, Mailbox, Notify};
 use crate::worker::{Shared, Worker};
@@ -184,7 +185,11 @@ impl Reactor {
 
     fn poll_timeout(&self) -> Option<Duration> {
         let accept_again = self.listeners.iter().any(|l| l.again);
-        if accept_again || !self.worker.again.is_empty() || !self.worker.pending.is_empty() {
+        if accept_again
+            || !self.worker.again.is_empty()
+            || !self.worker.pending.is_empty()
+            || !self.worker.local.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let now = self.epoch.elapsed().as_millis() as u64;
@@ -210,7 +215,9 @@ impl Reactor {
 
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            let _ = self.poll.registry().deregister(conn.socket());
+            if let Some(sock) = conn.socket() {
+                let _ = self.poll.registry().deregister(sock);
+            }
             conn.close(&mut self.worker);
         }
     }
@@ -292,9 +299,30 @@ impl Reactor {
         entry.insert(conn);
     }
 
+    /// Serves the mail of other threads, then this worker's own (which serving may add to).
     fn drain_mailbox(&mut self) {
         let mut mail = std::mem::take(&mut self.mail);
         self.mailbox.take(&mut mail);
+        loop {
+            self.serve_mail(&mut mail);
+            if self.worker.local.is_empty() {
+                break;
+            }
+            std::mem::swap(&mut mail, &mut self.worker.local);
+        }
+        self.mail = mail;
+    }
+
+    /// The connection `token` names, if it is still there.
+    fn live(&self, token: usize) -> Option<usize> {
+        let (key, gen) = untoken(token);
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.gen() == gen)
+            .then_some(key)
+    }
+
+    fn serve_mail(&mut self, mail: &mut Vec<Mail>) {
         for m in mail.drain(..) {
             match m {
                 Mail::Deliver { channel, msg } => {
@@ -311,27 +339,69 @@ impl Reactor {
                     self.worker.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => {
-                    let (key, gen) = untoken(token);
-                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                    if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, l| c.end_stream(l));
                     }
                 }
                 Mail::Stanza { token, stanza } => {
-                    let (key, gen) = untoken(token);
-                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                    if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, w| c.deliver_stanza(&stanza, w));
                     }
                 }
                 Mail::Replaced { token } => {
-                    let (key, gen) = untoken(token);
-                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                    if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, w| c.replaced(w));
+                    }
+                }
+                Mail::BoshRequest {
+                    token: None,
+                    from,
+                    body,
+                } => self.open_bosh(from, &body),
+                Mail::BoshRequest {
+                    token: Some(token),
+                    from,
+                    body,
+                } => match self.live(token) {
+                    Some(key) => self.with_conn(key, |c, w| c.bosh_request(from, &body, w)),
+                    None => crate::conn::bosh::unknown_session(from, &mut self.worker),
+                },
+                Mail::BoshAnswer {
+                    token,
+                    status,
+                    body,
+                } => {
+                    if let Some(key) = self.live(token) {
+                        self.with_conn(key, |c, w| c.bosh_answer(status, &body, w));
                     }
                 }
                 Mail::Shutdown => self.begin_shutdown(),
             }
         }
-        self.mail = mail;
+    }
+
+    /// A BOSH session request: the session gets a place in this worker's slab.
+    fn open_bosh(&mut self, from: crate::hub::WaiterRef, body: &[u8]) {
+        if self.stop_by.is_some() {
+            let body = crate::proto::xmpp::bosh::terminate(Some("system-shutdown"), b"");
+            let answer = Mail::BoshAnswer {
+                token: from.token,
+                status: 200,
+                body: Arc::from(body),
+            };
+            self.worker.send(from, answer);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if key > u32::MAX as usize {
+            return;
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        if let Some(session) = BoshConn::open(key, gen, from, body, &mut self.worker) {
+            entry.insert(Conn::bosh(session));
+        }
     }
 
     fn begin_shutdown(&mut self) {

@@ -196,6 +196,7 @@ impl Server {
             open: Default::default(),
             xmpp: Default::default(),
             store,
+            bosh: Default::default(),
         });
         let mut threads = Vec::with_capacity(workers);
         for (id, ((poll, listeners), mailbox)) in

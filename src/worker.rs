@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::conn::readbuf::BufPool;
 use crate::http::DateCache;
-use crate::hub::{Hub, WaiterRef};
+use crate::hub::{Hub, Mail, WaiterRef};
 use crate::metrics::Metrics;
 use crate::proto::{self, Ctx, WakeCache};
 
@@ -30,6 +30,8 @@ pub struct Shared {
     pub xmpp: proto::xmpp::registry::Registry,
     /// The Message item store and its users (PROTOCOLS.md 4.3).
     pub store: crate::store::Store,
+    /// The BOSH sessions of every worker, by `sid`.
+    pub bosh: proto::xmpp::bosh::Sessions,
 }
 
 impl Shared {
@@ -98,6 +100,9 @@ pub struct Worker {
     pub shutting_down: bool,
     /// Answers shared by the comet `get`s one delivery wakes.
     pub wake_cache: WakeCache,
+    /// Mail from this worker's connections to others of the same worker (a BOSH request and
+    /// its answer): drained with the mailbox, without waking anything.
+    pub local: Vec<Mail>,
     /// Where every read of this worker lands first (`conn::socket::read`): zeroed once.
     pub scratch: Box<[u8]>,
     /// The channel whose waiter set is taken out for a delivery (see `begin_delivery`).
@@ -123,6 +128,17 @@ impl Worker {
             scratch: vec![0; crate::conn::socket::READ_CHUNK].into_boxed_slice(),
             delivering: None,
             left: Vec::new(),
+            local: Vec::new(),
+        }
+    }
+
+    /// Sends mail to a connection of any worker: through this worker's local list when it
+    /// is here, else through its worker's mailbox.
+    pub fn send(&mut self, to: WaiterRef, mail: Mail) {
+        if to.worker == self.id {
+            self.local.push(mail);
+        } else {
+            self.shared.hub.send(to.worker, mail);
         }
     }
 
@@ -231,6 +247,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
         open: Default::default(),
         xmpp: Default::default(),
         store: crate::store::Store::new(std::iter::empty::<(&str, &[u8])>()),
+        bosh: Default::default(),
     });
     (shared, mailbox)
 }

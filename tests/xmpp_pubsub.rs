@@ -139,6 +139,16 @@ fn an_xmpp_publish_reaches_talk_comet_and_subscribers() {
         "{}",
         r.show()
     );
+    // A QST pull of the channel gets it as a message (XML payload escaped as text).
+    let r = server.get("/qst/board");
+    assert_eq!(r.status, 200, "{}", r.show());
+    assert!(
+        r.body_str().contains("id=\"it-1\"")
+            && r.body_str()
+                .contains("&lt;entry xmlns='urn:x'&gt;hi &amp;amp; bye&lt;/entry&gt;"),
+        "{}",
+        r.show()
+    );
     // Retrieve: the last item.
     sub.send(format!("<iq type='get' to='localhost' id='i1'><pubsub xmlns='{PUBSUB}'><items node='board' max_items='1'/></pubsub></iq>").as_bytes());
     assert_eq!(

@@ -15,7 +15,7 @@ use super::stream::Stream;
 use super::{Link, Next};
 use crate::debug;
 use crate::http::{self, Framing, HttpError, Method, ResponseHead, Seg};
-use crate::hub::{Message, Subscribe};
+use crate::hub::{Mail, Message, Subscribe, WaiterRef};
 use crate::metrics::Proto;
 use crate::proto::stream::HeadEnv;
 use crate::proto::{self, Action, Park, ParkKind, Reply, Request, StreamStart};
@@ -39,6 +39,17 @@ pub struct Parked {
     keep_alive: bool,
 }
 
+/// A request handed to another machine (a BOSH session), whose answer comes by mail.
+pub struct Forwarded {
+    method: Method,
+    minor: u8,
+    keep_alive: bool,
+}
+
+/// How long a forwarded request waits past `--long-poll-timeout` (the longest a BOSH session
+/// holds a request) before the connection gives up on its answer.
+const FORWARD_SLACK_MS: u64 = 10_000;
+
 /// The phase of a connection (see LIFECYCLE.md).
 pub enum Phase {
     /// Waiting for a request head; idle keep-alive when it holds no buffer.
@@ -48,6 +59,9 @@ pub enum Phase {
     Body,
     /// Holding a request; pipelined input waits in the buffer.
     Parked(Box<Parked>),
+    /// Waiting for the answer of the BOSH session the request went to; pipelined input
+    /// waits in the buffer.
+    Forwarded(Box<Forwarded>),
     /// A stream: the response never ends while the server runs.
     Streaming(Box<Stream>),
     /// Write what is queued, then shut the socket and drain input until EOF or linger.
@@ -172,7 +186,7 @@ impl HttpConn {
         let Some(buf) = self.buf.take() else {
             return Next::Keep;
         };
-        let parked = matches!(self.phase, Phase::Parked(_));
+        let parked = matches!(self.phase, Phase::Parked(_) | Phase::Forwarded(_));
         let (eof, capped) = match result {
             SocketResult::Error => {
                 w.pool.give(buf);
@@ -238,7 +252,7 @@ impl HttpConn {
                 Phase::Head | Phase::Body => self.phase = Phase::Closing { lingering: false },
                 // A long-poll or stream whose client already hung up: the EOF has been
                 // read, so no later event would tell; drop it now.
-                Phase::Parked(_) | Phase::Streaming(_) => return Next::Close,
+                Phase::Parked(_) | Phase::Forwarded(_) | Phase::Streaming(_) => return Next::Close,
                 Phase::Closing { .. } => {}
             }
         }
@@ -318,6 +332,11 @@ impl HttpConn {
             Phase::Parked(_) => {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
+            }
+            Phase::Forwarded(_) => {
+                // The session never answered (it ended as the request went to it).
+                let body = proto::xmpp::bosh::terminate(Some("item-not-found"), b"");
+                self.forwarded_answer(200, &Arc::from(body), w)
             }
             Phase::Closing { .. } => Next::Close,
         }
@@ -514,6 +533,10 @@ impl HttpConn {
                 }
                 Err(reply) => Some(reply),
             },
+            Action::Bosh(request) => {
+                self.forward(&request, body, head, keep_alive, w);
+                None
+            }
             Action::Park(park) => {
                 let parked = Parked {
                     channel: Arc::from(""),
@@ -588,6 +611,74 @@ impl HttpConn {
         self.link.mark_pending(w);
         // Serve whatever the client pipelined behind the parked request; if reading
         // stopped while parked (a full buffer), read the rest next turn.
+        if std::mem::take(&mut self.backpressured) {
+            w.again.push(self.link.key);
+        }
+        let next = self.process(w, true);
+        if let Some(buf) = self.buf.as_mut() {
+            buf.compact_if_worth();
+            w.pool.note(buf);
+        }
+        next
+    }
+
+    /// Hands a BOSH request to its session, here or on another worker (a request without a
+    /// `sid` opens one on this worker), and waits for its answer.
+    fn forward(
+        &mut self,
+        request: &proto::xmpp::bosh::Request,
+        body: &[u8],
+        head: &http::Head,
+        keep_alive: bool,
+        w: &mut Worker,
+    ) {
+        let from = WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        };
+        let (to, token) = match &request.sid {
+            None => (from, None),
+            Some(sid) => match w.shared.bosh.find(sid) {
+                Some(at) => (at, Some(at.token)),
+                None => {
+                    super::bosh::unknown_session(from, w);
+                    (from, None)
+                }
+            },
+        };
+        if token.is_some() || request.sid.is_none() {
+            let body = Box::from(body);
+            w.send(to, Mail::BoshRequest { token, from, body });
+        }
+        self.phase = Phase::Forwarded(Box::new(Forwarded {
+            method: head.method,
+            minor: head.minor,
+            keep_alive,
+        }));
+        let t = w.after(w.shared.config.long_poll_timeout) + FORWARD_SLACK_MS;
+        self.link.set_deadline(t, w);
+    }
+
+    /// The answer to a forwarded request came: send it, and serve what was pipelined.
+    pub fn forwarded_answer(&mut self, status: u16, body: &Arc<[u8]>, w: &mut Worker) -> Next {
+        let Phase::Forwarded(f) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return Next::Keep;
+        };
+        let reply = match status {
+            200 => Reply::new(200, proto::xmpp::bosh::CONTENT_TYPE, body.to_vec()),
+            _ => Reply::text(status, String::from_utf8_lossy(body).trim().to_string())
+                .header("Retry-After", "1"),
+        };
+        w.shared.metrics.request(Proto::Other, reply.status);
+        let keep_alive = f.keep_alive && !w.shutting_down;
+        self.queue_reply(reply, f.method, f.minor, keep_alive, w);
+        self.link.mark_pending(w);
+        if !keep_alive {
+            self.phase = Phase::Closing { lingering: false };
+            return Next::Keep;
+        }
+        let t = w.after(w.shared.config.idle_timeout);
+        self.link.set_deadline(t, w);
         if std::mem::take(&mut self.backpressured) {
             w.again.push(self.link.key);
         }
@@ -784,6 +875,14 @@ impl HttpConn {
             Phase::Parked(_) => {
                 let next = self.unpark(w, true);
                 if next == Next::Keep && !matches!(self.phase, Phase::Closing { .. }) {
+                    self.phase = Phase::Closing { lingering: false };
+                }
+                next
+            }
+            Phase::Forwarded(_) => {
+                let body = proto::xmpp::bosh::terminate(Some("system-shutdown"), b"");
+                let next = self.forwarded_answer(200, &Arc::from(body), w);
+                if !matches!(self.phase, Phase::Closing { .. }) {
                     self.phase = Phase::Closing { lingering: false };
                 }
                 next

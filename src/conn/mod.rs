@@ -10,6 +10,7 @@
 //!
 //! `LIFECYCLE.md` beside `lib.rs` draws the machine.
 
+pub mod bosh;
 pub mod http;
 pub mod out;
 pub mod readbuf;
@@ -27,6 +28,7 @@ use mio::net::TcpStream;
 
 use crate::hub::Message;
 use crate::worker::Worker;
+use bosh::BoshConn;
 use http::{HttpConn, Input, Wrote};
 use socket::SocketResult;
 use xmpp::XmppConn;
@@ -173,11 +175,13 @@ pub trait Io {
 pub enum Machine {
     Http(HttpConn),
     Xmpp(XmppConn),
+    /// A BOSH session: no socket of its own (its requests come from HTTP connections).
+    Bosh(BoshConn),
 }
 
-/// One client connection: its socket and its machine.
+/// One client connection: its socket and its machine. A BOSH session has no socket.
 pub struct Conn {
-    sock: TcpStream,
+    sock: Option<TcpStream>,
     machine: Machine,
 }
 
@@ -196,44 +200,68 @@ impl Conn {
             Kind::Http => Machine::Http(HttpConn::new(key, gen, restricted, w)),
             Kind::Xmpp => Machine::Xmpp(XmppConn::new(key, gen, w)),
         };
-        Conn { sock, machine }
+        Conn {
+            sock: Some(sock),
+            machine,
+        }
     }
 
-    pub fn socket(&mut self) -> &mut TcpStream {
-        &mut self.sock
+    /// A BOSH session's place in the slab.
+    pub fn bosh(session: BoshConn) -> Conn {
+        Conn {
+            sock: None,
+            machine: Machine::Bosh(session),
+        }
+    }
+
+    pub fn socket(&mut self) -> Option<&mut TcpStream> {
+        self.sock.as_mut()
     }
 
     pub fn gen(&self) -> u32 {
         match &self.machine {
             Machine::Http(m) => m.link.gen,
             Machine::Xmpp(m) => m.link.gen,
+            Machine::Bosh(m) => m.link.gen,
         }
     }
 
     /// A timer entry for this connection came due.
     pub fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        self.io().on_timer(entry, w)
+        match &mut self.machine {
+            Machine::Http(m) => m.on_timer(entry, w),
+            Machine::Xmpp(m) => m.on_timer(entry, w),
+            Machine::Bosh(m) => m.on_timer(entry, w),
+        }
     }
 
     /// The poller reported that the peer closed its side.
     pub fn note_read_closed(&mut self) {
-        self.io().note_peer_closed();
+        if let Some(m) = self.io() {
+            m.note_peer_closed();
+        }
     }
 
-    /// The I/O half of the connection's machine.
-    fn io(&mut self) -> &mut dyn Io {
+    /// The I/O half of the connection's machine (none for a BOSH session).
+    fn io(&mut self) -> Option<&mut dyn Io> {
         match &mut self.machine {
-            Machine::Http(m) => m,
-            Machine::Xmpp(m) => m,
+            Machine::Http(m) => Some(m),
+            Machine::Xmpp(m) => Some(m),
+            Machine::Bosh(_) => None,
         }
     }
 
     /// The socket is readable (or its peer hung up).
     pub fn on_readable(&mut self, w: &mut Worker) -> Next {
-        let sock = &mut self.sock;
-        let m = match &mut self.machine {
-            Machine::Http(m) => m as &mut dyn Io,
-            Machine::Xmpp(m) => m,
+        let (Some(sock), Some(m)) = (
+            self.sock.as_mut(),
+            match &mut self.machine {
+                Machine::Http(m) => Some(m as &mut dyn Io),
+                Machine::Xmpp(m) => Some(m as &mut dyn Io),
+                Machine::Bosh(_) => None,
+            },
+        ) else {
+            return Next::Keep;
         };
         match m.wants_input(w) {
             Input::Pause => Next::Keep,
@@ -252,19 +280,21 @@ impl Conn {
 
     /// Writes what is queued.
     pub fn flush(&mut self, w: &mut Worker) -> Next {
-        if let Machine::Http(m) = &mut self.machine {
-            if m.take_stream_started() {
-                // What a reader that stopped reading can park in the kernel is bounded too.
-                let size = w.shared.config.stream_send_buffer;
-                if let Err(e) = socket2::SockRef::from(&self.sock).set_send_buffer_size(size) {
-                    crate::debug!("setting a stream's send buffer failed: {e}");
+        let (sock, m) = match (&mut self.sock, &mut self.machine) {
+            // A BOSH session answers the requests it holds.
+            (_, Machine::Bosh(m)) => return m.flush(w),
+            (None, _) => return Next::Keep,
+            (Some(sock), Machine::Http(m)) => {
+                if m.take_stream_started() {
+                    // What a reader that stopped reading can park in the kernel is bounded too.
+                    let size = w.shared.config.stream_send_buffer;
+                    if let Err(e) = socket2::SockRef::from(&*sock).set_send_buffer_size(size) {
+                        crate::debug!("setting a stream's send buffer failed: {e}");
+                    }
                 }
+                (sock, m as &mut dyn Io)
             }
-        }
-        let sock = &mut self.sock;
-        let m = match &mut self.machine {
-            Machine::Http(m) => m as &mut dyn Io,
-            Machine::Xmpp(m) => m,
+            (Some(sock), Machine::Xmpp(m)) => (sock, m as &mut dyn Io),
         };
         loop {
             let (r, n) = socket::write(sock, m.output(w));
@@ -287,6 +317,7 @@ impl Conn {
         match &mut self.machine {
             Machine::Http(m) => m.deliver(msg, w),
             Machine::Xmpp(m) => m.deliver(channel, msg, w),
+            Machine::Bosh(m) => m.deliver(channel, msg, w),
         }
     }
 
@@ -294,6 +325,7 @@ impl Conn {
     pub fn deliver_stanza(&mut self, stanza: &Arc<[u8]>, w: &mut Worker) -> Next {
         match &mut self.machine {
             Machine::Xmpp(m) => m.deliver_stanza(stanza, w),
+            Machine::Bosh(m) => m.deliver_stanza(stanza, w),
             Machine::Http(_) => Next::Keep,
         }
     }
@@ -302,6 +334,7 @@ impl Conn {
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
         match &mut self.machine {
             Machine::Xmpp(m) => m.replaced(w),
+            Machine::Bosh(m) => m.replaced(w),
             Machine::Http(_) => Next::Keep,
         }
     }
@@ -310,13 +343,41 @@ impl Conn {
     pub fn end_stream(&mut self, w: &mut Worker) -> Next {
         match &mut self.machine {
             Machine::Http(m) => m.end_stream(w),
-            Machine::Xmpp(_) => Next::Keep,
+            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+        }
+    }
+
+    /// A BOSH request body for this session.
+    pub fn bosh_request(
+        &mut self,
+        from: crate::hub::WaiterRef,
+        body: &[u8],
+        w: &mut Worker,
+    ) -> Next {
+        match &mut self.machine {
+            Machine::Bosh(m) => m.request(from, body, w),
+            _ => {
+                bosh::unknown_session(from, w);
+                Next::Keep
+            }
+        }
+    }
+
+    /// The answer of a BOSH session to the request this HTTP connection forwarded.
+    pub fn bosh_answer(&mut self, status: u16, body: &Arc<[u8]>, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Http(m) => m.forwarded_answer(status, body, w),
+            _ => Next::Keep,
         }
     }
 
     /// The server is stopping.
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        self.io().begin_shutdown(w)
+        match &mut self.machine {
+            Machine::Http(m) => m.begin_shutdown(w),
+            Machine::Xmpp(m) => m.begin_shutdown(w),
+            Machine::Bosh(m) => m.begin_shutdown(w),
+        }
     }
 
     /// Releases what the connection holds. Call once, when it leaves the slab.
@@ -324,6 +385,8 @@ impl Conn {
         match self.machine {
             Machine::Http(m) => m.close(w),
             Machine::Xmpp(m) => m.close(w),
+            // Not a connection: it is counted as a BOSH session.
+            Machine::Bosh(m) => return m.close(w),
         }
         w.shared.metrics.connections_open.dec();
         w.shared.open.fetch_sub(1, Ordering::Relaxed);

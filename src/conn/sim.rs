@@ -344,7 +344,12 @@ impl Sim {
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
-                Mail::Shutdown | Mail::Stanza { .. } | Mail::Replaced { .. } => {}
+                // The simulation has no XMPP or BOSH sessions.
+                Mail::Shutdown
+                | Mail::Stanza { .. }
+                | Mail::Replaced { .. }
+                | Mail::BoshRequest { .. }
+                | Mail::BoshAnswer { .. } => {}
             }
         }
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {

@@ -23,7 +23,7 @@ pub use super::http::{Input, Wrote, LINGER_MS};
 pub struct XmppConn {
     pub link: Link,
     /// The stream and the PubSub subscriptions, boxed: a connection pays a pointer.
-    st: Box<State>,
+    st: Box<SessionState>,
     buf: Option<Box<ReadBuf>>,
     pub out: Out,
     pub peer_closed: bool,
@@ -44,9 +44,10 @@ fn node_allowed(shared: &Shared, user: &str, node: &str) -> Result<(), PubSubErr
     Ok(())
 }
 
-/// What an XMPP connection keeps behind its one pointer.
-struct State {
-    session: Session,
+/// What an XMPP session keeps behind its one pointer, over TCP (`XmppConn`) or BOSH
+/// (`super::bosh`): the session machine, its PubSub subscriptions, its event head.
+pub(super) struct SessionState {
+    pub session: Session,
     /// The hub channels this session subscribed to with PubSub.
     subs: Vec<Sub>,
     /// The head of this session's PubSub events (`<message from=… to='JID`), made on the
@@ -60,6 +61,71 @@ struct Sub {
     /// Highest `seq` sent; older mail is skipped.
     cursor: u64,
     subid: String,
+}
+
+impl SessionState {
+    pub fn new(session: Session) -> Box<SessionState> {
+        Box::new(SessionState {
+            session,
+            subs: Vec::new(),
+            event_head: None,
+        })
+    }
+
+    /// Runs the session over `input` (what the client sent and was not consumed yet),
+    /// writing its answers to `text`. `me` and `key` name the connection that holds it.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        me: WaiterRef,
+        key: usize,
+        w: &mut Worker,
+        text: &mut String,
+    ) -> Fed {
+        let shared = w.shared.clone();
+        let SessionState { session, subs, .. } = self;
+        let mut env = ConnEnv {
+            shared: &shared,
+            me,
+            key,
+            w,
+            subs,
+        };
+        session.feed(input, &shared.config.xmpp_domain, text, &mut env)
+    }
+
+    /// A message on a channel: the head and tail of its PubSub event for this session, the
+    /// tail rendered once per message and shared (PROTOCOLS.md 4.4); `None` when the session
+    /// did not subscribe to the channel or already had the message.
+    pub fn event(
+        &mut self,
+        channel: &Arc<str>,
+        msg: &Arc<Message>,
+        w: &Worker,
+    ) -> Option<[Arc<[u8]>; 2]> {
+        let jid = self.session.jid()?;
+        let sub = self.subs.iter_mut().find(|s| s.channel == *channel)?;
+        if msg.seq <= sub.cursor {
+            return None;
+        }
+        sub.cursor = msg.seq;
+        let head = self
+            .event_head
+            .get_or_insert_with(|| Arc::from(pubsub::event_head(&w.shared.config.xmpp_domain, jid)))
+            .clone();
+        w.shared.metrics.messages_delivered.inc();
+        Some([head, pubsub::event_tail(msg, channel)])
+    }
+
+    /// Releases the session's JID and its subscriptions. Call once, when it ends.
+    pub fn release(&mut self, me: WaiterRef, key: usize, w: &mut Worker) {
+        if let Some(jid) = self.session.jid() {
+            w.shared.xmpp.unbind(jid, me);
+        }
+        for sub in std::mem::take(&mut self.subs) {
+            w.leave_channel(&sub.channel, key, me.token, None);
+        }
+    }
 }
 
 /// The users XMPP knows: the store's (those of `--credentials` and those made with
@@ -199,11 +265,7 @@ impl XmppConn {
     pub fn new(key: usize, gen: u32, w: &mut Worker) -> XmppConn {
         let mut c = XmppConn {
             link: Link::new(key, gen),
-            st: Box::new(State {
-                session: Session::new(w.shared.config.max_message_bytes),
-                subs: Vec::new(),
-                event_head: None,
-            }),
+            st: SessionState::new(Session::new(w.shared.config.max_message_bytes)),
             buf: None,
             out: Out::default(),
             peer_closed: false,
@@ -250,20 +312,11 @@ impl XmppConn {
         if result == SocketResult::Continue {
             w.again.push(self.link.key);
         }
-        let shared = w.shared.clone();
         let me = self.me(w);
         let key = self.link.key;
         let was_authenticated = self.st.session.authenticated();
         let mut text = String::new();
-        let State { session, subs, .. } = &mut *self.st;
-        let mut env = ConnEnv {
-            shared: &shared,
-            me,
-            key,
-            w,
-            subs,
-        };
-        let fed = session.feed(&buf, &shared.config.xmpp_domain, &mut text, &mut env);
+        let fed = self.st.feed(&buf, me, key, w, &mut text);
         if !text.is_empty() {
             self.out.push(Seg::Owned(text.into_bytes()));
             self.link.mark_pending(w);
@@ -271,7 +324,7 @@ impl XmppConn {
         if !was_authenticated && self.st.session.authenticated() {
             // Authenticated sessions have no idle timeout (like Talk streams).
             self.link.set_deadline(super::NEVER, w);
-            shared.metrics.xmpp_sessions.inc();
+            w.shared.metrics.xmpp_sessions.inc();
             self.counted = true;
         }
         match fed {
@@ -347,27 +400,11 @@ impl XmppConn {
         if self.closing.is_some() {
             return Next::Keep;
         }
-        let State {
-            session,
-            subs,
-            event_head,
-        } = &mut *self.st;
-        let Some(jid) = session.jid() else {
+        let Some([head, tail]) = self.st.event(channel, msg, w) else {
             return Next::Keep;
         };
-        let Some(sub) = subs.iter_mut().find(|s| s.channel == *channel) else {
-            return Next::Keep;
-        };
-        if msg.seq <= sub.cursor {
-            return Next::Keep;
-        }
-        sub.cursor = msg.seq;
-        let head = event_head
-            .get_or_insert_with(|| Arc::from(pubsub::event_head(&w.shared.config.xmpp_domain, jid)))
-            .clone();
         self.out.push(Seg::Shared(head));
-        self.out.push(Seg::Shared(pubsub::event_tail(msg, channel)));
-        w.shared.metrics.messages_delivered.inc();
+        self.out.push(Seg::Shared(tail));
         if self.out.len() > w.shared.config.max_output_bytes {
             w.shared.metrics.slow_readers_closed.inc();
             return Next::Close;
@@ -412,13 +449,8 @@ impl XmppConn {
 
     /// Releases what the connection holds. Call once, when it leaves the slab.
     pub fn close(mut self, w: &mut Worker) {
-        if let Some(jid) = self.st.session.jid() {
-            w.shared.xmpp.unbind(jid, self.me(w));
-        }
-        let token = self.link.token();
-        for sub in std::mem::take(&mut self.st.subs) {
-            w.leave_channel(&sub.channel, self.link.key, token, None);
-        }
+        let me = self.me(w);
+        self.st.release(me, self.link.key, w);
         if self.counted {
             w.shared.metrics.xmpp_sessions.dec();
         }

@@ -41,6 +41,20 @@ pub enum Mail {
     Stanza { token: usize, stanza: Arc<[u8]> },
     /// A newer session bound the same full JID: end the session `token` (`conflict`).
     Replaced { token: usize },
+    /// A BOSH request body for the session `token` (`None`: open a new session on this
+    /// worker), forwarded by the HTTP connection `from`, which waits for a `BoshAnswer`.
+    BoshRequest {
+        token: Option<usize>,
+        from: WaiterRef,
+        body: Box<[u8]>,
+    },
+    /// The answer to the BOSH request the HTTP connection `token` forwarded: `200` with a
+    /// `<body>`, or `503` with a reason.
+    BoshAnswer {
+        token: usize,
+        status: u16,
+        body: Arc<[u8]>,
+    },
     /// The server is shutting down.
     Shutdown,
 }

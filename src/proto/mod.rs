@@ -167,6 +167,9 @@ pub enum Action {
     Reply(Reply),
     Stream(StreamStart),
     Park(Park),
+    /// A BOSH request (PROTOCOLS.md 4.5): its session answers it, now or when it has
+    /// something to say.
+    Bosh(Box<xmpp::bosh::Request>),
 }
 
 /// The answer to a parked request once its channel changed, or at its timeout (then
@@ -284,6 +287,9 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
                     _ => Action::Reply(method_not_allowed("GET, HEAD, POST, OPTIONS")),
                 },
             )
+        }
+        b"/http-bind" | b"/bosh" | b"/bosh/http-bind" => {
+            return (Proto::Other, xmpp::bosh::handle(ctx, req))
         }
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),

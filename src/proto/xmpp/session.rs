@@ -122,6 +122,9 @@ pub struct Session {
     failures: u32,
     /// SASL succeeded and the tokenizer was renewed: the next header restarts the stream.
     awaiting_restart: bool,
+    /// Carried over BOSH (PROTOCOLS.md 4.5): the `<body>` wrappers frame the stream, so
+    /// neither our stream header nor `</stream:stream>` is written.
+    bosh: bool,
 }
 
 impl Session {
@@ -137,6 +140,33 @@ impl Session {
             exchange: None,
             failures: 0,
             awaiting_restart: false,
+            bosh: false,
+        }
+    }
+
+    /// A session carried over BOSH: the same machine, without the stream's own framing.
+    /// Its connection feeds it a stream header at creation and at each `xmpp:restart`.
+    pub fn for_bosh(max_stanza: usize) -> Session {
+        Session {
+            bosh: true,
+            ..Session::new(max_stanza)
+        }
+    }
+
+    /// The id of the current stream (BOSH's `authid`).
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Whether the stream has ended.
+    pub fn closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Ends the stream: `</stream:stream>`, unless BOSH frames it.
+    fn write_close(&self, out: &mut String) {
+        if !self.bosh {
+            out.push_str("</stream:stream>");
         }
     }
 
@@ -176,8 +206,13 @@ impl Session {
                     self.on_stanza(&rest[start..end], domain, out, env);
                     end
                 }
+                Token::EmptyRoot { .. } => {
+                    // A stream that is over before it began.
+                    self.stream_error("not-well-formed", domain, out);
+                    return Fed::Close;
+                }
                 Token::StreamClose { end } => {
-                    out.push_str("</stream:stream>");
+                    self.write_close(out);
                     self.state = State::Closed;
                     end
                 }
@@ -202,7 +237,7 @@ impl Session {
                 out.push_str(NS_STREAMS);
                 out.push_str("'/></stream:error>");
             }
-            out.push_str("</stream:stream>");
+            self.write_close(out);
             self.state = State::Closed;
         }
     }
@@ -337,7 +372,7 @@ impl Session {
         .ok();
         self.failures += 1;
         if self.failures >= MAX_AUTH_FAILURES {
-            out.push_str("</stream:stream>");
+            self.write_close(out);
             self.state = State::Closed;
         }
     }
@@ -600,6 +635,10 @@ impl Session {
     /// Writes our stream header, with a fresh stream id.
     fn write_header(&mut self, domain: &str, out: &mut String) {
         self.stream_id = new_stream_id();
+        self.header_sent = true;
+        if self.bosh {
+            return;
+        }
         write!(
             out,
             "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAM}' id='{}' from='{}' version='1.0' xml:lang='en'>",
@@ -607,7 +646,6 @@ impl Session {
             escape(domain)
         )
         .ok();
-        self.header_sent = true;
     }
 
     /// Writes a stream error (after our header, if it did not go out yet) and ends the
@@ -621,9 +659,10 @@ impl Session {
         }
         write!(
             out,
-            "<stream:error><{condition} xmlns='{NS_STREAMS}'/></stream:error></stream:stream>"
+            "<stream:error><{condition} xmlns='{NS_STREAMS}'/></stream:error>"
         )
         .ok();
+        self.write_close(out);
         self.state = State::Closed;
     }
 }

@@ -26,6 +26,9 @@ pub enum Token {
     Stanza { start: usize, end: usize },
     /// `</stream:stream>` (or whatever closed the root) ends at this offset.
     StreamClose { end: usize },
+    /// The root element was empty (`<body …/>`), ending at this offset: a document with
+    /// nothing in it (a BOSH request), or a stream that is over before it began.
+    EmptyRoot { end: usize },
 }
 
 /// Why the stream must end (each is a stream error of RFC 6120 4.9.3).
@@ -246,8 +249,7 @@ impl Tokenizer {
     fn element_opened(&mut self, empty: bool) -> Result<Option<Token>, XmlError> {
         if self.depth == 0 {
             if empty {
-                // `<stream:stream/>`: a stream that is over before it began.
-                return Err(XmlError::NotWellFormed);
+                return Ok(Some(Token::EmptyRoot { end: self.pos }));
             }
             self.depth = 1;
             self.opened = true;
@@ -365,7 +367,9 @@ mod tests {
         let mut out = Vec::new();
         while let Some(tok) = t.next(&buf)? {
             let (start, end) = match tok {
-                Token::StreamOpen { end } | Token::StreamClose { end } => (0, end),
+                Token::StreamOpen { end }
+                | Token::StreamClose { end }
+                | Token::EmptyRoot { end } => (0, end),
                 Token::Stanza { start, end } => (start, end),
             };
             out.push((tok, buf[start..end].to_vec()));
@@ -384,7 +388,9 @@ mod tests {
             buf.push(b);
             while let Some(tok) = t.next(&buf)? {
                 let (start, end) = match tok {
-                    Token::StreamOpen { end } | Token::StreamClose { end } => (0, end),
+                    Token::StreamOpen { end }
+                    | Token::StreamClose { end }
+                    | Token::EmptyRoot { end } => (0, end),
                     Token::Stanza { start, end } => (start, end),
                 };
                 out.push(buf[start..end].to_vec());
@@ -458,9 +464,14 @@ mod tests {
             ),
             (b"<stream:stream><a b='<'/>", XmlError::NotWellFormed),
             (b"<stream:stream><a>&;</a>", XmlError::NotWellFormed),
-            (b"<stream:stream/>", XmlError::NotWellFormed),
             (b"<stream:stream></iq>", XmlError::NotWellFormed),
         ];
+        // An empty root is a token of its own: a stream over before it began (the session
+        // answers `not-well-formed`), or an empty BOSH body.
+        assert_eq!(
+            tokens(b"<?xml version='1.0'?><stream:stream/>", 1 << 16).unwrap()[0].0,
+            Token::EmptyRoot { end: 37 }
+        );
         for (input, want) in cases {
             assert_eq!(
                 tokens(input, 1 << 16).map(|_| ()),
