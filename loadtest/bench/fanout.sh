@@ -1,16 +1,17 @@
 #!/bin/bash
 # Issue 10's load figures on one tidings binary: `xmpp-fanout` (one publish reaching N
 # PubSub subscribers over XMPP and N Talk streams of the same channel, p50 / p99 from the
-# publish to the last byte read, every event exactly once). The server is pinned to CPU 0
-# (--workers 1), every client process to CPU 1, a fresh server for every run, ROUNDS
-# rounds, medians and the ratio XMPP/Talk.
+# publish to the last byte read, every event exactly once) and the memory per idle BOSH
+# session (`bosh-idle`) beside an idle XMPP TCP session (`xmpp-idle`) and a parked comet
+# long-poll (`comet-longpoll`). The server is pinned to CPU 0 (--workers 1), every client
+# process to CPU 1, a fresh server for every run, ROUNDS rounds, medians and ratios.
 #
 #   TIDINGS=/path/tidings [LOAD=/path/tidings-load] loadtest/bench/fanout.sh
 #
 # Environment: TIDINGS (default: target/release/tidings of this tree), LOAD (default:
 # beside it), OUT (raw logs, results.tsv, table.md; default /tmp/tidings-fanout-DATE),
 # ROUNDS (3), PUSHES (10 publishes per run), FANOUT ("1000 9900 10000": subscribers per
-# transport), PORT_BASE (29700), SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (20: at most this
+# transport), IDLE ("1000 10000": sessions of the memory rows), ONLY ("fanout idle"), PORT_BASE (29700), SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT (20: at most this
 # many seconds of waiting for a machine under 8 % busy before each round).
 #
 # Up to 9,900 subscribers per transport both fleets are up at once and every publish
@@ -28,6 +29,9 @@ for b in "$TIDINGS" "$LOAD"; do [ -x "$b" ] || { echo "$b: not an executable" >&
 ROUNDS=${ROUNDS:-3}
 PUSHES=${PUSHES:-10}
 FANOUT=${FANOUT:-1000 9900 10000}
+IDLE=${IDLE:-1000 10000}
+ONLY=${ONLY:-fanout idle}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 OUT=${OUT:-/tmp/tidings-fanout-$(date +%Y%m%d-%H%M%S)}
@@ -66,6 +70,7 @@ for r in $(seq 1 "$ROUNDS"); do
     first=talk
     [ $((r % 2)) = 0 ] && first=xmpp
     for n in $FANOUT; do
+        want fanout || break
         mode=() row=fanout-$n
         if [ "$n" -gt "$TOGETHER_MAX" ]; then
             mode=(--apart) row=fanout-$n-apart
@@ -84,6 +89,30 @@ for r in $(seq 1 "$ROUNDS"); do
             record "$row" "$r" "$k" "$(kv "$log" $k)"
         done
         echo "  $row (first $first): talk p99 $(kv "$log" talk_p99_ms) ms, xmpp p99 $(kv "$log" xmpp_p99_ms) ms, ratio $(kv "$log" xmpp_talk_p99_ratio); lost $(kv "$log" talk_lost)+$(kv "$log" xmpp_lost) dups $(kv "$log" talk_dups)+$(kv "$log" xmpp_dups) $(kv "$log" result)"
+    done
+    # memory per idle session: BOSH, XMPP over TCP, a parked comet long-poll; a fresh
+    # server each, the order turning with the rounds
+    kinds=(bosh xmpp comet)
+    for n in $IDLE; do
+        want idle || break
+        for i in 0 1 2; do
+            kind=${kinds[$(((i + r - 1) % 3))]}
+            log=$OUT/r$r-idle-$kind-$n.log
+            up --max-bosh-sessions $((n + 100))
+            case $kind in
+            bosh) $CL "$LOAD" bosh-idle --server "127.0.0.1:$P" --sessions "$n" --procs 1 \
+                --settle-ms 1000 --server-pid "$PID" > "$log" 2>&1 ;;
+            xmpp) $CL "$LOAD" xmpp-idle --server "127.0.0.1:$XP" --sessions "$n" --procs 1 \
+                --settle-ms 1000 --server-pid "$PID" > "$log" 2>&1 ;;
+            comet) $CL "$LOAD" comet-longpoll --server "127.0.0.1:$P" --clients "$n" --procs 1 \
+                --rate 1 --duration 1 --settle-ms 1000 --server-pid "$PID" > "$log" 2>&1 ;;
+            esac
+            stop_server
+            per=$(kv "$log" rss_per_session_bytes)
+            [ "$kind" = comet ] && per=$(kv "$log" rss_per_parked_client_bytes)
+            record "idle-$n" "$r" "${kind}_bytes" "$per"
+            echo "  idle-$n $kind: $per B per session $(kv "$log" result)"
+        done
     done
 done
 
@@ -108,9 +137,12 @@ def spread(row, key):
 def total(row, key):
     v = rows[row].get(key)
     return "{:.0f}".format(sum(v)) if v else "na"
-print("| subscribers per transport | Talk p50 / p99 / last (ms) | XMPP p50 / p99 / last (ms) | XMPP/Talk p99 (rounds) | XMPP/Talk last (rounds) | server CPU µs per delivery Talk / XMPP | events received (lost, dups) Talk / XMPP |")
-print("|---|---|---|---|---|---|---|")
+if any(r.startswith("fanout") for r in order):
+  print("| subscribers per transport | Talk p50 / p99 / last (ms) | XMPP p50 / p99 / last (ms) | XMPP/Talk p99 (rounds) | XMPP/Talk last (rounds) | server CPU µs per delivery Talk / XMPP | events received (lost, dups) Talk / XMPP |")
+  print("|---|---|---|---|---|---|---|")
 for row in order:
+    if not row.startswith("fanout"):
+        continue
     print("| {} | {} / {} / {} | {} / {} / {} | **{}** ({}) | {} ({}) | {} / {} | {} ({}, {}) / {} ({}, {}) |".format(
         row.replace("fanout-", ""),
         med(row, "talk_p50_ms"), med(row, "talk_p99_ms"), med(row, "talk_median_last_ms"),
@@ -120,5 +152,18 @@ for row in order:
         med(row, "talk_server_cpu_us_per_delivery", "{:.2f}"), med(row, "xmpp_server_cpu_us_per_delivery", "{:.2f}"),
         total(row, "talk_received"), total(row, "talk_lost"), total(row, "talk_dups"),
         total(row, "xmpp_received"), total(row, "xmpp_lost"), total(row, "xmpp_dups")))
+idle = [r for r in order if r.startswith("idle")]
+if idle:
+    print()
+    print("| sessions | idle BOSH session | idle XMPP TCP session | parked comet long-poll | BOSH / XMPP TCP | BOSH / comet |")
+    print("|---|---|---|---|---|---|")
+    for row in idle:
+        b, x, c = (rows[row].get(k + "_bytes") for k in ("bosh", "xmpp", "comet"))
+        m = lambda v: statistics.median(v) if v else None
+        mb, mx, mc = m(b), m(x), m(c)
+        f = lambda v: "{:,.0f} B".format(v) if v is not None else "na"
+        q = lambda a, d: "{:.2f}".format(a / d) if a is not None and d else "na"
+        print("| {} | **{}** | {} | {} | {} | {} |".format(
+            row.replace("idle-", ""), f(mb), f(mx), f(mc), q(mb, mx), q(mb, mc)))
 PY
 cat "$OUT/table.md"

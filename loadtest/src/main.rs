@@ -13,6 +13,7 @@
 //! scenarios start in child processes. See README.md.
 
 mod args;
+mod bosh;
 mod child;
 mod chunked;
 mod comet;
@@ -56,6 +57,8 @@ scenarios:
                    the server's RSS per session and the login times
   xmpp-ping        C XMPP clients each pinging the server (XEP-0199) one ping at a time:
                    round trips per second, p50/p99 latency, server CPU per round trip
+  bosh-idle        xmpp-idle over BOSH (POST /http-bind): N bound sessions, each with one
+                   request held by the server; the server's RSS per session
   xmpp-fanout      N XMPP PubSub subscribers and N Talk streams on one channel, K publishes:
                    p50/p99 from publish to the last byte read per transport, exactly once
 
@@ -115,6 +118,7 @@ fn main() {
         Some("soak-worker") => soak_worker::run(&argv[1..]),
         Some("xmpp-idle") => xmpp_load::run_idle(&argv[1..]),
         Some("xmpp-ping") => xmpp_load::run_ping(&argv[1..]),
+        Some("bosh-idle") => xmpp_load::run_bosh_idle(&argv[1..]),
         Some("xmpp-fanout") => xmpp_fanout::run(&argv[1..]),
         Some("xmpp-worker") => xmpp_worker::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {

@@ -236,7 +236,7 @@ impl Splitter {
 }
 
 /// The index of the `>` that ends the tag `t` starts with (quotes honoured).
-fn tag_end(t: &[u8]) -> Option<usize> {
+pub fn tag_end(t: &[u8]) -> Option<usize> {
     let mut quote = None;
     for (i, &c) in t.iter().enumerate().skip(1) {
         match (quote, c) {

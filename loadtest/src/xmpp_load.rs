@@ -28,6 +28,18 @@ const IDLE_USAGE: &str =
   before and after (/proc/PID/status with --server-pid; several pids: PSS summed),
   the memory per session and the login times.";
 
+const BOSH_IDLE_USAGE: &str =
+    "usage: tidings-load bosh-idle --sessions N [--server 127.0.0.1:8080] [--server-pid PID]
+       [--wait 60] [--procs P] [--sources …] [--user user] [--password secret]
+       [--domain localhost] [--hold SECS] [--inflight 1000] [--retries 3]
+       [--connect-timeout 15] [--settle-ms 1000] [--max-connect-secs 600] [--allow-non-loopback]
+
+  xmpp-idle over BOSH (POST /http-bind on the HTTP port, one keep-alive connection per
+  session): session creation (wait=--wait, hold=1), SASL PLAIN, xmpp:restart, bind to
+  lt-<run>-<i> (checked), session; then one empty request that the server holds (sent
+  again whenever the server answers it, at its wait). Reports the server's RSS per
+  session as xmpp-idle does. The server's --max-bosh-sessions must be at least N.";
+
 const PING_USAGE: &str =
     "usage: tidings-load xmpp-ping [--clients 100] [--secs 10] [--warmup-secs 1]
        [--server 127.0.0.1:5222] [--server-pid PID] [--procs 1] [--user user] [--password secret]
@@ -67,12 +79,19 @@ struct Settings {
     hold: u64,
     secs: u64,
     warmup_secs: u64,
+    /// Over BOSH, with this `wait`; else over TCP.
+    bosh_wait: Option<u64>,
 }
 
-fn settings(argv: &[String], count: &str, own: &[&str]) -> Result<Settings, String> {
+fn settings(argv: &[String], count: &str, own: &[&str], bosh: bool) -> Result<Settings, String> {
     let names = [&FLEET_OPTIONS[..], &LOGIN_OPTIONS[..], &[count], own].concat();
     let a = Args::parse(argv, &names, &["allow-non-loopback"])?;
-    let server = resolve(&a.str_or("server", "127.0.0.1:5222"))?;
+    let default_server = if bosh {
+        "127.0.0.1:8080"
+    } else {
+        "127.0.0.1:5222"
+    };
+    let server = resolve(&a.str_or("server", default_server))?;
     let n: usize = match (count, a.get(count)) {
         (_, Some(v)) => v
             .replace('_', "")
@@ -93,6 +112,7 @@ fn settings(argv: &[String], count: &str, own: &[&str]) -> Result<Settings, Stri
         hold: a.num("hold", 0)?,
         secs: a.num("secs", 10)?,
         warmup_secs: a.num("warmup-secs", 1)?,
+        bosh_wait: if bosh { Some(a.num("wait", 60)?) } else { None },
     })
 }
 
@@ -101,7 +121,17 @@ pub fn run_idle(argv: &[String]) -> i32 {
         "xmpp-idle",
         IDLE_USAGE,
         argv,
-        |a| settings(a, "sessions", &["hold"]),
+        |a| settings(a, "sessions", &["hold"], false),
+        |s| idle(&s),
+    )
+}
+
+pub fn run_bosh_idle(argv: &[String]) -> i32 {
+    crate::run_scenario(
+        "bosh-idle",
+        BOSH_IDLE_USAGE,
+        argv,
+        |a| settings(a, "sessions", &["hold", "wait"], true),
         |s| idle(&s),
     )
 }
@@ -111,7 +141,7 @@ pub fn run_ping(argv: &[String]) -> i32 {
         "xmpp-ping",
         PING_USAGE,
         argv,
-        |a| settings(a, "clients", &["secs", "warmup-secs"]),
+        |a| settings(a, "clients", &["secs", "warmup-secs"], false),
         |s| ping(&s),
     )
 }
@@ -145,7 +175,12 @@ pub fn log_in(
 fn idle(s: &Settings) -> Result<i32, String> {
     let f = &s.fleet;
     println!(
-        "xmpp-idle: server={} sessions={} procs={} sources={} user={} domain={} rss={}",
+        "{}: server={} sessions={} procs={} sources={} user={} domain={} rss={}",
+        if s.bosh_wait.is_some() {
+            "bosh-idle"
+        } else {
+            "xmpp-idle"
+        },
         f.server,
         f.n,
         f.procs,
@@ -156,7 +191,9 @@ fn idle(s: &Settings) -> Result<i32, String> {
     );
     let rss_base = s.rss.read();
     println!("baseline: rss_kib={}", kib(rss_base));
-    let (mut workers, rx, l) = log_in(f, &s.login, "sessions", &[])?;
+    let wait = s.bosh_wait.map(|w| w.to_string());
+    let extra: Vec<(&str, &str)> = wait.iter().map(|w| ("--bosh-wait", w.as_str())).collect();
+    let (mut workers, rx, l) = log_in(f, &s.login, "sessions", &extra)?;
     std::thread::sleep(Duration::from_millis(f.settle_ms));
     let rss_up = s.rss.read();
     let per = per_item(rss_base, rss_up, l.up);
@@ -189,7 +226,8 @@ fn idle(s: &Settings) -> Result<i32, String> {
     } = finish(&mut workers, &rx, "sessions", "stanzas");
     let pass = l.failed == 0 && l.up == f.n && l.dead_workers == 0 && closed == 0;
     println!(
-        "SUMMARY sessions={} up={} failed={} procs={} retries={} connect_s={:.2} logins_per_s={:.0} login_p50_ms={} login_p99_ms={} login_max_ms={} rss_source={} rss_base_kib={} rss_kib={} rss_per_session_bytes={} rss_per_session_kib={} rss_end_kib={} closed={closed} unexpected={unexpected} result={}",
+        "SUMMARY transport={} sessions={} up={} failed={} procs={} retries={} connect_s={:.2} logins_per_s={:.0} login_p50_ms={} login_p99_ms={} login_max_ms={} rss_source={} rss_base_kib={} rss_kib={} rss_per_session_bytes={} rss_per_session_kib={} rss_end_kib={} closed={closed} unexpected={unexpected} result={}",
+        if s.bosh_wait.is_some() { "bosh" } else { "tcp" },
         f.n,
         l.up,
         l.failed,

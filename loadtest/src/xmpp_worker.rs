@@ -23,6 +23,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::args::Args;
+use crate::bosh;
 use crate::child::{
     backoff_ms, bump, connect_state, dispatch, open_socket, read_commands, reason_list, send,
     send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
@@ -42,6 +43,9 @@ pub struct Config {
     /// `--subscribe NODE`: each session subscribes to this PubSub node once
     /// bound, and watches for the fan-out events on it.
     pub subscribe: Option<String>,
+    /// `--bosh-wait SECS`: over BOSH (`POST /http-bind` on an HTTP port) instead of
+    /// a TCP stream, asking the server to hold a request this long.
+    pub bosh_wait: Option<u64>,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ impl Config {
                 "domain",
                 "run-id",
                 "subscribe",
+                "bosh-wait",
             ],
         ]
         .concat();
@@ -66,6 +71,7 @@ impl Config {
             domain: a.str_or("domain", "localhost"),
             run_id: a.str_or("run-id", "x"),
             subscribe: a.get("subscribe").map(str::to_string),
+            bosh_wait: a.opt_num("bosh-wait")?,
         })
     }
 }
@@ -99,6 +105,8 @@ struct Conn {
     attempts: u32,
     started_ns: u64,
     split: Splitter,
+    /// Over BOSH: the session's side of its HTTP connection.
+    bosh: Option<Box<bosh::Link>>,
     /// Bytes to write, and how many of them are written.
     out: Vec<u8>,
     out_done: usize,
@@ -142,6 +150,9 @@ fn parse_cmd(line: &str) -> Cmd {
     }
 }
 
+/// The `rid` of a BOSH session's first request.
+const FIRST_RID: u64 = 1_000;
+
 /// How long outstanding pings may take after the end of a ping run.
 const DRAIN_NS: u64 = 5_000_000_000;
 
@@ -177,6 +188,7 @@ impl Worker {
                 attempts: 0,
                 started_ns: 0,
                 split: Splitter::new(),
+                bosh: None,
                 out: Vec::new(),
                 out_done: 0,
                 ping_id: 0,
@@ -248,6 +260,7 @@ impl Worker {
         c.out = Vec::new();
         c.out_done = 0;
         c.split = Splitter::new();
+        c.bosh = None;
     }
 
     fn attempt_failed(&mut self, idx: usize, why: &str, retryable: bool) {
@@ -303,6 +316,17 @@ impl Worker {
         }
     }
 
+    /// Sends stanzas: as they are on a stream, in the next request over BOSH.
+    fn send_payload(&mut self, idx: usize, payload: &[u8]) {
+        match self.conns[idx].bosh.as_mut() {
+            Some(link) => {
+                let req = link.send(payload);
+                self.send_bytes(idx, &req);
+            }
+            None => self.send_bytes(idx, payload),
+        }
+    }
+
     /// Queues `bytes` and writes what the socket takes.
     fn send_bytes(&mut self, idx: usize, bytes: &[u8]) {
         let c = &mut self.conns[idx];
@@ -339,7 +363,15 @@ impl Worker {
                 Connect::Pending => return,
                 Connect::Done => {
                     self.conns[idx].phase = Phase::Login(Step::Features);
-                    let first = xmpp::header(&self.cfg.domain);
+                    let first = match self.cfg.bosh_wait {
+                        Some(wait) => {
+                            let mut link = Box::new(bosh::Link::new(FIRST_RID));
+                            let req = link.create(&self.cfg.domain, wait);
+                            self.conns[idx].bosh = Some(link);
+                            req
+                        }
+                        None => xmpp::header(&self.cfg.domain),
+                    };
                     self.send_bytes(idx, &first);
                 }
                 Connect::Failed(why) => {
@@ -374,15 +406,27 @@ impl Worker {
                 Ok(n) => {
                     let now = now_ns();
                     let mut evs = Vec::new();
-                    let res = self.conns[idx].split.feed(&buf[..n], |e| evs.push(e));
+                    let c = &mut self.conns[idx];
+                    let res = match c.bosh.as_mut() {
+                        Some(link) => link.feed(&buf[..n], |e| evs.push(e)),
+                        None => c.split.feed(&buf[..n], |e| evs.push(e)).map(|()| 0),
+                    };
                     for e in evs {
                         if !self.on_xmpp(idx, e, now) {
                             return;
                         }
                     }
-                    if let Err(why) = res {
-                        self.fail_or_close(idx, &format!("unreadable stream: {why}"));
-                        return;
+                    match res {
+                        Err(why) => {
+                            self.fail_or_close(idx, &format!("unreadable stream: {why}"));
+                            return;
+                        }
+                        // The held request was answered (or, just up, the login's last
+                        // one): the next one for the server to hold.
+                        Ok(answers) if answers > 0 && self.conns[idx].phase == Phase::Up => {
+                            self.send_payload(idx, b"");
+                        }
+                        Ok(_) => {}
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -419,7 +463,14 @@ impl Worker {
                 match login.on(step, &ev) {
                     Next::Send(bytes, next) => {
                         self.conns[idx].phase = Phase::Login(next);
-                        self.send_bytes(idx, &bytes);
+                        match self.conns[idx].bosh.as_mut() {
+                            // over BOSH a stream restart is a request attribute
+                            Some(link) if next == Step::Restarted => {
+                                let req = link.restart(&self.cfg.domain);
+                                self.send_bytes(idx, &req);
+                            }
+                            _ => self.send_payload(idx, &bytes),
+                        }
                     }
                     Next::Wait => {}
                     Next::Up => {
@@ -504,7 +555,7 @@ impl Worker {
         if let Some(p) = self.pinging.as_mut() {
             p.sent += 1;
         }
-        self.send_bytes(idx, &xmpp::ping(id));
+        self.send_payload(idx, &xmpp::ping(id));
     }
 
     fn ping_answered(&mut self, idx: usize, ok: bool, now: u64) {
