@@ -17,8 +17,9 @@
 # Up to 9,900 subscribers per transport both fleets are up at once and every publish
 # reaches both (2 × 9,900 connections is about what one server process holds under the
 # 20,000 open files of this machine). Above that the transports take turns on the same
-# server in the same run (`--apart`: one fleet up, its publishes, closed; then the other),
-# the first one alternating between rounds.
+# server in the same run (`--apart`: one fleet up, its publishes, closed; then the other;
+# TURNS (3) times, so that a disturbance from outside lands on both), the first one
+# alternating between rounds.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -30,6 +31,7 @@ ROUNDS=${ROUNDS:-3}
 PUSHES=${PUSHES:-10}
 FANOUT=${FANOUT:-1000 9900 10000}
 IDLE=${IDLE:-1000 10000}
+TURNS=${TURNS:-3}
 ONLY=${ONLY:-fanout idle}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 SERVER_CPU=${SERVER_CPU:-0}
@@ -73,14 +75,16 @@ for r in $(seq 1 "$ROUNDS"); do
         want fanout || break
         mode=() row=fanout-$n
         if [ "$n" -gt "$TOGETHER_MAX" ]; then
-            mode=(--apart) row=fanout-$n-apart
+            mode=(--apart --turns "$TURNS") row=fanout-$n-apart
         fi
         log=$OUT/r$r-$row.log
+        quiet=$(wait_quiet "${QUIET_WAIT:-20}")
         up
-        $CL "$LOAD" xmpp-fanout --server "127.0.0.1:$P" --xmpp-server "127.0.0.1:$XP" \
-            --subscribers "$n" "${mode[@]}" --first "$first" --procs 1 --pushes "$PUSHES" \
-            --settle-ms 500 --server-pid "$PID" > "$log" 2>&1
+        timed_run "$log" "$PID" $CL "$LOAD" xmpp-fanout --server "127.0.0.1:$P" \
+            --xmpp-server "127.0.0.1:$XP" --subscribers "$n" "${mode[@]}" --first "$first" \
+            --procs 1 --pushes "$PUSHES" --settle-ms 500 --server-pid "$PID"
         stop_server
+        record "$row" "$r" others_pct "$OTHERS"
         for k in talk_p50_ms talk_p99_ms talk_median_last_ms xmpp_p50_ms xmpp_p99_ms \
             xmpp_median_last_ms xmpp_talk_p99_ratio xmpp_talk_last_ratio \
             talk_server_cpu_us_per_delivery xmpp_server_cpu_us_per_delivery \
@@ -88,7 +92,7 @@ for r in $(seq 1 "$ROUNDS"); do
             talk_received talk_lost talk_dups xmpp_received xmpp_lost xmpp_dups; do
             record "$row" "$r" "$k" "$(kv "$log" $k)"
         done
-        echo "  $row (first $first): talk p99 $(kv "$log" talk_p99_ms) ms, xmpp p99 $(kv "$log" xmpp_p99_ms) ms, ratio $(kv "$log" xmpp_talk_p99_ratio); lost $(kv "$log" talk_lost)+$(kv "$log" xmpp_lost) dups $(kv "$log" talk_dups)+$(kv "$log" xmpp_dups) $(kv "$log" result)"
+        echo "  $row (first $first; before: $quiet; others' CPU during the run: $OTHERS %): talk p99 $(kv "$log" talk_p99_ms) ms, xmpp p99 $(kv "$log" xmpp_p99_ms) ms, ratio $(kv "$log" xmpp_talk_p99_ratio); lost $(kv "$log" talk_lost)+$(kv "$log" xmpp_lost) dups $(kv "$log" talk_dups)+$(kv "$log" xmpp_dups) $(kv "$log" result)"
     done
     # memory per idle session: BOSH, XMPP over TCP, a parked comet long-poll; a fresh
     # server each, the order turning with the rounds
@@ -138,12 +142,12 @@ def total(row, key):
     v = rows[row].get(key)
     return "{:.0f}".format(sum(v)) if v else "na"
 if any(r.startswith("fanout") for r in order):
-  print("| subscribers per transport | Talk p50 / p99 / last (ms) | XMPP p50 / p99 / last (ms) | XMPP/Talk p99 (rounds) | XMPP/Talk last (rounds) | server CPU µs per delivery Talk / XMPP | events received (lost, dups) Talk / XMPP |")
-  print("|---|---|---|---|---|---|---|")
+  print("| subscribers per transport | Talk p50 / p99 / last (ms) | XMPP p50 / p99 / last (ms) | XMPP/Talk p99 (rounds) | XMPP/Talk last (rounds) | server CPU µs per delivery Talk / XMPP | events received (lost, dups) Talk / XMPP | others' CPU % (rounds) |")
+  print("|---|---|---|---|---|---|---|---|")
 for row in order:
     if not row.startswith("fanout"):
         continue
-    print("| {} | {} / {} / {} | {} / {} / {} | **{}** ({}) | {} ({}) | {} / {} | {} ({}, {}) / {} ({}, {}) |".format(
+    print("| {} | {} / {} / {} | {} / {} / {} | **{}** ({}) | {} ({}) | {} / {} | {} ({}, {}) / {} ({}, {}) | {} |".format(
         row.replace("fanout-", ""),
         med(row, "talk_p50_ms"), med(row, "talk_p99_ms"), med(row, "talk_median_last_ms"),
         med(row, "xmpp_p50_ms"), med(row, "xmpp_p99_ms"), med(row, "xmpp_median_last_ms"),
@@ -151,7 +155,8 @@ for row in order:
         med(row, "xmpp_talk_last_ratio", "{:.2f}"), spread(row, "xmpp_talk_last_ratio"),
         med(row, "talk_server_cpu_us_per_delivery", "{:.2f}"), med(row, "xmpp_server_cpu_us_per_delivery", "{:.2f}"),
         total(row, "talk_received"), total(row, "talk_lost"), total(row, "talk_dups"),
-        total(row, "xmpp_received"), total(row, "xmpp_lost"), total(row, "xmpp_dups")))
+        total(row, "xmpp_received"), total(row, "xmpp_lost"), total(row, "xmpp_dups"),
+        ", ".join("{:.0f}".format(v) for v in rows[row].get("others_pct", []))))
 idle = [r for r in order if r.startswith("idle")]
 if idle:
     print()

@@ -22,7 +22,7 @@ use crate::sys::{now_ns, proc_cpu_ns};
 use crate::xmpp_load::{log_in, LoginOptions, LOGIN_OPTIONS};
 
 const USAGE: &str = "usage: tidings-load xmpp-fanout --subscribers N [--server 127.0.0.1:8080]
-       [--xmpp-server 127.0.0.1:5222] [--apart] [--first talk|xmpp] [--channel C]
+       [--xmpp-server 127.0.0.1:5222] [--apart [--turns 1]] [--first talk|xmpp] [--channel C]
        [--pushes 10] [--push-gap-ms 200] [--loss-timeout 10] [--server-pid PID]
        [--procs P] [--sources …] [--user user] [--password secret] [--domain localhost]
        [--terminator nul|newline] [--inflight 1000] [--retries 3] [--connect-timeout 15]
@@ -37,8 +37,9 @@ const USAGE: &str = "usage: tidings-load xmpp-fanout --subscribers N [--server 1
   JID) or --loss-timeout. Per transport: p50 / p99 / max from t0 to the read that
   completed the event, lost and duplicated events (any: result=FAIL).
   --apart: the transports take turns on the server (--first's fleet up, its K
-  publishes, closed; then the other's), for when 2N connections exceed the
-  server's open files. With --server-pid: the server's CPU time per publish.";
+  publishes, closed; then the other's; --turns times), for when 2N connections
+  exceed the server's open files. With --server-pid: the server's CPU time per
+  publish.";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Transport {
@@ -65,6 +66,8 @@ struct Settings {
     loss_timeout_ms: u64,
     terminator: String,
     apart: bool,
+    /// With `--apart`: how many times each transport takes its turn.
+    turns: usize,
     first: Transport,
     rss: RssSource,
 }
@@ -74,6 +77,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         "subscribers",
         "xmpp-server",
         "first",
+        "turns",
         "channel",
         "pushes",
         "push-gap-ms",
@@ -120,6 +124,7 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         loss_timeout_ms: a.num::<u64>("loss-timeout", 10)? * 1000,
         terminator,
         apart: a.flag("apart"),
+        turns: a.num::<usize>("turns", 1)?.max(1),
         first,
         rss: RssSource::new(&pids, http, true)?,
     })
@@ -149,10 +154,11 @@ struct Tally {
     p50s: Vec<u64>,
     p99s: Vec<u64>,
     lasts: Vec<u64>,
-    /// Server and client-process CPU time per publish of the phase this
-    /// transport was measured in (ns).
-    server_cpu_per_publish: Option<f64>,
-    clients_cpu_per_publish: Option<f64>,
+    /// Phases this transport was measured in.
+    phases: usize,
+    /// Server and client-process CPU time over those phases' publishes (ns).
+    server_cpu_ns: Option<u64>,
+    clients_cpu_ns: Option<u64>,
     /// Subscribers of every transport in that phase (what one publish reached).
     phase_subscribers: usize,
 }
@@ -185,6 +191,14 @@ impl Tally {
             _ => "na".into(),
         };
         let ms = |cpu: Option<f64>| cpu.map_or("na".into(), |ns| format!("{:.2}", ns / 1e6));
+        let per_publish = |ns: Option<u64>| {
+            ns.filter(|_| self.publishes > 0)
+                .map(|ns| ns as f64 / self.publishes as f64)
+        };
+        let (server_cpu, clients_cpu) = (
+            per_publish(self.server_cpu_ns),
+            per_publish(self.clients_cpu_ns),
+        );
         format!(
             "{label}_up={} {label}_failed={} {label}_publishes={} {label}_expected={} {label}_received={} {label}_lost={} {label}_dups={} {label}_closed={} {label}_unexpected={} {label}_proto_errors={} {label}_p50_ms={} {label}_p99_ms={} {label}_max_ms={} {label}_median_p99_ms={} {label}_median_last_ms={} {label}_server_cpu_ms_per_publish={} {label}_server_cpu_us_per_delivery={} {label}_clients_cpu_ms_per_publish={}",
             self.up,
@@ -202,9 +216,9 @@ impl Tally {
             pct_ms(&self.lats, 100.0),
             median(&mut self.p99s),
             median(&mut self.lasts),
-            ms(self.server_cpu_per_publish),
-            per_delivery(self.server_cpu_per_publish),
-            ms(self.clients_cpu_per_publish),
+            ms(server_cpu),
+            per_delivery(server_cpu),
+            ms(clients_cpu),
         )
     }
 }
@@ -249,9 +263,15 @@ fn phase(s: &Settings, ts: &[Transport], tallies: &mut [Tally; 2]) -> Result<(),
     for &t in ts {
         let (g, st) = start(s, t)?;
         let tl = &mut tallies[t as usize];
-        tl.up = st.up;
-        tl.failed = st.failed;
-        tl.dead_workers = st.dead_workers;
+        // every phase of a transport brings all of its subscribers up
+        tl.up = if tl.phases == 0 {
+            st.up
+        } else {
+            tl.up.min(st.up)
+        };
+        tl.phases += 1;
+        tl.failed += st.failed;
+        tl.dead_workers += st.dead_workers;
         groups.push(g);
     }
     std::thread::sleep(Duration::from_millis(s.talk.settle_ms));
@@ -269,7 +289,6 @@ fn phase(s: &Settings, ts: &[Transport], tallies: &mut [Tally; 2]) -> Result<(),
         .collect();
     let clients_ns = || -> Option<u64> { child_pids.iter().map(|&p| proc_cpu_ns(p)).sum() };
     let (server0, clients0) = (s.rss.cpu_ns(), clients_ns());
-    let mut publishes = 0;
     for k in 1..=s.pushes {
         let token = format!("fanout-{k}-{}", now_ns());
         let req = push_request("loadtest", &s.channel, &token, false);
@@ -284,7 +303,6 @@ fn phase(s: &Settings, ts: &[Transport], tallies: &mut [Tally; 2]) -> Result<(),
         if !p.ok {
             return Err(format!("publish {k} was not accepted"));
         }
-        publishes += 1;
         for (d, &t) in p.groups.iter().zip(ts) {
             println!(
                 "publish {k}/{} {}: token={token} {} push_reply_ms={:.3}",
@@ -308,13 +326,10 @@ fn phase(s: &Settings, ts: &[Transport], tallies: &mut [Tally; 2]) -> Result<(),
         }
         std::thread::sleep(Duration::from_millis(s.push_gap_ms));
     }
-    let per_publish = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if publishes > 0 => Some(b.saturating_sub(a) as f64 / publishes as f64),
-        _ => None,
-    };
-    let server_cpu = per_publish(server0, s.rss.cpu_ns());
+    let spent = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let server_cpu = spent(server0, s.rss.cpu_ns());
     let subscribers: usize = ts.iter().map(|&t| tallies[t as usize].up).sum();
-    let clients_cpu = per_publish(clients0, clients_ns());
+    let clients_cpu = spent(clients0, clients_ns());
     for (mut g, &t) in groups.into_iter().zip(ts) {
         let (noun, what) = match t {
             Transport::Talk => ("streams", "records"),
@@ -325,8 +340,9 @@ fn phase(s: &Settings, ts: &[Transport], tallies: &mut [Tally; 2]) -> Result<(),
         tl.closed += b.closed;
         tl.unexpected += b.unexpected;
         tl.proto_errors += b.proto_errors;
-        tl.server_cpu_per_publish = server_cpu;
-        tl.clients_cpu_per_publish = clients_cpu;
+        let add = |sum: Option<u64>, v: Option<u64>| Some(sum.unwrap_or(0) + v?);
+        tl.server_cpu_ns = add(tl.server_cpu_ns, server_cpu);
+        tl.clients_cpu_ns = add(tl.clients_cpu_ns, clients_cpu);
         tl.phase_subscribers = subscribers;
     }
     Ok(())
@@ -353,8 +369,10 @@ fn fanout(s: &Settings) -> Result<i32, String> {
         Transport::Xmpp => Transport::Talk,
     };
     if s.apart {
-        phase(s, &[s.first], &mut tallies)?;
-        phase(s, &[second], &mut tallies)?;
+        for _ in 0..s.turns {
+            phase(s, &[s.first], &mut tallies)?;
+            phase(s, &[second], &mut tallies)?;
+        }
     } else {
         phase(s, &[s.first, second], &mut tallies)?;
     }
@@ -376,8 +394,9 @@ fn fanout(s: &Settings) -> Result<i32, String> {
     let (ratio_p99, ratio_last) = (ratio(p99), ratio(last));
     let [talk, xmpp] = &mut tallies;
     println!(
-        "SUMMARY subscribers={n} mode={} first={} channel={} {} {} xmpp_talk_p99_ratio={ratio_p99} xmpp_talk_last_ratio={ratio_last} result={}",
+        "SUMMARY subscribers={n} mode={} turns={} first={} channel={} {} {} xmpp_talk_p99_ratio={ratio_p99} xmpp_talk_last_ratio={ratio_last} result={}",
         if s.apart { "apart" } else { "together" },
+        if s.apart { s.turns } else { 1 },
         s.first.label(),
         s.channel,
         talk.summary("talk"),
