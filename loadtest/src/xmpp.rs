@@ -338,11 +338,7 @@ pub struct Login<'a> {
 impl Login<'_> {
     /// The JID bind must return.
     pub fn jid(&self) -> String {
-        Login::full_jid(self.user, self.domain, self.resource)
-    }
-
-    pub fn full_jid(user: &str, domain: &str, resource: &str) -> String {
-        format!("{user}@{domain}/{resource}")
+        format!("{}@{}/{}", self.user, self.domain, self.resource)
     }
 
     /// The next move at `step` after `ev`.

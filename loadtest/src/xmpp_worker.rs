@@ -105,6 +105,8 @@ struct Conn {
     attempts: u32,
     started_ns: u64,
     split: Splitter,
+    /// The full JID once bound (what a PubSub event's `to` must be).
+    jid: Box<[u8]>,
     /// Over BOSH: the session's side of its HTTP connection.
     bosh: Option<Box<bosh::Link>>,
     /// Bytes to write, and how many of them are written.
@@ -188,6 +190,7 @@ impl Worker {
                 attempts: 0,
                 started_ns: 0,
                 split: Splitter::new(),
+                jid: Box::default(),
                 bosh: None,
                 out: Vec::new(),
                 out_done: 0,
@@ -474,8 +477,10 @@ impl Worker {
                     }
                     Next::Wait => {}
                     Next::Up => {
+                        let jid = login.jid().into_bytes().into_boxed_slice();
                         let c = &mut self.conns[idx];
                         c.phase = Phase::Up;
+                        c.jid = jid;
                         self.login_hist.record((now - c.started_ns) / 1000);
                         self.up += 1;
                         self.inflight -= 1;
@@ -534,12 +539,7 @@ impl Worker {
         if ev.body != x.token.as_slice() || ev.node != node.as_bytes() {
             return false;
         }
-        let jid = Login::full_jid(
-            &self.cfg.user,
-            &self.cfg.domain,
-            &resource(&self.cfg.run_id, self.cfg.common.offset + idx),
-        );
-        if ev.to != jid.as_bytes() {
+        if ev.to != &*self.conns[idx].jid {
             return false;
         }
         x.hit(idx, now);
