@@ -695,6 +695,8 @@ impl HttpConn {
             minor: head.minor,
             keep_alive,
         }));
+        // A held request like a long-poll: counted with them.
+        w.shared.metrics.parked.inc();
         let t = w.after(w.shared.config.long_poll_timeout) + FORWARD_SLACK_MS;
         self.link.set_deadline(t, w);
     }
@@ -704,6 +706,7 @@ impl HttpConn {
         let Phase::Forwarded(f) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
         };
+        w.shared.metrics.parked.dec();
         let reply = match status {
             200 => Reply::new(200, proto::xmpp::bosh::CONTENT_TYPE, body.to_vec()),
             _ => Reply::text(status, String::from_utf8_lossy(body).trim().to_string())
@@ -1042,6 +1045,7 @@ impl HttpConn {
                 w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
                 w.shared.metrics.parked.dec();
             }
+            Phase::Forwarded(_) => w.shared.metrics.parked.dec(),
             _ => {}
         }
         if let Some(buf) = self.buf.take() {
