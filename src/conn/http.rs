@@ -179,8 +179,7 @@ impl HttpConn {
                 w.again.push(self.link.key);
             }
             if let Phase::Syncing(s) = &mut self.phase {
-                // A client that finished sending still gets its push's answer.
-                s.keep_alive &= !eof;
+                s.keep_alive &= !eof; // a client that finished sending still gets its answer
                 return Next::Keep;
             }
             return if eof { Next::Close } else { Next::Keep };
@@ -510,7 +509,7 @@ impl HttpConn {
             Action::Reply(reply) if wait > 0 && reply.status < 300 => {
                 match shared.hub.await_durable(wait, w.id, self.link.token()) {
                     SyncState::Durable => Some(reply),
-                    SyncState::Failed => Some(Reply::hub_error(crate::hub::HubError::Storage)),
+                    SyncState::Failed => Some(Reply::hub_error(HubError::Storage)),
                     SyncState::Pending => {
                         self.phase = Phase::Syncing(Syncing::new(reply, proto, head, keep_alive));
                         let t = w.after(shared.config.long_poll_timeout);
@@ -606,8 +605,7 @@ impl HttpConn {
         self.answer_parked(reply, w)
     }
 
-    /// The record of the push this connection holds is durable (`ok`) or could not be
-    /// written (then the answer is `503`): answer it, and serve what was pipelined.
+    /// The held push's record is durable (`ok`) or failed (`503`): answer it (`answer_held`).
     pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
         let Phase::Syncing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
@@ -622,9 +620,7 @@ impl HttpConn {
     }
 
     /// Answers a held request (parked, syncing, forwarded; the phase already left) and
-    /// returns the connection to reading requests: serves whatever the client pipelined
-    /// behind it; if reading stopped while it was held (a full buffer), reads the rest next
-    /// turn.
+    /// returns the connection to reading requests (`serve_pipelined`).
     fn answer_held(
         &mut self,
         reply: Reply,
@@ -692,6 +688,8 @@ impl HttpConn {
             minor: head.minor,
             keep_alive,
         }));
+        // A held request like a long-poll: counted with them.
+        w.shared.metrics.parked.inc();
         let t = w.after(w.shared.config.long_poll_timeout) + FORWARD_SLACK_MS;
         self.link.set_deadline(t, w);
     }
@@ -701,6 +699,7 @@ impl HttpConn {
         let Phase::Forwarded(f) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
         };
+        w.shared.metrics.parked.dec();
         let reply = match status {
             200 => Reply::new(200, proto::xmpp::bosh::CONTENT_TYPE, body.to_vec()),
             _ => Reply::text(status, String::from_utf8_lossy(body).trim().to_string())
@@ -991,6 +990,7 @@ impl HttpConn {
                 w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
                 w.shared.metrics.parked.dec();
             }
+            Phase::Forwarded(_) => w.shared.metrics.parked.dec(),
             _ => {}
         }
         if let Some(buf) = self.buf.take() {

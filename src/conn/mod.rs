@@ -200,7 +200,8 @@ pub enum Machine {
     Http(HttpConn),
     Xmpp(XmppConn),
     /// A BOSH session: no socket of its own (its requests come from HTTP connections).
-    Bosh(BoshConn),
+    /// Boxed: it is twice an HTTP connection's size, and every slab entry would pay for it.
+    Bosh(Box<BoshConn>),
 }
 
 /// One client connection: its socket and its machine. A BOSH session has no socket.
@@ -234,7 +235,7 @@ impl Conn {
     pub fn bosh(session: BoshConn) -> Conn {
         Conn {
             sock: None,
-            machine: Machine::Bosh(session),
+            machine: Machine::Bosh(Box::new(session)),
         }
     }
 
@@ -430,5 +431,17 @@ impl Conn {
         }
         w.shared.metrics.connections_open.dec();
         w.shared.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_slab_entry_stays_small() {
+        // Every connection pays for the largest machine: the BOSH session is boxed so an idle
+        // HTTP connection or Talk stream does not.
+        let conn = std::mem::size_of::<super::Conn>();
+        let http = std::mem::size_of::<super::HttpConn>();
+        assert!(conn <= http + 16, "Conn {conn} B, HttpConn {http} B");
     }
 }
