@@ -256,6 +256,14 @@ impl Server {
         let addr = bound_addrs[0];
         let xmpp_addr = bound_addrs.get(1).copied();
         let store = crate::store::Store::new(auth.users());
+        if let Some(state) = hub.stored_store() {
+            // The log's last item store: refuse to serve a store we could not read back
+            // rather than start with an empty one and overwrite it.
+            store.restore(&state).map_err(|e| {
+                io::Error::other(format!("the item store in --data-dir cannot be read: {e}"))
+            })?;
+            info!("recovered the item store ({} bytes)", state.len());
+        }
         let shared = Arc::new(Shared {
             config,
             hub,

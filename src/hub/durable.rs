@@ -117,6 +117,20 @@ impl Hub {
         }
     }
 
+    /// Logs the Message item store's state after a committed change, and keeps it for the
+    /// next snapshot.
+    pub fn log_store(&self, state: &[u8]) {
+        if self.storage.keeps() {
+            *lock(&self.store_state) = Some(Arc::from(state));
+            self.storage.append(&Record::Store { state });
+        }
+    }
+
+    /// The item store's state as the log last had it (after `restore`).
+    pub fn stored_store(&self) -> Option<Arc<[u8]>> {
+        lock(&self.store_state).clone()
+    }
+
     /// Logs a v1 address.
     pub(super) fn log_address(&self, account: &str, address: &str) {
         if self.storage.keeps() {
@@ -180,6 +194,10 @@ impl Hub {
                 lock(&self.addresses).insert(account, address);
                 Ok(())
             }
+            Replayed::Store { state } => {
+                *lock(&self.store_state) = Some(Arc::from(state));
+                Ok(())
+            }
             Replayed::End { .. } => Ok(()),
         };
     }
@@ -231,6 +249,10 @@ impl Hub {
             .collect();
         for (account, address) in &addresses {
             out(&Record::Address { account, address });
+        }
+        let store = lock(&self.store_state).clone();
+        if let Some(state) = &store {
+            out(&Record::Store { state });
         }
     }
 

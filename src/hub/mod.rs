@@ -275,6 +275,8 @@ pub struct Hub {
     id_counter: AtomicU64,
     /// QST v1 `setaddress`: the address each account's gateway last reported.
     addresses: Mutex<HashMap<String, String>>,
+    /// The Message item store's last logged state (with `--data-dir`), for snapshots.
+    store_state: Mutex<Option<Arc<[u8]>>>,
     /// What every channel's retained messages count against `--retained-bytes`.
     retained: AtomicU64,
     /// The non-queue channels that retain messages, by the `seq` of their oldest message
@@ -335,6 +337,7 @@ impl Hub {
             id_prefix,
             id_counter: AtomicU64::new(0),
             addresses: Mutex::new(HashMap::new()),
+            store_state: Mutex::new(None),
             retained: AtomicU64::new(0),
             oldest: Mutex::new(BinaryHeap::new()),
             storage,

@@ -30,6 +30,7 @@ const TRIM: u8 = 4;
 const ADDRESS: u8 = 5;
 const HEAD: u8 = 6;
 const END: u8 = 7;
+const STORE: u8 = 8;
 
 /// One state change, borrowed from the hub for encoding.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +61,9 @@ pub enum Record<'a> {
     },
     /// The end of a snapshot, with how many records came before it.
     End { records: u64 },
+    /// The whole Message item store and its users after a committed change (the store's
+    /// own JSON export): the last one replayed is the store.
+    Store { state: &'a [u8] },
 }
 
 /// A stored message's fields, borrowed.
@@ -106,6 +110,9 @@ pub enum Replayed {
     },
     End {
         records: u64,
+    },
+    Store {
+        state: Vec<u8>,
     },
 }
 
@@ -245,6 +252,10 @@ pub fn encode(out: &mut Vec<u8>, rec: &Record<'_>) -> usize {
         Record::End { records } => {
             out.push(END);
             put_u64(out, records);
+        }
+        Record::Store { state } => {
+            out.push(STORE);
+            put_bytes(out, state);
         }
     }
     let payload = &out[start + FRAME_HEAD..];
@@ -413,6 +424,9 @@ pub fn decode(payload: &[u8]) -> Option<Replayed> {
             last_id: r.opt_string()?,
         },
         END => Replayed::End { records: r.u64()? },
+        STORE => Replayed::Store {
+            state: r.bytes()?.to_vec(),
+        },
         _ => return None,
     };
     // Trailing bytes mean the payload is not what this version wrote.
@@ -500,6 +514,14 @@ mod tests {
             Replayed::Trim {
                 channel: "c".into(),
                 upto: 3
+            }
+        );
+        assert_eq!(
+            roundtrip(&Record::Store {
+                state: b"{\"items\": {}}"
+            }),
+            Replayed::Store {
+                state: b"{\"items\": {}}".to_vec()
             }
         );
         assert_eq!(
