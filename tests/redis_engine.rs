@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis_support::RedisServer;
-use tidings::redis::{Engine, Entry, Error, Event, Options, Published, Subscriber, Url};
+use tidings::redis::{engine, Engine, Entry, Error, Event, Options, Published, Subscriber, Url};
 
 /// Every wait for an event is bounded by this.
 const WAIT: Duration = Duration::from_secs(5);
@@ -216,10 +216,14 @@ fn reads_after_a_seq_and_comet_sync() {
             }
         ]
     );
+    assert_eq!(log.last_id, "c");
     assert_eq!(e.read_after("ch", s[0], 1).unwrap().entries.len(), 1);
     assert!(e.read_after("ch", s[2], 100).unwrap().entries.is_empty());
     let empty = e.read_after("nothing", 0, 10).unwrap();
-    assert_eq!((empty.clock, empty.entries.len()), (0, 0));
+    assert_eq!(
+        (empty.clock, empty.entries.len(), empty.last_id.as_str()),
+        (0, 0, "")
+    );
     // sync: the clock is at least now and at least the last seq; the next seq is above it.
     let before = now_ms();
     let clock = e.sync_clock("ch").unwrap();
@@ -463,6 +467,63 @@ fn concurrent_acknowledgements_neither_lose_nor_resurrect() {
     let t = nodes[1].take("race", 10, 0).unwrap();
     assert!(t.entries.is_empty() && t.pending == 0);
     assert_eq!(t.acked_id, ids[n - 1]);
+}
+
+#[test]
+fn submitted_operations_complete_in_order_off_the_callers_thread() {
+    let Some(server) = RedisServer::start("submitted_operations_complete_in_order") else {
+        return;
+    };
+    let e = Engine::start(opts(&server));
+    let (tx, rx) = mpsc::channel();
+    let me = std::thread::current().id();
+    let n = 500;
+    for i in 0..n {
+        let tx = tx.clone();
+        let id = format!("m{i}");
+        let op = e.publish_op("burst", &[(&id, b"x")], false);
+        e.submit_with(op, engine::parse_published, move |r| {
+            assert_ne!(std::thread::current().id(), me);
+            let _ = tx.send((i, stored(r.unwrap())[0]));
+        });
+    }
+    let got: Vec<(usize, u64)> = (0..n).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    // Answered in the order submitted, with seqs in that order: the engine pipelines them
+    // (a burst takes a few round trips, not one each).
+    assert!(got.iter().enumerate().all(|(k, (i, _))| k == *i));
+    assert!(got.windows(2).all(|w| w[0].1 < w[1].1));
+    let log = e.read_after("burst", 0, n + 1).unwrap();
+    assert_eq!(log.entries.len(), n);
+    assert_eq!(log.last_id, format!("m{}", n - 1));
+    // The other operations have the same two forms.
+    let (tx, rx) = mpsc::channel();
+    e.submit_with(
+        engine::read_op("burst", got[n - 2].1, 10),
+        engine::parse_log,
+        {
+            let tx = tx.clone();
+            move |r| tx.send(r.unwrap().entries.len()).unwrap()
+        },
+    );
+    e.submit_with(engine::take_op("burst", 3, 0), engine::parse_taken, {
+        let tx = tx.clone();
+        move |r| tx.send(r.unwrap().entries.len()).unwrap()
+    });
+    e.submit_with(
+        engine::ack_op("burst", Some("m1"), &[], &[]),
+        engine::parse_acked,
+        {
+            let tx = tx.clone();
+            move |r| tx.send(r.unwrap().acked as usize).unwrap()
+        },
+    );
+    e.submit_with(
+        engine::sync_clock_op("burst"),
+        engine::parse_clock,
+        move |r| tx.send(usize::from(r.unwrap() >= got[n - 1].1)).unwrap(),
+    );
+    let answers: Vec<usize> = (0..4).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    assert_eq!(answers, [1, 3, 2, 1]);
 }
 
 #[test]

@@ -148,6 +148,17 @@ impl Engine {
             .unwrap_or_else(|_| Err(Error::Down("the Redis engine stopped".into())))
     }
 
+    /// Queues `op` and calls `done` with its answer read by `parse` (one of the `parse_*`
+    /// functions of this module), on the engine thread.
+    pub fn submit_with<T: 'static>(
+        &self,
+        op: Op,
+        parse: fn(Value) -> Result<T, Error>,
+        done: impl FnOnce(Result<T, Error>) + Send + 'static,
+    ) {
+        self.submit(op, move |r| done(r.and_then(parse)));
+    }
+
     /// Stores messages on `channel` (see `scripts::PUBLISH`); `queue` makes it a QST queue
     /// first. Each message gets its seq, or the seq of the message already holding its id
     /// (queues only).
@@ -160,7 +171,7 @@ impl Engine {
         parse_published(self.call(self.publish_op(channel, msgs, queue))?)
     }
 
-    /// The operation behind `publish`, for `submit` (parse its answer with `parse_published`).
+    /// The operation behind `publish` (answer: `parse_published`).
     pub fn publish_op(&self, channel: &str, msgs: &[(&str, &[u8])], queue: bool) -> Op {
         let o = &self.opts;
         let mut args: Vec<Vec<u8>> = vec![
@@ -179,38 +190,17 @@ impl Engine {
 
     /// Comet `sync`: moves the channel's clock to at least Redis's now and returns it.
     pub fn sync_clock(&self, channel: &str) -> Result<u64, Error> {
-        let v = self.call(script(&scripts::SYNC_CLOCK, channel, 2, vec![]))?;
-        as_u64(&v).ok_or_else(|| bad("sync_clock", &v))
+        parse_clock(self.call(sync_clock_op(channel))?)
     }
 
     /// Up to `max` messages of `channel` with `seq > after`, oldest first (catch-up).
     pub fn read_after(&self, channel: &str, after: u64, max: usize) -> Result<Log, Error> {
-        let args = vec![after.to_string().into_bytes(), max.to_string().into_bytes()];
-        let v = self.call(script(&scripts::READ, channel, 2, args))?;
-        let a = as_array(&v).ok_or_else(|| bad("read", &v))?;
-        let (head, rest) = split(a, 2).ok_or_else(|| bad("read", &v))?;
-        Ok(Log {
-            clock: as_u64(&head[0]).ok_or_else(|| bad("read", &v))?,
-            dropped: as_u64(&head[1]).ok_or_else(|| bad("read", &v))?,
-            entries: entries(rest).ok_or_else(|| bad("read", &v))?,
-        })
+        parse_log(self.call(read_op(channel, after, max))?)
     }
 
     /// QST pull (see `scripts::TAKE`).
     pub fn take(&self, channel: &str, max: usize, max_tries: u32) -> Result<Taken, Error> {
-        let args = vec![
-            max.to_string().into_bytes(),
-            max_tries.to_string().into_bytes(),
-        ];
-        let v = self.call(script(&scripts::TAKE, channel, 6, args))?;
-        let a = as_array(&v).ok_or_else(|| bad("take", &v))?;
-        let (head, rest) = split(a, 3).ok_or_else(|| bad("take", &v))?;
-        Ok(Taken {
-            acked_id: text(&head[0]).ok_or_else(|| bad("take", &v))?,
-            expired: as_u64(&head[1]).ok_or_else(|| bad("take", &v))?,
-            pending: as_u64(&head[2]).ok_or_else(|| bad("take", &v))?,
-            entries: entries(rest).ok_or_else(|| bad("take", &v))?,
-        })
+        parse_taken(self.call(take_op(channel, max, max_tries))?)
     }
 
     /// QST acknowledgement (see `scripts::ACK`): cumulative up to `upto`, and v1 ids one by
@@ -222,27 +212,81 @@ impl Engine {
         confirmed: &[&str],
         failed: &[&str],
     ) -> Result<Acked, Error> {
-        let mut args = vec![
-            upto.unwrap_or("").as_bytes().to_vec(),
-            confirmed.len().to_string().into_bytes(),
-        ];
-        args.extend(
-            confirmed
-                .iter()
-                .chain(failed)
-                .map(|s| s.as_bytes().to_vec()),
-        );
-        let v = self.call(script(&scripts::ACK, channel, 6, args))?;
-        let a = as_array(&v).filter(|a| a.len() == 4);
-        let a = a.ok_or_else(|| bad("ack", &v))?;
-        let n = |i: usize| as_u64(&a[i]).ok_or_else(|| bad("ack", &v));
-        Ok(Acked {
-            acked: n(0)?,
-            failed: n(1)?,
-            pending: n(2)?,
-            acked_id: text(&a[3]).ok_or_else(|| bad("ack", &v))?,
-        })
+        parse_acked(self.call(ack_op(channel, upto, confirmed, failed))?)
     }
+}
+
+/// The operation behind `Engine::sync_clock` (answer: `parse_clock`).
+pub fn sync_clock_op(channel: &str) -> Op {
+    script(&scripts::SYNC_CLOCK, channel, 2, vec![])
+}
+
+pub fn parse_clock(v: Value) -> Result<u64, Error> {
+    as_u64(&v).ok_or_else(|| bad("sync_clock", &v))
+}
+
+/// The operation behind `Engine::read_after` (answer: `parse_log`).
+pub fn read_op(channel: &str, after: u64, max: usize) -> Op {
+    let args = vec![after.to_string().into_bytes(), max.to_string().into_bytes()];
+    script(&scripts::READ, channel, 2, args)
+}
+
+pub fn parse_log(v: Value) -> Result<Log, Error> {
+    let a = as_array(&v).ok_or_else(|| bad("read", &v))?;
+    let (head, rest) = split(a, 3).ok_or_else(|| bad("read", &v))?;
+    Ok(Log {
+        clock: as_u64(&head[0]).ok_or_else(|| bad("read", &v))?,
+        dropped: as_u64(&head[1]).ok_or_else(|| bad("read", &v))?,
+        last_id: text(&head[2]).ok_or_else(|| bad("read", &v))?,
+        entries: entries(rest).ok_or_else(|| bad("read", &v))?,
+    })
+}
+
+/// The operation behind `Engine::take` (answer: `parse_taken`).
+pub fn take_op(channel: &str, max: usize, max_tries: u32) -> Op {
+    let args = vec![
+        max.to_string().into_bytes(),
+        max_tries.to_string().into_bytes(),
+    ];
+    script(&scripts::TAKE, channel, 6, args)
+}
+
+pub fn parse_taken(v: Value) -> Result<Taken, Error> {
+    let a = as_array(&v).ok_or_else(|| bad("take", &v))?;
+    let (head, rest) = split(a, 3).ok_or_else(|| bad("take", &v))?;
+    Ok(Taken {
+        acked_id: text(&head[0]).ok_or_else(|| bad("take", &v))?,
+        expired: as_u64(&head[1]).ok_or_else(|| bad("take", &v))?,
+        pending: as_u64(&head[2]).ok_or_else(|| bad("take", &v))?,
+        entries: entries(rest).ok_or_else(|| bad("take", &v))?,
+    })
+}
+
+/// The operation behind `Engine::ack` (answer: `parse_acked`).
+pub fn ack_op(channel: &str, upto: Option<&str>, confirmed: &[&str], failed: &[&str]) -> Op {
+    let mut args = vec![
+        upto.unwrap_or("").as_bytes().to_vec(),
+        confirmed.len().to_string().into_bytes(),
+    ];
+    args.extend(
+        confirmed
+            .iter()
+            .chain(failed)
+            .map(|s| s.as_bytes().to_vec()),
+    );
+    script(&scripts::ACK, channel, 6, args)
+}
+
+pub fn parse_acked(v: Value) -> Result<Acked, Error> {
+    let a = as_array(&v).filter(|a| a.len() == 4);
+    let a = a.ok_or_else(|| bad("ack", &v))?;
+    let n = |i: usize| as_u64(&a[i]).ok_or_else(|| bad("ack", &v));
+    Ok(Acked {
+        acked: n(0)?,
+        failed: n(1)?,
+        pending: n(2)?,
+        acked_id: text(&a[3]).ok_or_else(|| bad("ack", &v))?,
+    })
 }
 
 /// A script operation on `channel`, with its first `nkeys` keys.
@@ -320,6 +364,8 @@ pub struct Log {
     /// The highest seq that retention dropped: above the `after` asked for, messages were
     /// lost to that reader.
     pub dropped: u64,
+    /// The id of the newest message in the log (QST `HEAD`'s `ETag`; empty: none).
+    pub last_id: String,
     pub entries: Vec<Entry>,
 }
 

@@ -255,14 +255,17 @@ return clock
 );
 
 /// Catch-up read: `KEYS` = meta, log; `ARGV` = pubcmd, after, max. Answers
-/// `{clock, dropped, seq1, id1, data1, …}`: the first `max` messages with `seq > after`,
-/// with the channel's clock and the highest seq trimmed away (above `after`: a gap).
+/// `{clock, dropped, last_id, seq1, id1, data1, …}`: the first `max` messages with
+/// `seq > after`, with the channel's clock, the highest seq trimmed away (above `after`: a
+/// gap) and the id of the newest message (empty: none).
 pub static READ: Script = script!(
     "read",
     r#"
 local meta, log = KEYS[1], KEYS[2]
 local after, max = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {clock_of(meta, log), tonumber(redis.call('HGET', meta, 'dropped') or '0')}
+local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+local out = {clock_of(meta, log), tonumber(redis.call('HGET', meta, 'dropped') or '0'),
+  newest and newest[2][2] or ''}
 for _, e in ipairs(redis.call('XRANGE', log, fmt(after + 1) .. '-0', '+', 'COUNT', max)) do
   push_entry(out, e)
 end
