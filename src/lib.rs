@@ -18,6 +18,7 @@ pub mod hub;
 pub mod metrics;
 pub mod proto;
 pub mod reactor;
+pub mod redis;
 pub mod server;
 pub mod status;
 pub mod storage;
