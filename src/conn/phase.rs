@@ -1,4 +1,4 @@
-//! The phases of an HTTP connection (`conn/http.rs` makes every change between them), and
+//! The phases of an HTTP connection (`conn/http/` makes every change between them), and
 //! the shell's view of the HTTP machine (`Io`), which only hands each event to it.
 
 use std::sync::Arc;
