@@ -195,6 +195,45 @@ pub trait Io {
     }
 }
 
+/// Implements `Io` for a machine whose inherent methods have the trait's names.
+macro_rules! io_by_inherent_methods {
+    ($machine:ty) => {
+        impl $crate::conn::Io for $machine {
+            fn link(&mut self) -> &mut $crate::conn::Link {
+                &mut self.link
+            }
+            fn note_peer_closed(&mut self) {
+                self.peer_closed = true;
+            }
+            fn peer_closed(&self) -> bool {
+                self.peer_closed
+            }
+            fn wants_input(&mut self, w: &Worker) -> Input {
+                <$machine>::wants_input(self, w)
+            }
+            fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
+                <$machine>::input_buf(self, w)
+            }
+            fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+                <$machine>::received(self, result, w)
+            }
+            fn output(&mut self, w: &Worker) -> &mut Out {
+                <$machine>::output(self, w)
+            }
+            fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
+                <$machine>::wrote(self, result, w)
+            }
+            fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+                <$machine>::on_timer(self, entry, w)
+            }
+            fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+                <$machine>::begin_shutdown(self, w)
+            }
+        }
+    };
+}
+use io_by_inherent_methods;
+
 /// A connection machine of some kind.
 pub enum Machine {
     Http(HttpConn),

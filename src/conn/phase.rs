@@ -8,7 +8,7 @@ use super::out::Out;
 use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
 use super::stream::Stream;
-use super::{Input, Link, Next, Wrote};
+use super::{Input, Next, Wrote};
 use crate::http::{Head, Method};
 use crate::metrics::Proto;
 use crate::proto::{Park, Reply};
@@ -85,35 +85,4 @@ pub(super) enum Step {
     Close,
 }
 
-impl super::Io for HttpConn {
-    fn link(&mut self) -> &mut Link {
-        &mut self.link
-    }
-    fn note_peer_closed(&mut self) {
-        self.peer_closed = true;
-    }
-    fn peer_closed(&self) -> bool {
-        self.peer_closed
-    }
-    fn wants_input(&mut self, w: &Worker) -> Input {
-        HttpConn::wants_input(self, w)
-    }
-    fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
-        HttpConn::input_buf(self, w)
-    }
-    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
-        HttpConn::received(self, result, w)
-    }
-    fn output(&mut self, w: &Worker) -> &mut Out {
-        HttpConn::output(self, w)
-    }
-    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
-        HttpConn::wrote(self, result, w)
-    }
-    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        HttpConn::on_timer(self, entry, w)
-    }
-    fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        HttpConn::begin_shutdown(self, w)
-    }
-}
+super::io_by_inherent_methods!(HttpConn);
