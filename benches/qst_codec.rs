@@ -28,6 +28,7 @@ fn batch() -> Vec<Message> {
                     ("country".to_owned(), "ke".to_owned()),
                     ("carrier".to_owned(), "safaricom".to_owned()),
                 ],
+                ..Draft::default()
             };
             let id = draft.id.clone().unwrap_or_default();
             let when = draft.when.unwrap_or_default();

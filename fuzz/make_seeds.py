@@ -170,6 +170,48 @@ MACHINE = {
 }
 
 
+def ws(opcode, payload=b"", fin=True, key=b"\x37\xfa\x21\x3d", length=None):
+    """A masked client frame (RFC 6455 5.2); `length` forces the 126/127 forms."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    form = length or (7 if n <= 125 else 16 if n < 65536 else 64)
+    if form == 7:
+        head += bytes([0x80 | n])
+    elif form == 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+HANDSHAKE = (
+    b"Upgrade: websocket\nConnection: keep-alive, Upgrade\nSec-WebSocket-Version: 13\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nSec-WebSocket-Protocol: foo, ws+meta.nchan\n"
+)
+
+# Control byte: bits 6-7 the limits (0: 16/40 bytes, 1: 125/300, 2: 4096/8192, 3: 1 MiB),
+# bits 0-3 how many piece lengths follow.
+WEBSOCKET = {
+    "hello": bytes([0x82, 3, 1]) + bytes.fromhex("818537fa213d7f9f4d5158"),
+    "fragments-ping": bytes([0x83, 2, 5, 7]) + ws(1, b"Hel", fin=False) + ws(9, b"ping")
+    + ws(0, b"l", fin=False) + ws(10) + ws(0, "o \u20ac\U0001f600".encode()) + ws(2, b"\x00\x01"),
+    "close": bytes([0x40]) + ws(1, b"a") + ws(8, b"\x03\xe8bye") + ws(1, b"after"),
+    "close-bad-code": bytes([0x40]) + ws(8, b"\x03\xed"),
+    "close-empty": bytes([0x40]) + ws(8),
+    "lengths": bytes([0xC0]) + ws(2, b"x" * 200) + ws(1, b"hi", length=16) + ws(1, b"hi", length=64)
+    + ws(2, b"y" * 70000),
+    "limits": bytes([0x00]) + ws(1, b"a" * 16) + ws(1, b"b" * 10, fin=False) + ws(0, b"c" * 10, fin=False)
+    + ws(0, b"d" * 10, fin=False) + ws(0, b"e" * 10),
+    "utf8-straddle": bytes([0x41, 1]) + ws(1, b"\xe2", fin=False) + ws(0, b"\x82", fin=False) + ws(0, b"\xac"),
+    "utf8-bad": bytes([0x40]) + ws(1, b"ok", fin=False) + ws(0, b"\xc3\x28"),
+    "unmasked": bytes([0x40]) + b"\x81\x05hello",
+    "rsv": bytes([0x40]) + b"\xc1\x80\x00\x00\x00\x00",
+    "big-ping": bytes([0x40]) + ws(9, b"p" * 126),
+    "continuation-first": bytes([0x40]) + ws(0, b"x"),
+    "handshake": bytes([0x40]) + HANDSHAKE,
+}
+
+
 def main():
     for i, h in enumerate(HEADS):
         write("http_head", "%02d" % i, h)
@@ -196,6 +238,8 @@ def main():
         write("datetime", "%02d" % i, d)
     for name, data in MACHINE.items():
         write("machine", name, data)
+    for name, data in WEBSOCKET.items():
+        write("websocket", name, data)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::log::Level;
+use crate::storage::Fsync;
 
 /// The byte that ends a Talk record (PROTOCOLS.md 3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Terminator {
     Nul,
     Newline,
+}
+
+/// Where an nchan subscriber with no cursor starts (NCHAN.md 5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstMessage {
+    /// With the oldest retained message (nchan's default).
+    Oldest,
+    /// With the next message published.
+    Newest,
 }
 
 impl Terminator {
@@ -220,6 +230,15 @@ config! {
         help: "connections past `--max-connections` kept for `/health` and `/metrics` \
                (any other request on them gets `503`); 0: refuse at once",
     },
+    nchan_first_message: FirstMessage = FirstMessage::Oldest => {
+        flag: "nchan-first-message", value: "oldest|newest", kind: FIRST,
+        help: "where an nchan `/sub/` subscriber with no cursor starts: the oldest retained \
+               message, or the next one published",
+    },
+    nchan_subscriber_timeout: Duration = Duration::ZERO => {
+        flag: "nchan-subscriber-timeout", value: "SECS", kind: SECS_OR_NEVER,
+        help: "an nchan `/sub/` subscriber waiting this long gets `408` (0: never, as nchan)",
+    },
     bosh_inactivity: Duration = Duration::from_secs(60) => {
         flag: "bosh-inactivity", value: "SECS", kind: SECS,
         help: "a BOSH session with no request for this long ends (its `inactivity`)",
@@ -235,6 +254,36 @@ config! {
     shutdown_grace: Duration = Duration::from_secs(5) => {
         flag: "shutdown-grace", value: "SECS", kind: SECS,
         help: "time to flush final bytes on shutdown",
+    },
+    data_dir: Option<PathBuf> = None => {
+        flag: "data-dir", value: "DIR", kind: FILE,
+        help: "keep the hub (channels, queues and their acknowledgements, clocks, v1 \
+               addresses) in an append-only log in DIR, replayed at start; none keeps \
+               everything in memory only",
+    },
+    fsync: Fsync = Fsync::Always => {
+        flag: "fsync", value: "always|interval|never", kind: FSYNC,
+        help: "with `--data-dir`, when a push is answered: `always` once its record is on \
+               disk (one `fdatasync` shared by every push meanwhile; subscribers hear of it \
+               then too); `interval` at once, the log written and synced every 100 ms \
+               (a crash of the machine loses at most the pushes of the last 100 ms and of \
+               the sync under way); `never` at once, syncing left to the \
+               OS (survives tidings dying, not the machine)",
+    },
+    log_segment_bytes: usize = 64 << 20 => {
+        flag: "log-segment-bytes", value: "N", kind: POSITIVE,
+        help: "with `--data-dir`, a log segment is closed and a new one begun past this size",
+    },
+    log_compact_bytes: usize = 64 << 20 => {
+        flag: "log-compact-bytes", value: "N", kind: POSITIVE,
+        help: "with `--data-dir`, the log is compacted (a snapshot written, older segments \
+               removed) once this much was logged since the last snapshot and more than the \
+               snapshot's size",
+    },
+    log_buffer_bytes: usize = 64 << 20 => {
+        flag: "log-buffer-bytes", value: "N", kind: POSITIVE,
+        help: "with `--data-dir`, log bytes appended and not yet written; past it changes get \
+               `503`",
     },
     credentials: Option<PathBuf> = None => {
         flag: "credentials", value: "FILE", kind: FILE,
@@ -362,6 +411,11 @@ const MILLIS: Kind<Duration> = Kind {
     show: |d| d.as_millis().to_string(),
 };
 
+const FSYNC: Kind<Fsync> = Kind {
+    parse: Fsync::parse,
+    show: |f| f.name().into(),
+};
+
 const TERMINATOR: Kind<Terminator> = Kind {
     parse: |v| match v {
         "nul" => Ok(Terminator::Nul),
@@ -372,6 +426,27 @@ const TERMINATOR: Kind<Terminator> = Kind {
         Terminator::Nul => "nul".into(),
         Terminator::Newline => "newline".into(),
     },
+};
+
+const FIRST: Kind<FirstMessage> = Kind {
+    parse: |v| match v {
+        "oldest" => Ok(FirstMessage::Oldest),
+        "newest" => Ok(FirstMessage::Newest),
+        _ => Err(format!("oldest or newest, got {v:?}")),
+    },
+    show: |t| match t {
+        FirstMessage::Oldest => "oldest".into(),
+        FirstMessage::Newest => "newest".into(),
+    },
+};
+
+/// Whole seconds, 0 allowed (0: never).
+const SECS_OR_NEVER: Kind<Duration> = Kind {
+    parse: |v| match num(v)? {
+        n if n >= 1_000_000_000 => Err("must be under 1000000000 s".into()),
+        n => Ok(Duration::from_secs(n as u64)),
+    },
+    show: |d| d.as_secs().to_string(),
 };
 
 const FILE: Kind<Option<PathBuf>> = Kind {

@@ -20,6 +20,9 @@ use crate::proto::qst::{json, xml};
 use crate::time;
 use crate::worker::{test_shared, Worker};
 
+mod websocket;
+pub use websocket::{websocket, ws_events, WsEvent};
+
 /// A harness: arbitrary bytes in; a panic says what broke.
 pub type Harness = fn(&[u8]);
 
@@ -33,6 +36,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("datetime", datetime),
     ("machine", machine),
     ("xmpp_stream", xmpp_stream),
+    ("websocket", websocket),
 ];
 
 /// The harness of a target by name.
@@ -570,11 +574,13 @@ impl Driver {
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
+                Mail::Synced { token, ok } => self.route(token, |m, w| m.synced(ok, w)),
                 Mail::Shutdown
                 | Mail::Stanza { .. }
                 | Mail::Replaced { .. }
                 | Mail::BoshRequest { .. }
-                | Mail::BoshAnswer { .. } => {}
+                | Mail::BoshAnswer { .. }
+                | Mail::Deleted { .. } => {}
             }
         }
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {

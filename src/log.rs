@@ -1,4 +1,5 @@
-//! Log lines to stderr, filtered by one process-wide level (`--log-level`).
+//! Log lines to stderr, each stamped with its RFC 3339 UTC time, filtered by one
+//! process-wide level (`--log-level`).
 //!
 //! Client faults are `debug`, operational events `info`/`warn`, broken invariants `error`.
 
@@ -45,13 +46,17 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
-/// Writes one line; use the macros, which skip formatting when the level is off.
+/// Writes one line, `2026-12-03T12:34:56.789Z info message` (RFC 3339 UTC, to the
+/// millisecond); use the macros, which skip formatting when the level is off.
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    let secs = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let _ = writeln!(std::io::stderr().lock(), "{secs} {} {args}", level.name());
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+    let stamp = crate::time::utc_millis(ms);
+    // Only ASCII digits and separators: the fallback is never taken.
+    let stamp = std::str::from_utf8(&stamp).unwrap_or_default();
+    let _ = writeln!(std::io::stderr().lock(), "{stamp} {} {args}", level.name());
 }
 
 #[macro_export]

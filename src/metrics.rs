@@ -12,9 +12,10 @@ pub enum Proto {
     Qst = 1,
     Comet = 2,
     Other = 3,
+    Nchan = 4,
 }
 
-const PROTOS: [&str; 4] = ["talk", "qst", "comet", "other"];
+const PROTOS: [&str; 5] = ["talk", "qst", "comet", "other", "nchan"];
 /// The statuses counted one by one; anything else is counted as "other".
 const STATUSES: [u16; 16] = [
     100, 200, 204, 400, 401, 403, 404, 405, 408, 411, 413, 415, 431, 500, 501, 503,
@@ -101,6 +102,27 @@ impl Counter {
     }
 }
 
+/// A counter or gauge on one atomic, for what one thread mostly writes (the `--data-dir`
+/// log's sync and compaction threads): no slot per thread, so it costs 8 bytes, not 512.
+#[derive(Default)]
+pub struct Single(AtomicU64);
+
+impl Single {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    /// Sets a gauge.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub connections_open: Gauge,
@@ -117,7 +139,7 @@ pub struct Metrics {
     pub xmpp_sessions: Gauge,
     /// BOSH sessions (PROTOCOLS.md 4.5), authenticated or not.
     pub bosh_sessions: Gauge,
-    requests: [[Counter; STATUSES.len() + 1]; 4],
+    requests: [[Counter; STATUSES.len() + 1]; PROTOS.len()],
     pub messages_published: Counter,
     pub messages_delivered: Counter,
     pub messages_dropped_retention: Counter,
@@ -145,6 +167,14 @@ pub struct Metrics {
     pub messages_evicted: Counter,
     pub messages_expired: Counter,
     pub memory_refusals: Counter,
+    /// Bytes of the `--data-dir` log's segments and snapshots.
+    pub storage_log_bytes: Single,
+    pub storage_syncs: Single,
+    pub storage_sync_micros: Single,
+    pub storage_bytes_written: Single,
+    pub storage_compactions: Single,
+    pub storage_errors: Single,
+    pub storage_refusals: Single,
 }
 
 impl Metrics {
@@ -218,6 +248,12 @@ impl Metrics {
             "tidings_read_buffer_bytes",
             "Bytes held by request read buffers, in use and pooled.",
             self.read_buffer_bytes.get(),
+        );
+        gauge(
+            &mut s,
+            "tidings_storage_log_bytes",
+            "Bytes of the --data-dir log on disk (segments and snapshot).",
+            self.storage_log_bytes.get() as i64,
         );
         gauge(
             &mut s,
@@ -391,11 +427,44 @@ impl Metrics {
                 &self.internal_errors,
             ),
         ];
-        for (name, help, c) in counters {
+        let storage: [(&str, &str, &Single); 6] = [
+            (
+                "tidings_storage_syncs_total",
+                "Log writes made durable (one fdatasync each, shared by every record appended meanwhile).",
+                &self.storage_syncs,
+            ),
+            (
+                "tidings_storage_sync_microseconds_total",
+                "Time spent writing and syncing the log (divide by syncs for the mean latency).",
+                &self.storage_sync_micros,
+            ),
+            (
+                "tidings_storage_bytes_written_total",
+                "Bytes written to the log.",
+                &self.storage_bytes_written,
+            ),
+            (
+                "tidings_storage_compactions_total",
+                "Snapshots written by log compaction.",
+                &self.storage_compactions,
+            ),
+            (
+                "tidings_storage_errors_total",
+                "Failed log writes, syncs or compactions (full disk, I/O error).",
+                &self.storage_errors,
+            ),
+            (
+                "tidings_storage_refusals_total",
+                "Changes refused with 503 because the log could not take them (failing disk, --log-buffer-bytes).",
+                &self.storage_refusals,
+            ),
+        ];
+        let values = counters.iter().map(|&(n, h, c)| (n, h, c.get()));
+        let storage = storage.iter().map(|&(n, h, c)| (n, h, c.get()));
+        for (name, help, v) in values.chain(storage) {
             let _ = write!(
                 s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                c.get()
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
         s

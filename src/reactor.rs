@@ -31,7 +31,8 @@ const MAX_ACCEPTS_PER_EVENT: usize = 512;
 const EVENTS_CAPACITY: usize = 1024;
 /// The whole answer to a connection past `--max-connections`.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n";
-/// How often worker 0 removes idle channels from the hub.
+/// How often worker 0 removes idle channels from the hub and, while the status page
+/// watches, publishes a status snapshot (`status::Status::tick`).
 const SWEEP_EVERY_MS: u64 = 1000;
 
 /// Wakes a worker's poll from another thread.
@@ -76,6 +77,13 @@ pub struct Reactor {
     /// Set once shutdown began: the time by which the worker exits.
     stop_by: Option<u64>,
     next_sweep: u64,
+}
+
+/// The generation of a new connection (never 0).
+fn next_gen(counter: &mut u32) -> u32 {
+    let gen = *counter;
+    *counter = counter.wrapping_add(1).max(1);
+    gen
 }
 
 impl Reactor {
@@ -164,7 +172,11 @@ impl Reactor {
 
             if self.worker.id == 0 && self.worker.now >= self.next_sweep {
                 self.next_sweep = self.worker.now + SWEEP_EVERY_MS;
-                self.worker.shared.hub.sweep();
+                let shared = &self.worker.shared;
+                shared.hub.sweep();
+                if self.stop_by.is_none() {
+                    shared.status.tick(&shared.hub, &shared.metrics);
+                }
             }
             if let Some(stop_by) = self.stop_by {
                 if self.conns.is_empty() || self.worker.now >= stop_by {
@@ -278,8 +290,7 @@ impl Reactor {
         if key > u32::MAX as usize {
             return;
         }
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let gen = next_gen(&mut self.next_gen);
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
             .poll
@@ -338,6 +349,15 @@ impl Reactor {
                     self.worker.wake_cache.clear();
                     self.worker.end_delivery(name, keys);
                 }
+                Mail::Deleted { channel } => {
+                    let Some((name, keys)) = self.worker.begin_delivery(&channel) else {
+                        continue;
+                    };
+                    for &key in &keys {
+                        self.with_conn(key, |c, w| c.channel_deleted(w));
+                    }
+                    self.worker.end_delivery(name, keys);
+                }
                 Mail::EndStream { token } => {
                     if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, l| c.end_stream(l));
@@ -346,6 +366,12 @@ impl Reactor {
                 Mail::Stanza { token, stanza } => {
                     if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, w| c.deliver_stanza(&stanza, w));
+                    }
+                }
+                Mail::Synced { token, ok } => {
+                    let (key, gen) = untoken(token);
+                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                        self.with_conn(key, |c, w| c.synced(ok, w));
                     }
                 }
                 Mail::Replaced { token } => {
@@ -397,8 +423,7 @@ impl Reactor {
         if key > u32::MAX as usize {
             return;
         }
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let gen = next_gen(&mut self.next_gen);
         if let Some(session) = BoshConn::open(key, gen, from, body, &mut self.worker) {
             entry.insert(Conn::bosh(session));
         }

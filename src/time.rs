@@ -1,5 +1,6 @@
 //! Wall-clock date-times as the protocols write them: parsing ISO 8601 / RFC 3339 date-times
-//! into seconds since the Unix epoch, and formatting seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+//! into seconds since the Unix epoch, and formatting seconds as `YYYY-MM-DDTHH:MM:SSZ` (and
+//! milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`, for log lines).
 //!
 //! Pure functions over the proleptic Gregorian calendar (Howard Hinnant's `days_from_civil`
 //! and `civil_from_days`, the latter public for the HTTP `Date` header), no time zone
@@ -110,20 +111,36 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
 /// 20 ASCII bytes. Instants outside years 0000-9999 are clamped to that range so the form
 /// never changes.
 pub fn format_utc(secs: i64, out: &mut String) {
+    let mut buf = *b"0000-00-00T00:00:00Z";
+    put_datetime(&mut buf, secs);
+    // Only ASCII digits and separators were written into an ASCII template.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+}
+
+/// `ms` (milliseconds since the Unix epoch) as `YYYY-MM-DDTHH:MM:SS.mmmZ`, exactly 24 ASCII
+/// bytes (RFC 3339, UTC): the time stamp of a log line. Clamped like `format_utc`, so the
+/// form never changes. Allocates nothing.
+pub fn utc_millis(ms: i64) -> [u8; 24] {
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    put_datetime(&mut buf, ms.div_euclid(1000));
+    put(&mut buf[20..23], ms.rem_euclid(1000));
+    buf
+}
+
+/// Writes the date and time of `secs` (clamped to years 0000-9999) into the first 19 bytes
+/// of `buf`, a `YYYY-MM-DDTHH:MM:SS` template.
+fn put_datetime(buf: &mut [u8], secs: i64) {
     let secs = secs.clamp(MIN_FORMATTED, MAX_FORMATTED);
     let days = secs.div_euclid(DAY);
     let tod = secs.rem_euclid(DAY);
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (tod / 3600, tod / 60 % 60, tod % 60);
-    let mut buf = *b"0000-00-00T00:00:00Z";
     put(&mut buf[0..4], y);
     put(&mut buf[5..7], i64::from(m));
     put(&mut buf[8..10], i64::from(d));
     put(&mut buf[11..13], hh);
     put(&mut buf[14..16], mm);
     put(&mut buf[17..19], ss);
-    // Only ASCII digits and separators were written into an ASCII template.
-    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// Writes `n` as zero-padded decimal filling `dst` exactly (`n` fits by construction).
@@ -176,6 +193,30 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// The proleptic Gregorian date `(year, month 1-12, day 1-31)` of `z` days since 1970-01-01
 /// (Hinnant's `civil_from_days`). Exact for any `z` up to ±2^60 days.
+/// Reads an IMF-fixdate (RFC 9110 5.6.7, `Sun, 06 Nov 1994 08:49:37 GMT`), the form of
+/// `If-Modified-Since`: seconds since the Unix epoch. The day name is not checked against
+/// the date. Anything else is `None`.
+pub fn parse_imf_fixdate(b: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    let day = digits(b, 5, 2)?;
+    let month = MONTHS.iter().position(|m| &b[8..11] == *m)? as i64 + 1;
+    let year = digits(b, 12, 4)?;
+    let (hh, mm, ss) = (digits(b, 17, 2)?, digits(b, 20, 2)?, digits(b, 23, 2)?);
+    if day < 1 || day > days_in_month(year, month) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86400 + hh * 3600 + mm * 60 + ss.min(59))
+}
+
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -298,6 +339,28 @@ mod tests {
             out, "when=1970-01-01T00:00:00Z",
             "appends, does not overwrite"
         );
+    }
+
+    #[test]
+    fn formats_utc_millis() {
+        let cases: &[(i64, &str)] = &[
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1, "1970-01-01T00:00:00.001Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (1_262_387_933_789, "2010-01-01T23:18:53.789Z"),
+            (951_782_400_050, "2000-02-29T00:00:00.050Z"),
+            (MAX_FORMATTED * 1000 + 999, "9999-12-31T23:59:59.999Z"),
+            (i64::MAX, "9999-12-31T23:59:59.807Z"),
+        ];
+        for &(ms, want) in cases {
+            let got = utc_millis(ms);
+            assert_eq!(std::str::from_utf8(&got), Ok(want), "{ms}");
+            assert_eq!(
+                parse_datetime(want),
+                Some((ms.div_euclid(1000)).clamp(MIN_FORMATTED, MAX_FORMATTED)),
+                "{want} parses back to its second"
+            );
+        }
     }
 
     #[test]

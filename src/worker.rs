@@ -32,6 +32,8 @@ pub struct Shared {
     pub store: crate::store::Store,
     /// The BOSH sessions of every worker, by `sid`.
     pub bosh: proto::xmpp::bosh::Sessions,
+    /// What the status page shows: listeners, uptime, the state of its rates.
+    pub status: crate::status::Status,
 }
 
 impl Shared {
@@ -41,6 +43,8 @@ impl Shared {
             config: &self.config,
             metrics: &self.metrics,
             auth: &self.auth,
+            wait: Default::default(),
+            status: &self.status,
         }
     }
 }
@@ -238,6 +242,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
     let metrics = Arc::new(Metrics::default());
     let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
     let limits = Limits::from_config(&config);
+    let config_listen = config.listen;
     let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
     let shared = Arc::new(Shared {
         config,
@@ -248,6 +253,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
         xmpp: Default::default(),
         store: crate::store::Store::new(std::iter::empty::<(&str, &[u8])>()),
         bosh: Default::default(),
+        status: crate::status::Status::new(config_listen, None),
     });
     (shared, mailbox)
 }

@@ -362,10 +362,7 @@ impl BoshConn {
 
     /// A newer session took this one's full JID.
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
-        let mut text = String::new();
-        self.st
-            .session
-            .replaced(&w.shared.config.xmpp_domain, &mut text);
+        let text = self.st.replaced(w);
         self.pending.extend_from_slice(text.as_bytes());
         self.end(Some("remote-stream-error"), w);
         Next::Keep

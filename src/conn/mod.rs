@@ -13,6 +13,7 @@
 pub mod bosh;
 pub mod http;
 pub mod out;
+pub mod phase;
 pub mod readbuf;
 pub mod socket;
 pub mod stream;
@@ -29,7 +30,7 @@ use mio::net::TcpStream;
 use crate::hub::Message;
 use crate::worker::Worker;
 use bosh::BoshConn;
-use http::{HttpConn, Input, Wrote};
+use http::HttpConn;
 use socket::SocketResult;
 use xmpp::XmppConn;
 
@@ -49,6 +50,29 @@ pub fn untoken(token: usize) -> (usize, u32) {
 pub enum Next {
     Keep,
     Close,
+}
+
+/// What the machine wants done when its socket is readable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Read into `input_buf`, up to `limit` bytes of input, then call `received`.
+    Read { limit: usize },
+    /// Read and drop (a stream or a closing connection), then call `discarded`.
+    Discard,
+    /// Do not read: the client has not read its answers (TCP pushes back on it).
+    Pause,
+}
+
+/// What to do after a write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wrote {
+    Keep,
+    Close,
+    /// More output was made ready: write again.
+    More,
+    /// Everything is written on a closing connection: shut the socket's write side, then
+    /// discard input until the peer's EOF.
+    ShutdownWrite,
 }
 
 /// The kind of connection a listener's sockets get.
@@ -176,7 +200,8 @@ pub enum Machine {
     Http(HttpConn),
     Xmpp(XmppConn),
     /// A BOSH session: no socket of its own (its requests come from HTTP connections).
-    Bosh(BoshConn),
+    /// Boxed: it is twice an HTTP connection's size, and every slab entry would pay for it.
+    Bosh(Box<BoshConn>),
 }
 
 /// One client connection: its socket and its machine. A BOSH session has no socket.
@@ -210,7 +235,7 @@ impl Conn {
     pub fn bosh(session: BoshConn) -> Conn {
         Conn {
             sock: None,
-            machine: Machine::Bosh(session),
+            machine: Machine::Bosh(Box::new(session)),
         }
     }
 
@@ -330,6 +355,14 @@ impl Conn {
         }
     }
 
+    /// The record of the push this connection holds is durable (`ok`), or failed.
+    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Http(m) => m.synced(ok, w),
+            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+        }
+    }
+
     /// A newer XMPP session bound this one's full JID.
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
         match &mut self.machine {
@@ -343,6 +376,14 @@ impl Conn {
     pub fn end_stream(&mut self, w: &mut Worker) -> Next {
         match &mut self.machine {
             Machine::Http(m) => m.end_stream(w),
+            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+        }
+    }
+
+    /// The channel was deleted (nchan's `DELETE`).
+    pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Http(m) => m.channel_deleted(w),
             Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
         }
     }
@@ -390,5 +431,17 @@ impl Conn {
         }
         w.shared.metrics.connections_open.dec();
         w.shared.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_slab_entry_stays_small() {
+        // Every connection pays for the largest machine: the BOSH session is boxed so an idle
+        // HTTP connection or Talk stream does not.
+        let conn = std::mem::size_of::<super::Conn>();
+        let http = std::mem::size_of::<super::HttpConn>();
+        assert!(conn <= http + 16, "Conn {conn} B, HttpConn {http} B");
     }
 }

@@ -44,6 +44,15 @@ impl std::ops::Deref for ReadBuf {
     }
 }
 
+impl std::ops::DerefMut for ReadBuf {
+    /// The input read and not yet consumed, to change in place (a WebSocket frame is
+    /// unmasked where it lies).
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let start = self.start;
+        &mut self.store[start..]
+    }
+}
+
 impl ReadBuf {
     /// Appends input.
     pub fn extend(&mut self, bytes: &[u8]) {

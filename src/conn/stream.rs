@@ -23,6 +23,9 @@ pub struct Stream {
     pub last_record: u64,
     /// With `--talk-coalesce-ms`: the records wait until this time (0: not holding).
     pub hold_until: u64,
+    /// For a kind with no keep-alive: when nchan's `--nchan-subscriber-timeout` ends it
+    /// (worker ms; `NEVER` when it does not time out).
+    pub expires_at: u64,
 }
 
 impl Stream {
@@ -35,6 +38,7 @@ impl Stream {
             bytes: 0,
             last_record: now,
             hold_until: 0,
+            expires_at: super::NEVER,
         }
     }
 

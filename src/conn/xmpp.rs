@@ -117,6 +117,14 @@ impl SessionState {
         Some([head, pubsub::event_tail(msg, channel)])
     }
 
+    /// A newer session bound this one's full JID: the stream error that ends it.
+    pub fn replaced(&mut self, w: &Worker) -> String {
+        let mut text = String::new();
+        self.session
+            .replaced(&w.shared.config.xmpp_domain, &mut text);
+        text
+    }
+
     /// Releases the session's JID and its subscriptions. Call once, when it ends.
     pub fn release(&mut self, me: WaiterRef, key: usize, w: &mut Worker) {
         if let Some(jid) = self.session.jid() {
@@ -429,10 +437,7 @@ impl XmppConn {
 
     /// A newer session took this one's full JID.
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
-        let mut text = String::new();
-        self.st
-            .session
-            .replaced(&w.shared.config.xmpp_domain, &mut text);
+        let text = self.st.replaced(w);
         self.out.push(Seg::Owned(text.into_bytes()));
         self.begin_closing(w);
         Next::Keep

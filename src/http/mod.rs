@@ -110,7 +110,8 @@ fn eq_ignore_case(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
-fn trim(mut v: &[u8]) -> &[u8] {
+/// `v` without the spaces and tabs around it (a header value's optional whitespace).
+pub(crate) fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
@@ -244,6 +245,22 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
         head.keep_alive = false;
     }
     Ok(Some(head))
+}
+
+/// The value of the first header `name` (case-insensitive) in a request head that
+/// `parse_head` accepted, trimmed. For the headers `Head` does not keep (nchan's cursors,
+/// WebSocket's handshake): a scan of the head's lines.
+pub fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    headers(head).find_map(|(n, v)| eq_ignore_case(n, name).then_some(v))
+}
+
+/// Every header of a request head that `parse_head` accepted: (name, trimmed value).
+pub fn headers(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head.split(|&b| b == b'\n').skip(1).filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        Some((&line[..colon], trim(&line[colon + 1..])))
+    })
 }
 
 /// Whether a request's body comes without any framing: Talk's headless clients send

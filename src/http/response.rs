@@ -7,14 +7,20 @@ use super::Method;
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
@@ -22,6 +28,7 @@ pub fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
         _ => "Unknown",
     }
 }
@@ -165,6 +172,7 @@ pub struct ResponseHead<'a> {
     pub status: u16,
     /// The cached `Date` value.
     pub date: &'a [u8],
+    /// Empty: no `Access-Control-Allow-Origin`.
     pub cors_origin: &'a str,
     /// Empty: no `Content-Type`.
     pub content_type: &'a str,
@@ -189,8 +197,10 @@ pub fn encode_response(head: &ResponseHead<'_>, method: Method, body: &[u8], out
     out.extend_from_slice(reason(head.status).as_bytes());
     out.extend_from_slice(b"\r\nServer: tidings\r\nDate: ");
     out.extend_from_slice(head.date);
-    out.extend_from_slice(b"\r\nAccess-Control-Allow-Origin: ");
-    out.extend_from_slice(head.cors_origin.as_bytes());
+    if !head.cors_origin.is_empty() {
+        out.extend_from_slice(b"\r\nAccess-Control-Allow-Origin: ");
+        out.extend_from_slice(head.cors_origin.as_bytes());
+    }
     if !head.content_type.is_empty() {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(head.content_type.as_bytes());

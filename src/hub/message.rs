@@ -20,15 +20,30 @@ pub enum Format {
     CometJson,
     /// The shared tail of an XMPP PubSub event `<message>` (after its per-session `to`).
     XmppEvent,
+    /// nchan's EventSource event (`id:`, `data:` lines).
+    EventSource,
+    /// nchan's HTTP chunked subscriber: the body as one chunk.
+    Chunk,
+    /// nchan's multipart/mixed part, up to and with the next boundary.
+    MultipartPart,
+    /// nchan's WebSocket frame of a message.
+    WsPlain,
+    /// nchan's WebSocket frame in `ws+meta.nchan` mode (id and content type first).
+    WsMeta,
 }
 
 impl Format {
     /// Every format, in slot order.
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 9] = [
         Format::TalkNul,
         Format::TalkNewline,
         Format::CometJson,
         Format::XmppEvent,
+        Format::EventSource,
+        Format::Chunk,
+        Format::MultipartPart,
+        Format::WsPlain,
+        Format::WsMeta,
     ];
 
     fn slot(self) -> usize {
@@ -79,6 +94,37 @@ pub enum Origin {
     Store,
     /// Published by an XMPP PubSub publish: the body is the item's XML payload (4.4).
     Xmpp,
+    /// Published on nchan's `/pub/` (PROTOCOLS.md 5).
+    Nchan,
+    /// Published by the server itself on a reserved channel (the status page's snapshots).
+    Server,
+}
+
+impl Origin {
+    /// In the order of their numbers in the durable log: a new origin goes at the end.
+    const ALL: [Origin; 8] = [
+        Origin::Talk,
+        Origin::Qst,
+        Origin::Comet,
+        Origin::Embedded,
+        Origin::Store,
+        Origin::Xmpp,
+        Origin::Nchan,
+        Origin::Server,
+    ];
+
+    /// Its number in the durable log.
+    pub fn code(self) -> u8 {
+        Origin::ALL.iter().position(|&o| o == self).unwrap_or(0) as u8
+    }
+
+    /// The origin a log number names (an unknown number reads as `Embedded`).
+    pub fn from_code(code: u8) -> Origin {
+        Origin::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(Origin::Embedded)
+    }
 }
 
 /// A message as a client submitted it, before the hub stores it.
@@ -96,6 +142,10 @@ pub struct Draft {
     pub body: Vec<u8>,
     /// Ordered multimap: a name may repeat, and order is kept.
     pub properties: Vec<(String, String)>,
+    /// The publisher's `Content-Type` (nchan's `/pub/`), verbatim.
+    pub content_type: Option<String>,
+    /// The EventSource event name (nchan's `X-EventSource-Event`).
+    pub event: Option<String>,
 }
 
 impl Draft {
@@ -119,7 +169,17 @@ impl Draft {
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
+            + self.content_type.as_ref().map_or(0, |s| s.len())
+            + self.event.as_ref().map_or(0, |s| s.len())
     }
+}
+
+/// What a message says about its own bytes, when its publisher said it (nchan's `/pub/`):
+/// boxed behind one pointer, so the messages of other protocols pay 8 bytes for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub content_type: Option<Box<str>>,
+    pub event: Option<Box<str>>,
 }
 
 /// A short string held inline up to `N` bytes and boxed beyond: message ids (`Id`, which
@@ -285,6 +345,8 @@ pub struct Message {
     /// Ordered multimap: a name may repeat, and order is kept.
     pub properties: Box<[(Box<str>, Box<str>)]>,
     pub origin: Origin,
+    /// Content type and EventSource event name, if the publisher gave them.
+    pub media: Option<Box<Media>>,
     /// Cached renders, one per wire format that delivers this message (see module doc).
     renders: Renders,
 }
@@ -306,8 +368,24 @@ impl Message {
                 .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
                 .collect(),
             origin,
+            media: (draft.content_type.is_some() || draft.event.is_some()).then(|| {
+                Box::new(Media {
+                    content_type: draft.content_type.map(String::into_boxed_str),
+                    event: draft.event.map(String::into_boxed_str),
+                })
+            }),
             renders: Renders::default(),
         }
+    }
+
+    /// The publisher's content type, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.media.as_ref()?.content_type.as_deref()
+    }
+
+    /// The EventSource event name, if any.
+    pub fn event(&self) -> Option<&str> {
+        self.media.as_ref()?.event.as_deref()
     }
 
     /// This message in `format`: rendered by `render` the first time any thread asks, then
@@ -335,6 +413,8 @@ impl Message {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            content_type: self.content_type().map(str::to_string),
+            event: self.event().map(str::to_string),
         }
     }
 
@@ -350,6 +430,8 @@ impl Message {
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
+            + self.content_type().map_or(0, str::len)
+            + self.event().map_or(0, str::len)
     }
 }
 

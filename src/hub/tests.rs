@@ -433,3 +433,29 @@ fn concurrent_two_phase_publishers_keep_each_workers_mail_in_seq_order() {
         assert_eq!(mail_seqs(mailbox), stored);
     }
 }
+
+#[test]
+fn a_retention_cap_for_one_channel() {
+    let (h, _, _) = hub(2);
+    h.cap_retention("s", 1);
+    assert_eq!(h.channel_count(), 0, "capping does not create a channel");
+    watch(&h, "s", 0);
+    h.cap_retention("s", 1);
+    for b in ["a", "b", "c"] {
+        put(&h, "s", b);
+    }
+    let r = h.read("s", 0, 10);
+    assert_eq!(r.messages.len(), 1, "the cap keeps the latest only");
+    assert_eq!(&*r.messages[0].body, b"c");
+    // A cap above --channel-capacity (3 here) does not raise it.
+    h.cap_retention("s", 100);
+    for b in ["d", "e", "f", "g"] {
+        put(&h, "s", b);
+    }
+    assert_eq!(h.read("s", 0, 10).messages.len(), 3);
+    // Other channels keep their own retention.
+    for b in ["a", "b", "c"] {
+        put(&h, "t", b);
+    }
+    assert_eq!(h.read("t", 0, 10).messages.len(), 3);
+}

@@ -41,6 +41,9 @@ pub enum Mail {
     Stanza { token: usize, stanza: Arc<[u8]> },
     /// A newer session bound the same full JID: end the session `token` (`conflict`).
     Replaced { token: usize },
+    /// The record of a push by connection `token` is durable (`ok`), or could not be
+    /// written: answer it (`--fsync always`).
+    Synced { token: usize, ok: bool },
     /// A BOSH request body for the session `token` (`None`: open a new session on this
     /// worker), forwarded by the HTTP connection `from`, which waits for a `BoshAnswer`.
     BoshRequest {
@@ -55,6 +58,9 @@ pub enum Mail {
         status: u16,
         body: Arc<[u8]>,
     },
+    /// The channel was deleted (nchan's `DELETE /pub/…`): its nchan subscribers on this
+    /// worker end with `410 Gone`.
+    Deleted { channel: Arc<str> },
     /// The server is shutting down.
     Shutdown,
 }
@@ -121,6 +127,11 @@ impl Waiters {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Waiters on the channel, of every protocol.
+    pub fn len(&self) -> usize {
+        self.count
     }
 
     /// Every message up to this `seq` was posted.

@@ -4,18 +4,22 @@
 pub mod auth;
 pub mod comet;
 pub mod message;
+pub mod nchan;
 pub mod qst;
 pub mod stream;
 pub mod talk;
+pub mod websocket;
 pub mod xmlref;
 pub mod xmpp;
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::http::{self, Head, Method};
-use crate::hub::{Hub, HubError};
+use crate::hub::{Draft, Hub, HubError, Message, Origin};
 use crate::metrics::{Metrics, Proto};
 
 /// What the server needs from its surroundings to answer a request.
@@ -24,9 +28,49 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub auth: &'a auth::Auth,
+    /// Under `--fsync always`: the log position the answer must wait for (0: none). Set by
+    /// `publish`; the connection reads it after `handle`.
+    pub wait: Cell<crate::storage::Lsn>,
+    /// The live figures of `/status.json`.
+    pub status: &'a crate::status::Status,
 }
 
 impl Ctx<'_> {
+    /// Publishes a batch through the hub (`Hub::publish`). Under `--fsync always` the
+    /// batch's subscribers hear of it once it is on disk, and `wait` notes where the
+    /// answer must wait for.
+    pub fn publish(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+    ) -> Result<Vec<Arc<Message>>, HubError> {
+        let (stored, lsn) = self.hub.publish_lsn(channel, drafts, origin, queue)?;
+        self.wait_for(lsn);
+        Ok(stored)
+    }
+
+    /// `Hub::publish_with_info` (nchan's `/pub/`), noting the record to wait for as
+    /// `publish` does.
+    pub fn publish_with_info(
+        &self,
+        channel: &str,
+        draft: Draft,
+        origin: Origin,
+    ) -> Result<crate::hub::ChannelInfo, HubError> {
+        let (info, lsn) = self.hub.publish_with_info(channel, draft, origin)?;
+        self.wait_for(lsn);
+        Ok(info)
+    }
+
+    /// Under `--fsync always`, the answer waits for the record ending at `lsn` too.
+    fn wait_for(&self, lsn: crate::storage::Lsn) {
+        if self.hub.waits_for_storage() {
+            self.wait.set(self.wait.get().max(lsn));
+        }
+    }
+
     /// `Ok` if the request may use the channel; else the `401` to answer (and counted).
     /// Call before anything with a side effect.
     pub fn authorize(&self, channel: &str, req: &Request<'_>) -> Result<(), Reply> {
@@ -66,6 +110,11 @@ impl<'a> Request<'a> {
         })
     }
 
+    /// The value of a request header (the first of that name), trimmed.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        http::header(self.buf.get(..self.head.len).unwrap_or(&[]), name)
+    }
+
     fn is_form(&self) -> bool {
         self.head.content_type.is_some_and(|s| {
             let v = s.of(self.buf);
@@ -83,6 +132,9 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// The body is the whole response, byte-exact, with no head added (Talk headless push).
     pub raw: bool,
+    /// `Access-Control-Allow-Origin` instead of `--cors-origin` (empty: none), for
+    /// nchan's endpoints, which echo the request's `Origin`.
+    pub cors: Option<String>,
 }
 
 impl Reply {
@@ -97,6 +149,7 @@ impl Reply {
             body: body.into(),
             headers: Vec::new(),
             raw: false,
+            cors: None,
         }
     }
 
@@ -117,7 +170,10 @@ impl Reply {
 
     /// The answer to a refusal by the hub.
     pub fn hub_error(e: HubError) -> Reply {
-        Reply::text(503, e.to_string()).header("Retry-After", "1")
+        match e {
+            HubError::Reserved => Reply::text(403, e.to_string()),
+            _ => Reply::text(503, e.to_string()).header("Retry-After", "1"),
+        }
     }
 }
 
@@ -147,6 +203,8 @@ pub enum ParkKind {
     },
     /// A QST `long-polling=true` pull.
     Qst(qst::Pull),
+    /// An nchan `/sub/` long-poll.
+    Nchan(nchan::Poll),
 }
 
 impl Park {
@@ -156,7 +214,7 @@ impl Park {
     pub fn shared_answer(&self) -> Option<(u64, Option<&str>)> {
         match &self.kind {
             ParkKind::Comet { cursor, callback } => Some((*cursor, callback.as_deref())),
-            ParkKind::Qst(_) => None,
+            ParkKind::Qst(_) | ParkKind::Nchan(_) => None,
         }
     }
 }
@@ -179,6 +237,7 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
     match park.kind {
         ParkKind::Comet { .. } => comet::resume(ctx, park, timed_out),
         ParkKind::Qst(_) => qst::resume(ctx, park, timed_out),
+        ParkKind::Nchan(ref poll) => nchan::resume(ctx, park, poll, timed_out),
     }
 }
 
@@ -254,6 +313,9 @@ fn method_not_allowed(allow: &'static str) -> Reply {
 pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
     let path = req.path();
     let method = req.head.method;
+    if let Some(action) = nchan::handle(ctx, req) {
+        return (Proto::Nchan, action);
+    }
     if method == Method::Options {
         return (Proto::Other, Action::Reply(preflight(ctx, req)));
     }
@@ -291,8 +353,22 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
         b"/http-bind" | b"/bosh" | b"/bosh/http-bind" => {
             return (Proto::Other, xmpp::bosh::handle(ctx, req))
         }
+        b"/" => static_file(method, "text/html; charset=utf-8", STATUS_HTML),
+        b"/status.json" => match method {
+            Method::Get | Method::Head => {
+                let body = ctx.status.snapshot(ctx.metrics);
+                Reply::new(200, "application/json", body.into_bytes())
+                    .header("Cache-Control", "no-store")
+            }
+            _ => method_not_allowed("GET, HEAD, OPTIONS"),
+        },
         b"/tidings.js" => static_file(method, "application/javascript; charset=utf-8", TIDINGS_JS),
         b"/demo" | b"/demo/" => static_file(method, "text/html; charset=utf-8", CHAT_HTML),
+        b"/demo/xmpp.html" => static_file(method, "text/html; charset=utf-8", XMPP_HTML),
+        b"/demo/demo.css" => static_file(method, "text/css; charset=utf-8", DEMO_CSS),
+        b"/demo/strophe.js" => {
+            static_file(method, "application/javascript; charset=utf-8", STROPHE_JS)
+        }
         b"/health" => match method {
             Method::Get | Method::Head => Reply::text(200, "ok"),
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
@@ -314,6 +390,15 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
 pub const TIDINGS_JS: &[u8] = include_bytes!("../../web/tidings.js");
 /// The chat demo page, compiled into the binary.
 pub const CHAT_HTML: &[u8] = include_bytes!("../../web/chat.html");
+/// The status page served at `/` (live figures from `/sub/tidings/status` or
+/// `/status.json`), compiled into the binary.
+pub const STATUS_HTML: &[u8] = include_bytes!("../../web/status.html");
+/// The XMPP demo page (BOSH, urn:M, PubSub with strophe.js), compiled into the binary.
+pub const XMPP_HTML: &[u8] = include_bytes!("../../web/xmpp.html");
+/// The style sheet both demo pages share.
+pub const DEMO_CSS: &[u8] = include_bytes!("../../web/demo.css");
+/// strophe.js's browser build, vendored from its npm package (README: "The XMPP demo page").
+pub const STROPHE_JS: &[u8] = include_bytes!("../../web/vendor/strophe.umd.min.js");
 
 fn static_file(method: Method, content_type: &'static str, body: &'static [u8]) -> Reply {
     match method {

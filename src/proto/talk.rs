@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::stream::{HeadEnv, Pick, StreamKind};
 use super::{channel_name, Action, Ctx, Reply, Request, StreamStart};
-use crate::http::{self, Framing, Method, ResponseHead, Seg};
+use crate::http::{self, Seg};
 use crate::hub::{Draft, Format, Message, Origin};
 
 /// The reply head of a headless pull, byte-exact.
@@ -88,19 +88,7 @@ impl TalkStream {
             return Seg::Static(HEADLESS_PULL_HEAD);
         }
         let headers = [("Cache-Control", "no-cache".to_string())];
-        let head = ResponseHead {
-            status: 200,
-            date: env.date,
-            cors_origin: env.cors_origin,
-            content_type: "text/plain; charset=utf-8",
-            framing: Framing::Chunked,
-            headers: &headers,
-            keep_alive: true,
-            minor: 1,
-        };
-        let mut out = Vec::with_capacity(256);
-        http::encode_response(&head, Method::Get, b"", &mut out);
-        Seg::Owned(out)
+        env.chunked_head(env.cors_origin, "text/plain; charset=utf-8", &headers)
     }
 
     /// The message's record if this stream receives it (see `wants`).
@@ -205,8 +193,7 @@ pub fn push(ctx: &Ctx<'_>, req: &Request<'_>) -> Reply {
             to,
             ..Draft::with_body(message.into_owned())
         };
-        ctx.hub
-            .publish(&channel, vec![draft], Origin::Talk, false)
+        ctx.publish(&channel, vec![draft], Origin::Talk, false)
             .map_err(Reply::hub_error)?;
         Ok(())
     };

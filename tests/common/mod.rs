@@ -18,6 +18,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tidings::metrics::Metrics;
+
+pub mod python;
 use tidings::{Config, Handle, Server};
 
 /// The longest any single expectation waits for the server.

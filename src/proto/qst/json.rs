@@ -714,6 +714,7 @@ mod tests {
                 subject,
                 body: body.into_bytes(),
                 properties,
+                ..Draft::default()
             })
     }
 

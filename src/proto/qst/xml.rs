@@ -961,6 +961,7 @@ mod tests {
                 subject,
                 body: body.into_bytes(),
                 properties,
+                ..Draft::default()
             })
     }
 

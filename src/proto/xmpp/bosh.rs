@@ -23,8 +23,12 @@ pub const REQUESTS: u64 = 2;
 pub const HOLD: usize = 1;
 /// The shortest interval between polls the client may use (`polling`).
 pub const POLLING_SECS: u64 = 2;
-/// Answers kept for a repeated `rid`.
-const REPLAY: usize = 4;
+/// Answers kept for a repeated `rid`: a client can only repeat one of its last `REQUESTS`.
+/// (Each answer kept costs its bytes: four made an idle session 1 KB larger, RESULTS.md 14.)
+const REPLAY: usize = REQUESTS as usize;
+/// The largest `rid` (XEP-0124 §14: 2^53 - 1). A larger one is refused, so the window's
+/// `rid + 1` and `rid + REQUESTS` cannot overflow.
+pub const MAX_RID: u64 = (1 << 53) - 1;
 /// The content type of every answer.
 pub const CONTENT_TYPE: &str = "text/xml; charset=utf-8";
 
@@ -110,6 +114,9 @@ pub fn parse(body: &[u8], max_stanza: usize) -> Result<Request, &'static str> {
             .transpose()
     };
     let rid = number("rid")?.ok_or("no rid")?;
+    if rid > MAX_RID {
+        return Err("rid is above 2^53 - 1");
+    }
     let restart = el
         .attrs
         .iter()
@@ -344,6 +351,11 @@ mod tests {
     fn reads_a_session_request_and_an_empty_body() {
         let r = parse(b"<body rid='1573741820' to='localhost' wait='60' hold='1' ver='1.6' xml:lang='en' xmpp:version='1.0' xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'/>", MAX).unwrap();
         assert_eq!(r.rid, 1573741820);
+        let top = parse(
+            b"<body rid='9007199254740991' xmlns='http://jabber.org/protocol/httpbind'/>",
+            MAX,
+        );
+        assert_eq!(top.map(|r| r.rid), Ok(MAX_RID));
         assert_eq!(r.sid, None);
         assert_eq!(r.wait, Some(60));
         assert_eq!(r.hold, Some(1));
@@ -380,6 +392,8 @@ mod tests {
             b"<body rid='1'/>",
             b"<body xmlns='http://jabber.org/protocol/httpbind'/>",
             b"<body rid='x' xmlns='http://jabber.org/protocol/httpbind'/>",
+            b"<body rid='9007199254740992' xmlns='http://jabber.org/protocol/httpbind'/>",
+            b"<body rid='18446744073709551615' xmlns='http://jabber.org/protocol/httpbind'/>",
             b"<bodyx rid='1' xmlns='http://jabber.org/protocol/httpbind'/>",
             b"<body rid='1' xmlns='http://jabber.org/protocol/httpbind'><iq>",
             b"<body rid='1' xmlns='http://jabber.org/protocol/httpbind'></body>junk",

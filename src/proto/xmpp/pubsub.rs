@@ -14,7 +14,8 @@ pub const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 
 /// The payload of a message as a PubSub item: the body itself when an XMPP publish made it
 /// (it is XML), else `<message xmlns='urn:tidings' seq=… from=… to=… when=…>BODY</message>`
-/// with the body escaped.
+/// with the body escaped, and `content-type=…` and `event=…` when an nchan publisher gave
+/// them.
 pub fn payload(msg: &Message, out: &mut String) {
     let body = String::from_utf8_lossy(&msg.body);
     if msg.origin == Origin::Xmpp {
@@ -30,7 +31,14 @@ pub fn payload(msg: &Message, out: &mut String) {
     )
     .ok();
     crate::time::format_utc(msg.when, out);
-    out.push_str("'>");
+    out.push('\'');
+    if let Some(ct) = msg.content_type() {
+        write!(out, " content-type='{}'", escape(ct)).ok();
+    }
+    if let Some(e) = msg.event() {
+        write!(out, " event='{}'", escape(e)).ok();
+    }
+    out.push('>');
     out.push_str(&escape(&body));
     out.push_str("</message>");
 }
