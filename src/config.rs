@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::log::Level;
+use crate::storage::Fsync;
 
 /// The byte that ends a Talk record (PROTOCOLS.md 3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +255,36 @@ config! {
         flag: "shutdown-grace", value: "SECS", kind: SECS,
         help: "time to flush final bytes on shutdown",
     },
+    data_dir: Option<PathBuf> = None => {
+        flag: "data-dir", value: "DIR", kind: FILE,
+        help: "keep the hub (channels, queues and their acknowledgements, clocks, v1 \
+               addresses) in an append-only log in DIR, replayed at start; none keeps \
+               everything in memory only",
+    },
+    fsync: Fsync = Fsync::Always => {
+        flag: "fsync", value: "always|interval|never", kind: FSYNC,
+        help: "with `--data-dir`, when a push is answered: `always` once its record is on \
+               disk (one `fdatasync` shared by every push meanwhile; subscribers hear of it \
+               then too); `interval` at once, the log written and synced every 100 ms \
+               (a crash of the machine loses at most the pushes of the last 100 ms and of \
+               the sync under way); `never` at once, syncing left to the \
+               OS (survives tidings dying, not the machine)",
+    },
+    log_segment_bytes: usize = 64 << 20 => {
+        flag: "log-segment-bytes", value: "N", kind: POSITIVE,
+        help: "with `--data-dir`, a log segment is closed and a new one begun past this size",
+    },
+    log_compact_bytes: usize = 64 << 20 => {
+        flag: "log-compact-bytes", value: "N", kind: POSITIVE,
+        help: "with `--data-dir`, the log is compacted (a snapshot written, older segments \
+               removed) once this much was logged since the last snapshot and more than the \
+               snapshot's size",
+    },
+    log_buffer_bytes: usize = 64 << 20 => {
+        flag: "log-buffer-bytes", value: "N", kind: POSITIVE,
+        help: "with `--data-dir`, log bytes appended and not yet written; past it changes get \
+               `503`",
+    },
     credentials: Option<PathBuf> = None => {
         flag: "credentials", value: "FILE", kind: FILE,
         help: "users and the channels they may use",
@@ -378,6 +409,11 @@ const MILLIS: Kind<Duration> = Kind {
         n => Ok(Duration::from_millis(n as u64)),
     },
     show: |d| d.as_millis().to_string(),
+};
+
+const FSYNC: Kind<Fsync> = Kind {
+    parse: Fsync::parse,
+    show: |f| f.name().into(),
 };
 
 const TERMINATOR: Kind<Terminator> = Kind {

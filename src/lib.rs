@@ -4,7 +4,8 @@
 //!
 //! The layers, top down: [`server`] starts the workers ([`reactor`]), each drives its
 //! connections ([`conn`]); a parsed request ([`http`]) becomes an action in [`proto`], which
-//! reads and writes the [`hub`]. [`status`] is the live snapshot behind the status page.
+//! reads and writes the [`hub`], which logs its changes to [`storage`] (`--data-dir`).
+//! [`status`] is the live snapshot behind the status page.
 
 pub mod log;
 
@@ -17,8 +18,10 @@ pub mod hub;
 pub mod metrics;
 pub mod proto;
 pub mod reactor;
+pub mod redis;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod store;
 pub mod time;
 pub mod worker;

@@ -102,6 +102,27 @@ impl Counter {
     }
 }
 
+/// A counter or gauge on one atomic, for what one thread mostly writes (the `--data-dir`
+/// log's sync and compaction threads): no slot per thread, so it costs 8 bytes, not 512.
+#[derive(Default)]
+pub struct Single(AtomicU64);
+
+impl Single {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    /// Sets a gauge.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     pub connections_open: Gauge,
@@ -146,6 +167,14 @@ pub struct Metrics {
     pub messages_evicted: Counter,
     pub messages_expired: Counter,
     pub memory_refusals: Counter,
+    /// Bytes of the `--data-dir` log's segments and snapshots.
+    pub storage_log_bytes: Single,
+    pub storage_syncs: Single,
+    pub storage_sync_micros: Single,
+    pub storage_bytes_written: Single,
+    pub storage_compactions: Single,
+    pub storage_errors: Single,
+    pub storage_refusals: Single,
 }
 
 impl Metrics {
@@ -219,6 +248,12 @@ impl Metrics {
             "tidings_read_buffer_bytes",
             "Bytes held by request read buffers, in use and pooled.",
             self.read_buffer_bytes.get(),
+        );
+        gauge(
+            &mut s,
+            "tidings_storage_log_bytes",
+            "Bytes of the --data-dir log on disk (segments and snapshot).",
+            self.storage_log_bytes.get() as i64,
         );
         gauge(
             &mut s,
@@ -392,11 +427,44 @@ impl Metrics {
                 &self.internal_errors,
             ),
         ];
-        for (name, help, c) in counters {
+        let storage: [(&str, &str, &Single); 6] = [
+            (
+                "tidings_storage_syncs_total",
+                "Log writes made durable (one fdatasync each, shared by every record appended meanwhile).",
+                &self.storage_syncs,
+            ),
+            (
+                "tidings_storage_sync_microseconds_total",
+                "Time spent writing and syncing the log (divide by syncs for the mean latency).",
+                &self.storage_sync_micros,
+            ),
+            (
+                "tidings_storage_bytes_written_total",
+                "Bytes written to the log.",
+                &self.storage_bytes_written,
+            ),
+            (
+                "tidings_storage_compactions_total",
+                "Snapshots written by log compaction.",
+                &self.storage_compactions,
+            ),
+            (
+                "tidings_storage_errors_total",
+                "Failed log writes, syncs or compactions (full disk, I/O error).",
+                &self.storage_errors,
+            ),
+            (
+                "tidings_storage_refusals_total",
+                "Changes refused with 503 because the log could not take them (failing disk, --log-buffer-bytes).",
+                &self.storage_refusals,
+            ),
+        ];
+        let values = counters.iter().map(|&(n, h, c)| (n, h, c.get()));
+        let storage = storage.iter().map(|&(n, h, c)| (n, h, c.get()));
+        for (name, help, v) in values.chain(storage) {
             let _ = write!(
                 s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                c.get()
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
         s

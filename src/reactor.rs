@@ -368,6 +368,12 @@ impl Reactor {
                         self.with_conn(key, |c, w| c.deliver_stanza(&stanza, w));
                     }
                 }
+                Mail::Synced { token, ok } => {
+                    let (key, gen) = untoken(token);
+                    if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
+                        self.with_conn(key, |c, w| c.synced(ok, w));
+                    }
+                }
                 Mail::Replaced { token } => {
                     if let Some(key) = self.live(token) {
                         self.with_conn(key, |c, w| c.replaced(w));

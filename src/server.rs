@@ -18,8 +18,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
@@ -31,6 +32,7 @@ use crate::hub::{Draft, Hub, HubError, Limits, Mailbox, Origin};
 use crate::info;
 use crate::metrics::Metrics;
 use crate::reactor::{Listener, Reactor, WakerNotify, WAKER};
+use crate::storage::{self, Storage};
 use crate::worker::Shared;
 
 /// Connections waiting to be accepted, per listener (the kernel caps it at somaxconn).
@@ -42,6 +44,69 @@ pub struct Server {
     xmpp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    storage: Arc<dyn Storage>,
+}
+
+/// What the storage's threads tell the hub: syncs done, and snapshots for compaction. Weak,
+/// so that the storage (owned by the hub) does not keep the hub alive.
+struct HubListener(Weak<Shared>);
+
+impl storage::Listener for HubListener {
+    fn synced(&self, durable: storage::Lsn, failed: storage::Lsn) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.hub.synced(durable, failed);
+        }
+    }
+
+    fn snapshot(&self, out: &mut dyn FnMut(&storage::Record<'_>)) -> bool {
+        match self.0.upgrade() {
+            Some(shared) => {
+                shared.hub.snapshot(out);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Opens the storage `--data-dir` asks for (taking its lock), or none.
+fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> io::Result<Arc<dyn Storage>> {
+    let Some(dir) = &config.data_dir else {
+        return Ok(Arc::new(storage::Memory));
+    };
+    let opts = storage::disk::Options {
+        dir: dir.clone(),
+        fsync: config.fsync,
+        segment_bytes: config.log_segment_bytes as u64,
+        compact_bytes: config.log_compact_bytes as u64,
+        buffer_bytes: config.log_buffer_bytes,
+    };
+    Ok(Arc::new(storage::disk::Disk::open(opts, metrics.clone())?))
+}
+
+/// Replays the log into the hub, and says how long it took.
+fn restore(hub: &Hub, config: &Config) -> io::Result<()> {
+    let Some(dir) = &config.data_dir else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let r = hub.restore()?;
+    info!(
+        "recovered {} channels from {} ({} records, {} bytes, {} segments{}) in {} ms; \
+         --fsync {}",
+        hub.channel_count(),
+        dir.display(),
+        r.records,
+        r.bytes,
+        r.segments,
+        if r.snapshot { " and a snapshot" } else { "" },
+        started.elapsed().as_millis(),
+        config.fsync.name(),
+    );
+    if r.cut > 0 {
+        crate::warn!("cut {} bytes of torn or corrupt log tail", r.cut);
+    }
+    Ok(())
 }
 
 /// A cheap, cloneable, thread-safe handle on a running server.
@@ -166,6 +231,12 @@ impl Server {
         }
         // Every worker gets its own socket for each listening address; the first socket
         // decides the port (port 0 asks the OS) and the others share it.
+        // The log first: a second server on the same --data-dir stops here, before it binds.
+        let metrics = Arc::new(Metrics::default());
+        let storage = open_storage(&config, &metrics)?;
+        let limits = Limits::from_config(&config);
+        let hub = Hub::with_storage(limits, mailboxes.clone(), metrics.clone(), storage.clone());
+        restore(&hub, &config)?;
         let mut addresses = vec![(config.listen, Kind::Http)];
         if let Some(xmpp) = config.xmpp_listen {
             addresses.push((xmpp, Kind::Xmpp));
@@ -184,10 +255,15 @@ impl Server {
         }
         let addr = bound_addrs[0];
         let xmpp_addr = bound_addrs.get(1).copied();
-        let metrics = Arc::new(Metrics::default());
-        let limits = Limits::from_config(&config);
-        let hub = Hub::new(limits, mailboxes.clone(), metrics.clone());
         let store = crate::store::Store::new(auth.users());
+        if let Some(state) = hub.stored_store() {
+            // The log's last item store: refuse to serve a store we could not read back
+            // rather than start with an empty one and overwrite it.
+            store.restore(&state).map_err(|e| {
+                io::Error::other(format!("the item store in --data-dir cannot be read: {e}"))
+            })?;
+            info!("recovered the item store ({} bytes)", state.len());
+        }
         let shared = Arc::new(Shared {
             config,
             hub,
@@ -199,6 +275,7 @@ impl Server {
             bosh: Default::default(),
             status: crate::status::Status::new(addr, xmpp_addr),
         });
+        storage.start(Arc::new(HubListener(Arc::downgrade(&shared))))?;
         let mut threads = Vec::with_capacity(workers);
         for (id, ((poll, listeners), mailbox)) in
             polls.into_iter().zip(per_worker).zip(mailboxes).enumerate()
@@ -220,6 +297,7 @@ impl Server {
             xmpp_addr,
             shared,
             threads,
+            storage,
         })
     }
 
@@ -244,6 +322,8 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
+        // Everything the workers logged is written and synced; the directory is released.
+        self.storage.close();
     }
 }
 

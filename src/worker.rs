@@ -43,6 +43,7 @@ impl Shared {
             config: &self.config,
             metrics: &self.metrics,
             auth: &self.auth,
+            wait: Default::default(),
             status: &self.status,
         }
     }

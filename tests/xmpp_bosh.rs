@@ -178,6 +178,8 @@ fn the_held_request_is_released_by_a_second_one_or_at_wait() {
     // Nothing to say: the request is held...
     let mut first = b.send(&server, "");
     first.expect_silence(Duration::from_millis(200));
+    // A held BOSH request counts as a parked request.
+    server.wait_parked(1);
     // ...until a second one arrives: the first is answered empty at once, the second held.
     let t0 = Instant::now();
     let mut second = b.send(&server, "");

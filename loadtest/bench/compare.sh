@@ -97,17 +97,9 @@ xservers=("${labels[@]}" prosody)
 
 # record SCENARIO SERVER ROUND METRIC VALUE
 record() { [ -n "$5" ] && [ "$5" != na ] && printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
-# kv LOGFILE KEY: KEY=value of the SUMMARY line
-kv() { grep -m1 '^SUMMARY' "$1" | grep -o "\b$2=[^ ]*" | cut -d= -f2; }
 
 # up SERVER [tidings flags…]: a fresh server of that label on a new port; sets
 # P (port), SPIDS (pid list for CPU and memory)
-# take_port VAR: the next free port
-take_port() {
-    while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
-    printf -v "$1" '%s' "$next_port"
-    next_port=$((next_port + 1))
-}
 up() {
     local who=$1
     shift

@@ -16,6 +16,16 @@ LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # out to outgoing connections here, ours and other engineers' load clients).
 port_free() { ! ss -tanH "sport = :$1" | grep -q .; }
 
+# take_port VAR: the next free port from $next_port on (set next_port first)
+take_port() {
+    while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+    printf -v "$1" '%s' "$next_port"
+    next_port=$((next_port + 1))
+}
+
+# kv LOGFILE KEY: KEY=value of a tidings-load SUMMARY line
+kv() { grep -m1 '^SUMMARY' "$1" | grep -o "\b$2=[^ ]*" | cut -d= -f2; }
+
 # wait_quiet [MAX_SECS]: until the machine is under 8 % busy over 2 s.
 wait_quiet() {
     local max=${1:-300} start b
@@ -179,6 +189,26 @@ stop_prosody() {
     wait "$PRPID" 2>/dev/null
     sleep "${STOP_WAIT:-2}"
 }
+
+# busy_us: CPU time the whole machine has spent busy so far (all CPUs, µs; /proc/stat)
+busy_us() {
+    awk -v tck="$(getconf CLK_TCK)" '/^cpu /{printf "%.0f\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1e6 / tck; exit}' /proc/stat
+}
+
+# timed_run LOG SERVER_PIDS CMD…: runs CMD with its output in LOG; sets OTHERS to the % of
+# the machine's CPUs that processes other than the server and CMD's own (children
+# included, from /usr/bin/time) kept busy meanwhile: another engineer's build, say.
+timed_run() {
+    local log=$1 spids=$2 b0 s0 t0 b1 s1 t1 cl
+    shift 2
+    b0=$(busy_us) s0=$(cpu_us "$spids") t0=$(date +%s%N)
+    /usr/bin/time -f '%e %U %S' -o "$log.time" "$@" > "$log" 2>&1
+    b1=$(busy_us) s1=$(cpu_us "$spids") t1=$(date +%s%N)
+    cl=$(awk 'END{printf "%.0f", ($2 + $3) * 1e6}' "$log.time")
+    OTHERS=$(awk -v b=$((b1 - b0)) -v s=$((s1 - s0)) -v c="$cl" -v t=$(((t1 - t0) / 1000)) -v n="$(nproc)" \
+        'BEGIN{v = (b - s - c) / (t * n) * 100; if (v < 0) v = 0; printf "%.0f", v}')
+}
+
 
 # cpu_us PID[,PID…]: user + system CPU time of the processes, summed, in µs
 cpu_us() {

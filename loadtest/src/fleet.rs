@@ -11,6 +11,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
+use crate::hist::Hist;
+use crate::measure::opt_ms;
 use crate::sys::{ephemeral_ports, raise_nofile_limit};
 
 /// Connections one worker takes by default before another worker is added.
@@ -378,6 +380,101 @@ pub fn await_ready(
     }
 }
 
+/// What bringing a fleet's connections up gave.
+pub struct Started {
+    pub up: usize,
+    pub failed: usize,
+    pub dead_workers: usize,
+    pub retries: usize,
+    pub connect_s: f64,
+    /// Per-connection times to come up (µs), from the workers' `READY … hist=`
+    /// (empty when they send none).
+    pub hist: Hist,
+}
+
+/// Starts `fleet`'s workers (`subcommand`, the count as `count_flag`, then
+/// `extra`) and follows them until every connection is up or failed, printing
+/// progress (`verb`: "connecting", "logging in") and a summary line.
+pub fn bring_up(
+    fleet: &Fleet,
+    subcommand: &str,
+    count_flag: &str,
+    extra: &[(&str, &str)],
+    noun: &str,
+    verb: &str,
+) -> Result<(Vec<Worker>, Receiver<Msg>, Started), String> {
+    let t_connect = Instant::now();
+    let (mut workers, rx) = fleet.spawn(subcommand, count_flag, extra)?;
+    await_ready(
+        &rx,
+        &mut workers,
+        t_connect,
+        fleet.max_connect_secs,
+        noun,
+        |workers, el| {
+            let up: usize = workers.iter().map(|w| w.up).sum();
+            let failed: usize = workers.iter().map(|w| w.failed).sum();
+            let inflight: usize = workers.iter().map(|w| w.inflight).sum();
+            let retries: usize = workers.iter().map(|w| w.retries).sum();
+            println!(
+                "{verb}: {el:.1}s up={up} failed={failed} inflight={inflight} retries={retries} ({:.0} {noun}/s)",
+                up as f64 / el.max(0.001)
+            );
+        },
+    );
+    let mut st = Started {
+        up: 0,
+        failed: 0,
+        dead_workers: 0,
+        retries: 0,
+        connect_s: t_connect.elapsed().as_secs_f64(),
+        hist: Hist::new(),
+    };
+    for (i, w) in workers.iter().enumerate() {
+        if !w.alive || !w.ready {
+            st.dead_workers += 1;
+            // whatever it had not reported up is lost
+            st.failed += w.streams - w.up;
+            eprintln!("!!! worker {i} did not finish {verb}");
+        } else {
+            st.failed += w.failed;
+            match kv(&w.ready_line, "hist").map(Hist::decode) {
+                Some(Ok(h)) => st.hist.merge(&h),
+                Some(Err(e)) => eprintln!("!!! worker {i}: bad histogram: {e}"),
+                None => {}
+            }
+        }
+        st.up += w.up;
+        st.retries += w.retries;
+    }
+    let times = if st.hist.count() > 0 {
+        format!(
+            " p50={} p99={} max={} ms",
+            opt_ms(st.hist.percentile(50.0)),
+            opt_ms(st.hist.percentile(99.0)),
+            opt_ms(st.hist.max()),
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "{noun} up: {}/{} failed={} retries={} in {:.2}s ({:.0} {noun}/s){times}",
+        st.up,
+        fleet.n,
+        st.failed,
+        st.retries,
+        st.connect_s,
+        st.up as f64 / st.connect_s.max(0.001),
+    );
+    if st.failed > 0 {
+        println!(
+            "!!! {} of {} {noun} did not come up (see the worker messages above)",
+            st.failed, fleet.n
+        );
+    }
+    Ok((workers, rx, st))
+}
+
 /// Waits until every live worker sent a line starting with `prefix` (or the
 /// deadline); `f` gets each such line. Returns how many did not answer.
 pub fn gather(
@@ -420,6 +517,48 @@ pub fn gather(
             Err(RecvTimeoutError::Disconnected) => return missing,
         }
     }
+}
+
+/// What the workers counted by the end.
+#[derive(Default)]
+pub struct Bye {
+    /// Connections that were up and closed before the end.
+    pub closed: usize,
+    /// Records or stanzas nobody asked for.
+    pub unexpected: usize,
+    pub proto_errors: usize,
+    /// Talk keep-alive `noop`s, in all and the fewest a worker's streams got.
+    pub keepalives: u64,
+    pub min_keepalives: Option<usize>,
+}
+
+/// Ends the workers (`QUIT`, their `BYE` lines, `reap`), printing what went
+/// wrong: `noun` names the connections, `what` what they receive.
+pub fn finish(workers: &mut [Worker], rx: &Receiver<Msg>, noun: &str, what: &str) -> Bye {
+    broadcast(workers, "QUIT");
+    let mut b = Bye::default();
+    gather(rx, workers, "BYE", Duration::from_secs(30), |_, l| {
+        b.closed += kv_num(l, "closed");
+        b.unexpected += kv_num(l, "unexpected");
+        b.proto_errors += kv_num(l, "proto_errors");
+        b.keepalives += kv_num(l, "keepalives") as u64;
+        let m = kv_num(l, "min_keepalives");
+        b.min_keepalives = Some(b.min_keepalives.map_or(m, |x| x.min(m)));
+    });
+    reap(workers);
+    if b.closed > 0 {
+        println!(
+            "!!! {} {noun} that were up were closed before the end",
+            b.closed
+        );
+    }
+    if b.unexpected > 0 {
+        println!("!!! {} unexpected {what} arrived", b.unexpected);
+    }
+    if b.proto_errors > 0 {
+        println!("!!! {} protocol errors on {noun}", b.proto_errors);
+    }
+    b
 }
 
 /// Closes the workers' stdin and waits for them (killing one that hangs).

@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
-use crate::fleet::{
-    await_ready, broadcast, gather, kv, kv_num, reap, resolve, Fleet, Msg, FLEET_OPTIONS,
-};
-use crate::http::{escape, nchan_pub, pub_api_request, push_request, timed_request};
+use crate::fanout::{publish, Group};
+use crate::fleet::{bring_up, finish, kv_num, resolve, Fleet, Msg, FLEET_OPTIONS};
+use crate::http::{nchan_pub, pub_api_request, push_request, timed_request};
 use crate::measure::{kib, parse_pids, pct_ms, per_item, verdict, whole, RssSource};
 use crate::nchan_sub::Transport;
 use crate::sys::now_ns;
@@ -185,7 +184,6 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         }
     }
 
-    let t_connect = Instant::now();
     let mut extra = vec![
         ("--channel", s.channel.as_str()),
         ("--run-id", &run_id),
@@ -195,55 +193,18 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     if let Some(t) = s.transport {
         extra.push(("--transport", t.name()));
     }
-    let (mut workers, rx) = f.spawn("worker", "--streams", &extra)?;
-    let mut t = Totals::default();
-
-    // Connect phase: follow progress until every worker is READY.
-    await_ready(
-        &rx,
-        &mut workers,
-        t_connect,
-        f.max_connect_secs,
-        "streams",
-        |workers, el| {
-            let up: usize = workers.iter().map(|w| w.up).sum();
-            let failed: usize = workers.iter().map(|w| w.failed).sum();
-            let inflight: usize = workers.iter().map(|w| w.inflight).sum();
-            let retries: usize = workers.iter().map(|w| w.retries).sum();
-            println!(
-                "connecting: {el:.1}s up={up} failed={failed} inflight={inflight} retries={retries} ({:.0} streams/s)",
-                up as f64 / el.max(0.001)
-            );
-        },
-    );
-    let connect_s = t_connect.elapsed().as_secs_f64();
-    for (i, w) in workers.iter().enumerate() {
-        if !w.alive || !w.ready {
-            t.dead_workers += 1;
-            // whatever it had not reported up is lost
-            t.failed += w.streams - w.up;
-            eprintln!("!!! worker {i} did not finish connecting");
-        } else {
-            t.failed += w.failed;
-        }
-        t.up += w.up;
-        t.head_notes += kv_num(&w.ready_line, "head_notes");
-    }
-    let retries: usize = workers.iter().map(|w| w.retries).sum();
-    println!(
-        "streams up: {}/{} failed={} retries={} in {connect_s:.2}s ({:.0} streams/s)",
-        t.up,
-        f.n,
-        t.failed,
-        retries,
-        t.up as f64 / connect_s.max(0.001)
-    );
-    if t.failed > 0 {
-        println!(
-            "!!! {} of {} streams did not come up (see the worker messages above)",
-            t.failed, f.n
-        );
-    }
+    let (workers, rx, st) = bring_up(f, "worker", "--streams", &extra, "streams", "connecting")?;
+    let mut t = Totals {
+        up: st.up,
+        failed: st.failed,
+        dead_workers: st.dead_workers,
+        ..Totals::default()
+    };
+    let connect_s = st.connect_s;
+    t.head_notes = workers
+        .iter()
+        .map(|w| kv_num(&w.ready_line, "head_notes"))
+        .sum();
     if t.head_notes > 0 {
         println!(
             "!!! {} stream replies had a head that is not byte-exact",
@@ -269,30 +230,15 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     let mut all_lats: Vec<u64> = Vec::new();
     // per push: publish write → the last subscriber's read
     let mut last_lats: Vec<u64> = Vec::new();
+    let mut g = [Group {
+        label: "talk",
+        workers,
+        rx,
+    }];
     if t.up > 0 {
         for k in 1..=s.pushes {
             let token = format!("fanout-{k}-{}", now_ns());
-            let mut expected = 0;
-            broadcast(&mut workers, &format!("ARM {token}"));
-            gather(
-                &rx,
-                &mut workers,
-                "ARMED",
-                Duration::from_secs(10),
-                |_, l| {
-                    expected += kv_num(l, "expected");
-                },
-            );
-            let loss_ns = s.loss_timeout_ms * 1_000_000;
-            let mut collecting = false;
             let req = publish_request(s, &token);
-            let pushed = timed_request(f.server, &req, |t0| {
-                collecting = true;
-                broadcast(
-                    &mut workers,
-                    &format!("COLLECT {token} {t0} {}", t0 + loss_ns),
-                );
-            });
             let accepted = |status: u16| {
                 if s.nchan || s.transport.is_some() {
                     (200..300).contains(&status)
@@ -300,86 +246,35 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
                     status == 200
                 }
             };
-            let push_ok = matches!(&pushed, Ok(p) if accepted(p.reply.status));
-            let push_ms = match &pushed {
-                Ok(p) => {
-                    if !accepted(p.reply.status) {
-                        t.push_errors += 1;
-                        println!(
-                            "!!! push {k}: status {} (reply {:?})",
-                            p.reply.status,
-                            escape(&p.reply.raw(), 200)
-                        );
-                    }
-                    (p.replied_ns - p.t0_ns) as f64 / 1e6
-                }
-                Err(e) => {
-                    t.push_errors += 1;
-                    println!("!!! push {k} failed: {e}");
-                    f64::NAN
-                }
-            };
-            if !collecting {
-                continue;
+            let p = publish(&mut g, f.server, &req, &token, s.loss_timeout_ms, accepted);
+            if !p.ok {
+                t.push_errors += 1;
             }
-            let mut received = 0;
-            let mut gone = 0;
-            let mut dups = 0;
-            let mut lats: Vec<u64> = Vec::with_capacity(expected);
-            gather(
-                &rx,
-                &mut workers,
-                "RESULT",
-                Duration::from_millis(s.loss_timeout_ms + 10_000),
-                |_, l| {
-                    received += kv_num(l, "received");
-                    gone += kv_num(l, "gone");
-                    dups += kv_num(l, "dups");
-                    if let Some(list) = kv(l, "lat_us") {
-                        lats.extend(list.split(',').filter_map(|x| x.parse::<u64>().ok()));
-                    }
-                },
-            );
-            lats.sort_unstable();
-            // A push the server did not accept stored nothing: what the
-            // streams did not get is a push error, not a lost message.
-            let lost = if push_ok {
-                expected.saturating_sub(received)
-            } else {
-                0
+            let Some(d) = p.groups.first() else {
+                continue;
             };
-            t.lost += lost;
-            t.dups += dups;
+            t.lost += d.lost;
+            t.dups += d.dups;
             println!(
-                "push {k}/{}: token={token} received={received}/{expected} p50_ms={} p99_ms={} max_ms={} push_reply_ms={}{}",
+                "push {k}/{}: token={token} {} push_reply_ms={}",
                 s.pushes,
-                pct_ms(&lats, 50.0),
-                pct_ms(&lats, 99.0),
-                pct_ms(&lats, 100.0),
-                if push_ms.is_nan() {
+                d.figures(),
+                if p.reply_ms.is_nan() {
                     "na".to_string()
                 } else {
-                    format!("{push_ms:.3}")
+                    format!("{:.3}", p.reply_ms)
                 },
-                if dups > 0 {
-                    format!(" DUPLICATES={dups}")
-                } else {
-                    String::new()
-                }
             );
-            if lost > 0 {
-                println!(
-                    "!!! LOST: {lost} of {expected} streams did not receive {token} within {} ms ({gone} of them closed)",
-                    s.loss_timeout_ms
-                );
-            }
-            if let Some(&last) = lats.last() {
+            if let Some(&last) = d.lats.last() {
                 last_lats.push(last);
             }
-            all_lats.extend_from_slice(&lats);
+            all_lats.extend_from_slice(&d.lats);
             std::thread::sleep(Duration::from_millis(s.push_gap_ms));
         }
     }
+    let [Group {
+        mut workers, rx, ..
+    }] = g;
     all_lats.sort_unstable();
     last_lats.sort_unstable();
     // The server's CPU time per push (the pauses between pushes are idle but for
@@ -419,30 +314,12 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     }
     let rss_end = if s.hold > 0 { s.rss.read() } else { rss_after };
 
-    broadcast(&mut workers, "QUIT");
-    let mut min_keep: Option<usize> = None;
-    gather(&rx, &mut workers, "BYE", Duration::from_secs(30), |_, l| {
-        t.closed += kv_num(l, "closed");
-        t.keepalives += kv_num(l, "keepalives") as u64;
-        t.unexpected += kv_num(l, "unexpected");
-        t.proto_errors += kv_num(l, "proto_errors");
-        let m = kv_num(l, "min_keepalives");
-        min_keep = Some(min_keep.map_or(m, |x: usize| x.min(m)));
-    });
-    t.min_keepalives = min_keep;
-    reap(&mut workers);
-    if t.closed > 0 {
-        println!(
-            "!!! {} streams that were up were closed before the end",
-            t.closed
-        );
-    }
-    if t.unexpected > 0 {
-        println!("!!! {} unexpected records arrived", t.unexpected);
-    }
-    if t.proto_errors > 0 {
-        println!("!!! {} protocol errors on streams", t.proto_errors);
-    }
+    let b = finish(&mut workers, &rx, "streams", "records");
+    t.closed = b.closed;
+    t.unexpected = b.unexpected;
+    t.proto_errors = b.proto_errors;
+    t.keepalives = b.keepalives;
+    t.min_keepalives = b.min_keepalives;
 
     let pass = t.failed == 0
         && t.up == f.n

@@ -7,16 +7,19 @@
 //! trips, server CPU per request), `soak` (every protocol, clients leaving at
 //! random, checks after the storm), `xmpp-idle` (many idle XMPP sessions, RSS
 //! per session, login times), `xmpp-ping` (XEP-0199 round trips, server CPU per
-//! round trip), and the hidden `worker` / `comet-worker` / `soak-worker` /
+//! round trip), `xmpp-fanout` (PubSub subscribers over XMPP beside Talk
+//! streams: fan-out latency of one publish, exactly once), and the hidden `worker` / `comet-worker` / `soak-worker` /
 //! `xmpp-worker` that `talk-idle` / `comet-longpoll` / `soak` / the XMPP
 //! scenarios start in child processes. See README.md.
 
 mod args;
+mod bosh;
 mod child;
 mod chunked;
 mod comet;
 mod comet_worker;
 mod echo;
+mod fanout;
 mod fleet;
 mod hist;
 mod http;
@@ -32,6 +35,7 @@ mod soak_worker;
 mod sys;
 mod worker;
 mod xmpp;
+mod xmpp_fanout;
 mod xmpp_load;
 mod xmpp_worker;
 
@@ -56,6 +60,10 @@ scenarios:
                    the server's RSS per session and the login times
   xmpp-ping        C XMPP clients each pinging the server (XEP-0199) one ping at a time:
                    round trips per second, p50/p99 latency, server CPU per round trip
+  bosh-idle        xmpp-idle over BOSH (POST /http-bind): N bound sessions, each with one
+                   request held by the server; the server's RSS per session
+  xmpp-fanout      N XMPP PubSub subscribers and N Talk streams on one channel, K publishes:
+                   p50/p99 from publish to the last byte read per transport, exactly once
 
 run `tidings-load <scenario> --help` for the options of a scenario";
 
@@ -114,6 +122,8 @@ fn main() {
         Some("soak-worker") => soak_worker::run(&argv[1..]),
         Some("xmpp-idle") => xmpp_load::run_idle(&argv[1..]),
         Some("xmpp-ping") => xmpp_load::run_ping(&argv[1..]),
+        Some("bosh-idle") => xmpp_load::run_bosh_idle(&argv[1..]),
+        Some("xmpp-fanout") => xmpp_fanout::run(&argv[1..]),
         Some("xmpp-worker") => xmpp_worker::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

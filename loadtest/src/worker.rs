@@ -27,6 +27,7 @@ use crate::child::{
     send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
 };
 use crate::chunked::{ChunkParser, Status};
+use crate::fanout::{self, Expect, FanCmd};
 use crate::http::{
     check_pull_head, escape, head_end, nchan_chunked_request, pull_request, MAX_HEAD,
 };
@@ -118,46 +119,18 @@ struct Conn {
     noops: u32,
 }
 
-/// The fan-out message being watched for.
-struct Expect {
-    token: Vec<u8>,
-    /// Per stream: `NOT_ARMED`, `0` (waiting) or the arrival time.
-    arrivals: Vec<u64>,
-    expected: usize,
-    received: usize,
-    /// Armed streams that closed before the message arrived.
-    gone: usize,
-    dups: usize,
-    /// `(t0_ns, deadline_ns)` once the parent asked for the result.
-    collect: Option<(u64, u64)>,
-}
-
-const NOT_ARMED: u64 = u64::MAX;
-
 enum Cmd {
-    Arm(String),
-    Collect(String, u64, u64),
+    Fan(FanCmd),
     Quit,
     Bad(String),
 }
 
 fn parse_cmd(line: &str) -> Cmd {
-    let mut w = line.split_whitespace();
-    match w.next() {
-        Some("ARM") => match w.next() {
-            Some(t) => Cmd::Arm(t.to_string()),
-            None => Cmd::Bad(line.to_string()),
-        },
-        Some("COLLECT") => {
-            let t = w.next();
-            let t0 = w.next().and_then(|x| x.parse().ok());
-            let dl = w.next().and_then(|x| x.parse().ok());
-            match (t, t0, dl) {
-                (Some(t), Some(t0), Some(dl)) => Cmd::Collect(t.to_string(), t0, dl),
-                _ => Cmd::Bad(line.to_string()),
-            }
-        }
-        Some("QUIT") => Cmd::Quit,
+    if let Some(c) = fanout::parse_cmd(line) {
+        return Cmd::Fan(c);
+    }
+    match line.trim() {
+        "QUIT" => Cmd::Quit,
         _ => Cmd::Bad(line.to_string()),
     }
 }
@@ -321,9 +294,7 @@ impl Worker {
         self.conns[idx].phase = Phase::Closed;
         self.closed += 1;
         if let Some(x) = self.expect.as_mut() {
-            if x.arrivals[idx] == 0 {
-                x.gone += 1;
-            }
+            x.closed(idx);
         }
         if bump(&mut self.close_reasons, why) <= PRINT_LIMIT {
             self.say(&format!(
@@ -523,14 +494,7 @@ impl Worker {
             }
             if let Some(x) = expect.as_mut() {
                 if rec == x.token.as_slice() {
-                    match x.arrivals[idx] {
-                        0 => {
-                            x.arrivals[idx] = now;
-                            x.received += 1;
-                        }
-                        NOT_ARMED => {}
-                        _ => x.dups += 1,
-                    }
+                    x.hit(idx, now);
                     return;
                 }
             }
@@ -635,32 +599,10 @@ impl Worker {
 
     fn handle(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Arm(token) => {
-                let mut arrivals = vec![NOT_ARMED; self.conns.len()];
-                let mut expected = 0;
-                for (i, c) in self.conns.iter().enumerate() {
-                    if c.phase == Phase::Up {
-                        arrivals[i] = 0;
-                        expected += 1;
-                    }
-                }
-                send(&format!("ARMED {token} expected={expected}"));
-                self.expect = Some(Expect {
-                    token: token.into_bytes(),
-                    arrivals,
-                    expected,
-                    received: 0,
-                    gone: 0,
-                    dups: 0,
-                    collect: None,
-                });
+            Cmd::Fan(c) => {
+                let up = self.conns.iter().map(|c| c.phase == Phase::Up);
+                fanout::handle(&mut self.expect, c, up);
             }
-            Cmd::Collect(token, t0, deadline) => match self.expect.as_mut() {
-                Some(x) if x.token == token.as_bytes() => x.collect = Some((t0, deadline)),
-                _ => send(&format!(
-                    "RESULT {token} expected=0 received=0 gone=0 dups=0 error=not-armed lat_us="
-                )),
-            },
             Cmd::Quit => {
                 let mut keepalives = 0u64;
                 let mut min_keepalives = u32::MAX;
@@ -684,37 +626,6 @@ impl Worker {
             Cmd::Bad(line) => self.say(&format!("unknown command {line:?}")),
         }
         true
-    }
-
-    /// Sends the result of the watched message once it is complete or late.
-    fn check_collect(&mut self) -> Option<u64> {
-        let x = self.expect.as_mut()?;
-        let (t0, deadline) = x.collect?;
-        let now = now_ns();
-        if x.received + x.gone < x.expected && now < deadline {
-            return Some(deadline - now);
-        }
-        let mut line = format!(
-            "RESULT {} expected={} received={} gone={} dups={} lat_us=",
-            String::from_utf8_lossy(&x.token),
-            x.expected,
-            x.received,
-            x.gone,
-            x.dups
-        );
-        let mut first = true;
-        for &t in &x.arrivals {
-            if t != 0 && t != NOT_ARMED {
-                if !first {
-                    line.push(',');
-                }
-                first = false;
-                line.push_str(&(t.saturating_sub(t0) / 1000).to_string());
-            }
-        }
-        send(&line);
-        x.collect = None;
-        None
     }
 
     /// Prints the counted reasons: of connect failures and retries
@@ -768,12 +679,12 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         } else {
             500_000_000
         };
-        if let Some(left) = w.check_collect() {
+        if let Some(left) = fanout::check(&mut w.expect, now_ns()) {
             timeout_ns = timeout_ns.min(left);
         }
         wait(&mut w.poll, &mut events, timeout_ns)?;
         let woke = dispatch(&events, |idx, ev| w.on_event(idx, ev, &mut buf));
-        w.check_collect();
+        fanout::check(&mut w.expect, now_ns());
         if woke {
             while let Ok(cmd) = rx.try_recv() {
                 if !w.handle(cmd) {
@@ -815,11 +726,9 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        assert!(matches!(parse_cmd("ARM fanout-1-2"), Cmd::Arm(t) if t == "fanout-1-2"));
-        assert!(matches!(
-            parse_cmd("COLLECT tok 5 9"),
-            Cmd::Collect(t, 5, 9) if t == "tok"
-        ));
+        assert!(
+            matches!(parse_cmd("ARM fanout-1-2"), Cmd::Fan(FanCmd::Arm(t)) if t == "fanout-1-2")
+        );
         assert!(matches!(parse_cmd("COLLECT tok x 9"), Cmd::Bad(_)));
         assert!(matches!(parse_cmd("QUIT"), Cmd::Quit));
         assert!(matches!(parse_cmd("HELLO"), Cmd::Bad(_)));

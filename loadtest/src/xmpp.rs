@@ -14,6 +14,7 @@ pub const MAX_STANZA: usize = 1 << 20;
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 
 /// The stream header a client opens (and reopens after `<success/>`) with.
 pub fn header(domain: &str) -> Vec<u8> {
@@ -32,6 +33,62 @@ pub fn bind(resource: &str) -> Vec<u8> {
 
 pub fn session() -> Vec<u8> {
     format!("<iq type='set' id='sess'><session xmlns='{NS_SESSION}'/></iq>").into_bytes()
+}
+
+/// XEP-0060 subscription of `jid` to `node` at the service `domain`
+/// (PROTOCOLS.md 4.4); `node` and `jid` must need no escaping.
+pub fn subscribe(domain: &str, node: &str, jid: &str) -> Vec<u8> {
+    format!("<iq type='set' to='{domain}' id='sub'><pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub></iq>").into_bytes()
+}
+
+/// The parts of a PubSub event `<message>` (PROTOCOLS.md 4.4) a subscriber checks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PubsubEvent<'a> {
+    pub to: &'a [u8],
+    pub node: &'a [u8],
+    pub item_id: &'a [u8],
+    /// The item's payload: for a message that did not come from an XMPP publish,
+    /// the text of its `<message xmlns='urn:tidings' …>` (entities left as they are).
+    pub body: &'a [u8],
+}
+
+/// The event in `stanza`, if it is one: a `<message>` with an `<event>` item.
+pub fn pubsub_event(stanza: &[u8]) -> Option<PubsubEvent<'_>> {
+    if name(stanza) != b"message"
+        || !contains(
+            stanza,
+            "<event xmlns='http://jabber.org/protocol/pubsub#event'>",
+        )
+    {
+        return None;
+    }
+    let items = after(stanza, "<items node='")?;
+    let item_at = memchr::memmem::find(items, b"<item id='")?;
+    let item = &items[item_at..];
+    let body_start = tag_end(item)? + 1;
+    let body_end = memchr::memmem::rfind(item, b"</item>")?;
+    let mut body = item.get(body_start..body_end)?;
+    if body.starts_with(b"<message xmlns='urn:tidings'") {
+        let open = tag_end(body)? + 1;
+        let close = memchr::memmem::rfind(body, b"</message>")?;
+        body = body.get(open..close)?;
+    }
+    Some(PubsubEvent {
+        to: attr(stanza, "to")?,
+        node: quoted(items)?,
+        item_id: quoted(&item[b"<item id='".len()..])?,
+        body,
+    })
+}
+
+/// What follows the first `pat` in `s`.
+fn after<'a>(s: &'a [u8], pat: &str) -> Option<&'a [u8]> {
+    memchr::memmem::find(s, pat.as_bytes()).map(|i| &s[i + pat.len()..])
+}
+
+/// `s` up to its first `'`.
+fn quoted(s: &[u8]) -> Option<&[u8]> {
+    memchr::memchr(b'\'', s).map(|i| &s[..i])
 }
 
 /// XEP-0199 ping to the server, exactly as the issue has it.
@@ -179,7 +236,7 @@ impl Splitter {
 }
 
 /// The index of the `>` that ends the tag `t` starts with (quotes honoured).
-fn tag_end(t: &[u8]) -> Option<usize> {
+pub fn tag_end(t: &[u8]) -> Option<usize> {
     let mut quote = None;
     for (i, &c) in t.iter().enumerate().skip(1) {
         match (quote, c) {
@@ -250,6 +307,8 @@ pub enum Step {
     Bind,
     /// The session result.
     Session,
+    /// The PubSub subscription result.
+    Subscribe,
 }
 
 /// What the client does after an event of the login.
@@ -272,6 +331,8 @@ pub struct Login<'a> {
     pub password: &'a str,
     pub domain: &'a str,
     pub resource: &'a str,
+    /// A node to subscribe to after the session (the session is up once subscribed).
+    pub subscribe: Option<&'a str>,
 }
 
 impl Login<'_> {
@@ -322,10 +383,27 @@ impl Login<'_> {
                 }
             }
             Step::Session if name(st) == b"iq" && attr(st, "id") == Some(b"sess") => {
-                if attr(st, "type") == Some(b"result") {
+                match (attr(st, "type"), self.subscribe) {
+                    (Some(b"result"), None) => Next::Up,
+                    (Some(b"result"), Some(node)) => {
+                        Next::Send(subscribe(self.domain, node, &self.jid()), Step::Subscribe)
+                    }
+                    _ => Next::Fail(format!("session refused: {}", short())),
+                }
+            }
+            Step::Subscribe if name(st) == b"iq" && attr(st, "id") == Some(b"sub") => {
+                let want = format!(
+                    "<subscription node='{}' jid='{}'",
+                    self.subscribe.unwrap_or(""),
+                    self.jid()
+                );
+                if attr(st, "type") == Some(b"result")
+                    && contains(st, &want)
+                    && contains(st, "subscription='subscribed'")
+                {
                     Next::Up
                 } else {
-                    Next::Fail(format!("session refused: {}", short()))
+                    Next::Fail(format!("subscription refused: {}", short()))
                 }
             }
             _ => Next::Fail(format!("unexpected at {step:?}: {}", short())),
@@ -366,6 +444,7 @@ mod tests {
             password: "secret",
             domain: "localhost",
             resource: "r1",
+            subscribe: None,
         }
     }
 
@@ -451,6 +530,68 @@ mod tests {
         assert_eq!(attr(q, "id"), Some(&b"a>b"[..]));
         assert_eq!(split_all(&[q]), vec![Event::Stanza(q.to_vec())]);
         assert_eq!(name(b"<stream:features>"), b"stream:features");
+    }
+
+    /// tidings' answer to a subscription and an event for a Talk push, as sent.
+    const SUBSCRIBED: &str = "<iq type='result' id='sub' from='localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscription node='c1' jid='user@localhost/r1' subid='c8abcae7-25dc-42bb-90e0-21f2ca000000' subscription='subscribed'/></pubsub></iq>";
+    const EVENT: &str = "<message from='localhost' to='user@localhost/r1' id='c8abcae7-25dc-42bb-a1f5-131b59000001'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='c1'><item id='c8abcae7-25dc-42bb-a1f5-131b59000001'><message xmlns='urn:tidings' seq='1796300886395' from='loadtest' to='' when='2026-12-03T12:28:06Z'>tok-1</message></item></items></event></message>";
+
+    #[test]
+    fn a_subscribing_login_is_up_once_subscribed() {
+        let l = Login {
+            subscribe: Some("c1"),
+            ..login()
+        };
+        let sess = Event::Stanza(b"<iq type='result' id='sess'/>".to_vec());
+        let sub = subscribe("localhost", "c1", "user@localhost/r1");
+        assert_eq!(
+            l.on(Step::Session, &sess),
+            Next::Send(sub.clone(), Step::Subscribe)
+        );
+        assert_eq!(
+            sub,
+            b"<iq type='set' to='localhost' id='sub'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='c1' jid='user@localhost/r1'/></pubsub></iq>".to_vec()
+        );
+        let ok = Event::Stanza(SUBSCRIBED.as_bytes().to_vec());
+        assert_eq!(l.on(Step::Subscribe, &ok), Next::Up);
+        let other_node = Event::Stanza(SUBSCRIBED.replace("'c1'", "'c2'").into_bytes());
+        assert!(matches!(l.on(Step::Subscribe, &other_node), Next::Fail(_)));
+        let refused = Event::Stanza(b"<iq type='error' id='sub'><error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>".to_vec());
+        assert!(matches!(l.on(Step::Subscribe, &refused), Next::Fail(w) if w.contains("refused")));
+        assert_eq!(
+            login().on(Step::Session, &sess),
+            Next::Up,
+            "no subscription asked"
+        );
+    }
+
+    #[test]
+    fn events_are_read() {
+        let ev = pubsub_event(EVENT.as_bytes()).expect("an event");
+        assert_eq!(ev.to, b"user@localhost/r1");
+        assert_eq!(ev.node, b"c1");
+        assert_eq!(ev.item_id, b"c8abcae7-25dc-42bb-a1f5-131b59000001");
+        assert_eq!(ev.body, b"tok-1");
+        // an XMPP publish's payload is the item's content itself
+        let own = "<message from='localhost' to='u@localhost/r' id='i'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'><item id='i'><entry>x</entry></item></items></event></message>";
+        assert_eq!(
+            pubsub_event(own.as_bytes()).unwrap().body,
+            b"<entry>x</entry>"
+        );
+        assert_eq!(
+            pubsub_event(b"<message to='a'><body>x</body></message>"),
+            None
+        );
+        assert_eq!(pubsub_event(SUBSCRIBED.as_bytes()), None);
+        // the splitter hands the event over whole, split anywhere
+        let b = EVENT.as_bytes();
+        for i in 0..b.len() {
+            assert_eq!(
+                split_all(&[&b[..i], &b[i..]]),
+                vec![Event::Stanza(b.to_vec())],
+                "split at {i}"
+            );
+        }
     }
 
     #[test]

@@ -7,8 +7,11 @@
 use std::time::{Duration, Instant};
 
 use crate::args::Args;
+use std::sync::mpsc::Receiver;
+
 use crate::fleet::{
-    await_ready, broadcast, gather, kv, kv_num, reap, resolve, Fleet, Worker, FLEET_OPTIONS,
+    bring_up, broadcast, finish, gather, kv, kv_num, resolve, Bye, Fleet, Msg, Started, Worker,
+    FLEET_OPTIONS,
 };
 use crate::hist::Hist;
 use crate::measure::{kib, opt_ms, parse_pids, per_item, verdict, whole, RssSource};
@@ -25,6 +28,18 @@ const IDLE_USAGE: &str =
   before and after (/proc/PID/status with --server-pid; several pids: PSS summed),
   the memory per session and the login times.";
 
+const BOSH_IDLE_USAGE: &str =
+    "usage: tidings-load bosh-idle --sessions N [--server 127.0.0.1:8080] [--server-pid PID]
+       [--wait 60] [--procs P] [--sources …] [--user user] [--password secret]
+       [--domain localhost] [--hold SECS] [--inflight 1000] [--retries 3]
+       [--connect-timeout 15] [--settle-ms 1000] [--max-connect-secs 600] [--allow-non-loopback]
+
+  xmpp-idle over BOSH (POST /http-bind on the HTTP port, one keep-alive connection per
+  session): session creation (wait=--wait, hold=1), SASL PLAIN, xmpp:restart, bind to
+  lt-<run>-<i> (checked), session; then one empty request that the server holds (sent
+  again whenever the server answers it, at its wait). Reports the server's RSS per
+  session as xmpp-idle does. The server's --max-bosh-sessions must be at least N.";
+
 const PING_USAGE: &str =
     "usage: tidings-load xmpp-ping [--clients 100] [--secs 10] [--warmup-secs 1]
        [--server 127.0.0.1:5222] [--server-pid PID] [--procs 1] [--user user] [--password secret]
@@ -37,26 +52,46 @@ const PING_USAGE: &str =
   warm-up and answered within the window: round trips per second, p50/p99/max latency,
   and the server's CPU time (/proc/PID/stat) per round trip over the window.";
 
+/// The account and domain every session logs in with.
+pub struct LoginOptions {
+    pub user: String,
+    pub password: String,
+    pub domain: String,
+}
+
+/// The option names `LoginOptions::from_args` reads.
+pub const LOGIN_OPTIONS: [&str; 3] = ["user", "password", "domain"];
+
+impl LoginOptions {
+    pub fn from_args(a: &Args) -> LoginOptions {
+        LoginOptions {
+            user: a.str_or("user", "user"),
+            password: a.str_or("password", "secret"),
+            domain: a.str_or("domain", "localhost"),
+        }
+    }
+}
+
 struct Settings {
     fleet: Fleet,
-    user: String,
-    password: String,
-    domain: String,
+    login: LoginOptions,
     rss: RssSource,
     hold: u64,
     secs: u64,
     warmup_secs: u64,
+    /// Over BOSH, with this `wait`; else over TCP.
+    bosh_wait: Option<u64>,
 }
 
-fn settings(argv: &[String], count: &str, own: &[&str]) -> Result<Settings, String> {
-    let names = [
-        &FLEET_OPTIONS[..],
-        &[count, "user", "password", "domain"],
-        own,
-    ]
-    .concat();
+fn settings(argv: &[String], count: &str, own: &[&str], bosh: bool) -> Result<Settings, String> {
+    let names = [&FLEET_OPTIONS[..], &LOGIN_OPTIONS[..], &[count], own].concat();
     let a = Args::parse(argv, &names, &["allow-non-loopback"])?;
-    let server = resolve(&a.str_or("server", "127.0.0.1:5222"))?;
+    let default_server = if bosh {
+        "127.0.0.1:8080"
+    } else {
+        "127.0.0.1:5222"
+    };
+    let server = resolve(&a.str_or("server", default_server))?;
     let n: usize = match (count, a.get(count)) {
         (_, Some(v)) => v
             .replace('_', "")
@@ -72,13 +107,12 @@ fn settings(argv: &[String], count: &str, own: &[&str]) -> Result<Settings, Stri
     let pids = parse_pids(a.get("server-pid"))?;
     Ok(Settings {
         fleet,
-        user: a.str_or("user", "user"),
-        password: a.str_or("password", "secret"),
-        domain: a.str_or("domain", "localhost"),
+        login: LoginOptions::from_args(&a),
         rss: RssSource::new(&pids, server, false)?,
         hold: a.num("hold", 0)?,
         secs: a.num("secs", 10)?,
         warmup_secs: a.num("warmup-secs", 1)?,
+        bosh_wait: if bosh { Some(a.num("wait", 60)?) } else { None },
     })
 }
 
@@ -87,7 +121,17 @@ pub fn run_idle(argv: &[String]) -> i32 {
         "xmpp-idle",
         IDLE_USAGE,
         argv,
-        |a| settings(a, "sessions", &["hold"]),
+        |a| settings(a, "sessions", &["hold"], false),
+        |s| idle(&s),
+    )
+}
+
+pub fn run_bosh_idle(argv: &[String]) -> i32 {
+    crate::run_scenario(
+        "bosh-idle",
+        BOSH_IDLE_USAGE,
+        argv,
+        |a| settings(a, "sessions", &["hold", "wait"], true),
         |s| idle(&s),
     )
 }
@@ -97,142 +141,59 @@ pub fn run_ping(argv: &[String]) -> i32 {
         "xmpp-ping",
         PING_USAGE,
         argv,
-        |a| settings(a, "clients", &["secs", "warmup-secs"]),
+        |a| settings(a, "clients", &["secs", "warmup-secs"], false),
         |s| ping(&s),
     )
 }
 
-/// What the login phase gave.
-struct Logins {
-    up: usize,
-    failed: usize,
-    dead_workers: usize,
-    retries: usize,
-    connect_s: f64,
-    hist: Hist,
-}
-
-/// Starts the workers and follows them until every session is up or failed.
-fn log_in(
-    s: &Settings,
+/// Starts the workers and follows them until every session is up or failed;
+/// `extra` goes to every worker besides the login options.
+pub fn log_in(
+    fleet: &Fleet,
+    login: &LoginOptions,
     noun: &str,
-) -> Result<
-    (
-        Vec<Worker>,
-        std::sync::mpsc::Receiver<crate::fleet::Msg>,
-        Logins,
-    ),
-    String,
-> {
-    let f = &s.fleet;
+    extra: &[(&str, &str)],
+) -> Result<(Vec<Worker>, Receiver<Msg>, Started), String> {
     let run_id = format!("{:x}{:x}", std::process::id(), now_ns() % (1 << 32));
-    let t_connect = Instant::now();
-    let (mut workers, rx) = f.spawn(
+    let mut args = vec![
+        ("--user", login.user.as_str()),
+        ("--password", &login.password),
+        ("--domain", &login.domain),
+        ("--run-id", &run_id),
+    ];
+    args.extend_from_slice(extra);
+    bring_up(
+        fleet,
         "xmpp-worker",
         "--sessions",
-        &[
-            ("--user", &s.user),
-            ("--password", &s.password),
-            ("--domain", &s.domain),
-            ("--run-id", &run_id),
-        ],
-    )?;
-    await_ready(
-        &rx,
-        &mut workers,
-        t_connect,
-        f.max_connect_secs,
+        &args,
         noun,
-        |workers, el| {
-            let up: usize = workers.iter().map(|w| w.up).sum();
-            let failed: usize = workers.iter().map(|w| w.failed).sum();
-            let inflight: usize = workers.iter().map(|w| w.inflight).sum();
-            println!(
-                "logging in: {el:.1}s up={up} failed={failed} inflight={inflight} ({:.0} {noun}/s)",
-                up as f64 / el.max(0.001)
-            );
-        },
-    );
-    let connect_s = t_connect.elapsed().as_secs_f64();
-    let mut l = Logins {
-        up: 0,
-        failed: 0,
-        dead_workers: 0,
-        retries: 0,
-        connect_s,
-        hist: Hist::new(),
-    };
-    for (i, w) in workers.iter().enumerate() {
-        if !w.alive || !w.ready {
-            l.dead_workers += 1;
-            l.failed += w.streams - w.up;
-            eprintln!("!!! worker {i} did not finish logging in");
-        } else {
-            l.failed += w.failed;
-            match kv(&w.ready_line, "hist").map(Hist::decode) {
-                Some(Ok(h)) => l.hist.merge(&h),
-                _ => eprintln!("!!! worker {i}: no login histogram"),
-            }
-        }
-        l.up += w.up;
-        l.retries += w.retries;
-    }
-    println!(
-        "{noun} up: {}/{} failed={} retries={} in {connect_s:.2}s ({:.0} logins/s) login p50={} p99={} max={} ms",
-        l.up,
-        f.n,
-        l.failed,
-        l.retries,
-        l.up as f64 / connect_s.max(0.001),
-        opt_ms(l.hist.percentile(50.0)),
-        opt_ms(l.hist.percentile(99.0)),
-        opt_ms(l.hist.max()),
-    );
-    if l.failed > 0 {
-        println!(
-            "!!! {} of {} {noun} did not log in (see the worker messages above)",
-            l.failed, f.n
-        );
-    }
-    Ok((workers, rx, l))
-}
-
-/// Ends the workers; returns (closed, unexpected).
-fn finish(
-    workers: &mut [Worker],
-    rx: &std::sync::mpsc::Receiver<crate::fleet::Msg>,
-) -> (usize, usize) {
-    broadcast(workers, "QUIT");
-    let (mut closed, mut unexpected) = (0, 0);
-    gather(rx, workers, "BYE", Duration::from_secs(30), |_, l| {
-        closed += kv_num(l, "closed");
-        unexpected += kv_num(l, "unexpected");
-    });
-    reap(workers);
-    if closed > 0 {
-        println!("!!! {closed} sessions that were up were closed before the end");
-    }
-    if unexpected > 0 {
-        println!("!!! {unexpected} unexpected stanzas arrived on idle sessions");
-    }
-    (closed, unexpected)
+        "logging in",
+    )
 }
 
 fn idle(s: &Settings) -> Result<i32, String> {
     let f = &s.fleet;
     println!(
-        "xmpp-idle: server={} sessions={} procs={} sources={} user={} domain={} rss={}",
+        "{}: server={} sessions={} procs={} sources={} user={} domain={} rss={}",
+        if s.bosh_wait.is_some() {
+            "bosh-idle"
+        } else {
+            "xmpp-idle"
+        },
         f.server,
         f.n,
         f.procs,
         f.source_list(),
-        s.user,
-        s.domain,
+        s.login.user,
+        s.login.domain,
         s.rss.label()
     );
     let rss_base = s.rss.read();
     println!("baseline: rss_kib={}", kib(rss_base));
-    let (mut workers, rx, l) = log_in(s, "sessions")?;
+    let wait = s.bosh_wait.map(|w| w.to_string());
+    let extra: Vec<(&str, &str)> = wait.iter().map(|w| ("--bosh-wait", w.as_str())).collect();
+    let (mut workers, rx, l) = log_in(f, &s.login, "sessions", &extra)?;
     std::thread::sleep(Duration::from_millis(f.settle_ms));
     let rss_up = s.rss.read();
     let per = per_item(rss_base, rss_up, l.up);
@@ -260,10 +221,13 @@ fn idle(s: &Settings) -> Result<i32, String> {
         }
         rss_end = s.rss.read();
     }
-    let (closed, unexpected) = finish(&mut workers, &rx);
+    let Bye {
+        closed, unexpected, ..
+    } = finish(&mut workers, &rx, "sessions", "stanzas");
     let pass = l.failed == 0 && l.up == f.n && l.dead_workers == 0 && closed == 0;
     println!(
-        "SUMMARY sessions={} up={} failed={} procs={} retries={} connect_s={:.2} logins_per_s={:.0} login_p50_ms={} login_p99_ms={} login_max_ms={} rss_source={} rss_base_kib={} rss_kib={} rss_per_session_bytes={} rss_per_session_kib={} rss_end_kib={} closed={closed} unexpected={unexpected} result={}",
+        "SUMMARY transport={} sessions={} up={} failed={} procs={} retries={} connect_s={:.2} logins_per_s={:.0} login_p50_ms={} login_p99_ms={} login_max_ms={} rss_source={} rss_base_kib={} rss_kib={} rss_per_session_bytes={} rss_per_session_kib={} rss_end_kib={} closed={closed} unexpected={unexpected} result={}",
+        if s.bosh_wait.is_some() { "bosh" } else { "tcp" },
         f.n,
         l.up,
         l.failed,
@@ -289,9 +253,9 @@ fn ping(s: &Settings) -> Result<i32, String> {
     let f = &s.fleet;
     println!(
         "xmpp-ping: server={} clients={} procs={} secs={} warmup_secs={} user={} domain={}",
-        f.server, f.n, f.procs, s.secs, s.warmup_secs, s.user, s.domain
+        f.server, f.n, f.procs, s.secs, s.warmup_secs, s.login.user, s.login.domain
     );
-    let (mut workers, rx, l) = log_in(s, "clients")?;
+    let (mut workers, rx, l) = log_in(f, &s.login, "clients", &[])?;
     let mut sent = 0;
     let mut answered = 0;
     let mut counted = 0;
@@ -332,7 +296,9 @@ fn ping(s: &Settings) -> Result<i32, String> {
             },
         );
     }
-    let (closed, unexpected) = finish(&mut workers, &rx);
+    let Bye {
+        closed, unexpected, ..
+    } = finish(&mut workers, &rx, "sessions", "stanzas");
     let secs = window_ns as f64 / 1e9;
     let rt_per_s = counted as f64 / secs;
     let per_rt = |ns: Option<u64>| match ns {

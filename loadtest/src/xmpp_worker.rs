@@ -23,10 +23,12 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::args::Args;
+use crate::bosh;
 use crate::child::{
     backoff_ms, bump, connect_state, dispatch, open_socket, read_commands, reason_list, send,
     send_progress, wait, write_some, Common, Connect, StartQueue, COMMON_OPTIONS, PRINT_LIMIT,
 };
+use crate::fanout::{self, Expect, FanCmd};
 use crate::hist::Hist;
 use crate::http::escape;
 use crate::sys::now_ns;
@@ -38,13 +40,27 @@ pub struct Config {
     pub password: String,
     pub domain: String,
     pub run_id: String,
+    /// `--subscribe NODE`: each session subscribes to this PubSub node once
+    /// bound, and watches for the fan-out events on it.
+    pub subscribe: Option<String>,
+    /// `--bosh-wait SECS`: over BOSH (`POST /http-bind` on an HTTP port) instead of
+    /// a TCP stream, asking the server to hold a request this long.
+    pub bosh_wait: Option<u64>,
 }
 
 impl Config {
     pub fn from_args(argv: &[String]) -> Result<Config, String> {
         let names = [
             &COMMON_OPTIONS[..],
-            &["sessions", "user", "password", "domain", "run-id"],
+            &[
+                "sessions",
+                "user",
+                "password",
+                "domain",
+                "run-id",
+                "subscribe",
+                "bosh-wait",
+            ],
         ]
         .concat();
         let a = Args::parse(argv, &names, &[])?;
@@ -54,6 +70,8 @@ impl Config {
             password: a.str_or("password", "secret"),
             domain: a.str_or("domain", "localhost"),
             run_id: a.str_or("run-id", "x"),
+            subscribe: a.get("subscribe").map(str::to_string),
+            bosh_wait: a.opt_num("bosh-wait")?,
         })
     }
 }
@@ -87,6 +105,10 @@ struct Conn {
     attempts: u32,
     started_ns: u64,
     split: Splitter,
+    /// The full JID once bound (what a PubSub event's `to` must be).
+    jid: Box<[u8]>,
+    /// Over BOSH: the session's side of its HTTP connection.
+    bosh: Option<Box<bosh::Link>>,
     /// Bytes to write, and how many of them are written.
     out: Vec<u8>,
     out_done: usize,
@@ -110,11 +132,15 @@ struct Pinging {
 
 enum Cmd {
     Ping(u64, u64),
+    Fan(FanCmd),
     Quit,
     Bad(String),
 }
 
 fn parse_cmd(line: &str) -> Cmd {
+    if let Some(c) = fanout::parse_cmd(line) {
+        return Cmd::Fan(c);
+    }
     let mut w = line.split_whitespace();
     match (w.next(), w.next(), w.next()) {
         (Some("PING"), Some(a), Some(b)) => match (a.parse(), b.parse()) {
@@ -125,6 +151,9 @@ fn parse_cmd(line: &str) -> Cmd {
         _ => Cmd::Bad(line.to_string()),
     }
 }
+
+/// The `rid` of a BOSH session's first request.
+const FIRST_RID: u64 = 1_000;
 
 /// How long outstanding pings may take after the end of a ping run.
 const DRAIN_NS: u64 = 5_000_000_000;
@@ -145,6 +174,8 @@ struct Worker {
     retry_reasons: BTreeMap<String, usize>,
     close_reasons: BTreeMap<String, usize>,
     pinging: Option<Pinging>,
+    /// The fan-out event being watched for (`--subscribe`).
+    expect: Option<Expect>,
     next_ping_id: u64,
     started_ns: u64,
     ready_sent: bool,
@@ -159,6 +190,8 @@ impl Worker {
                 attempts: 0,
                 started_ns: 0,
                 split: Splitter::new(),
+                jid: Box::default(),
+                bosh: None,
                 out: Vec::new(),
                 out_done: 0,
                 ping_id: 0,
@@ -181,6 +214,7 @@ impl Worker {
             retry_reasons: BTreeMap::new(),
             close_reasons: BTreeMap::new(),
             pinging: None,
+            expect: None,
             next_ping_id: 1,
             started_ns: now_ns(),
             ready_sent: false,
@@ -229,6 +263,7 @@ impl Worker {
         c.out = Vec::new();
         c.out_done = 0;
         c.split = Splitter::new();
+        c.bosh = None;
     }
 
     fn attempt_failed(&mut self, idx: usize, why: &str, retryable: bool) {
@@ -268,6 +303,9 @@ impl Worker {
         self.drop_socket(idx);
         self.conns[idx].phase = Phase::Closed;
         self.closed += 1;
+        if let Some(x) = self.expect.as_mut() {
+            x.closed(idx);
+        }
         if bump(&mut self.close_reasons, why) <= PRINT_LIMIT {
             self.say(&format!("session {} (up) CLOSED: {why}", self.global(idx)));
         }
@@ -278,6 +316,17 @@ impl Worker {
             Phase::Up => self.session_closed(idx, why),
             p if p.in_flight() => self.attempt_failed(idx, why, true),
             _ => {}
+        }
+    }
+
+    /// Sends stanzas: as they are on a stream, in the next request over BOSH.
+    fn send_payload(&mut self, idx: usize, payload: &[u8]) {
+        match self.conns[idx].bosh.as_mut() {
+            Some(link) => {
+                let req = link.send(payload);
+                self.send_bytes(idx, &req);
+            }
+            None => self.send_bytes(idx, payload),
         }
     }
 
@@ -317,7 +366,15 @@ impl Worker {
                 Connect::Pending => return,
                 Connect::Done => {
                     self.conns[idx].phase = Phase::Login(Step::Features);
-                    let first = xmpp::header(&self.cfg.domain);
+                    let first = match self.cfg.bosh_wait {
+                        Some(wait) => {
+                            let mut link = Box::new(bosh::Link::new(FIRST_RID));
+                            let req = link.create(&self.cfg.domain, wait);
+                            self.conns[idx].bosh = Some(link);
+                            req
+                        }
+                        None => xmpp::header(&self.cfg.domain),
+                    };
                     self.send_bytes(idx, &first);
                 }
                 Connect::Failed(why) => {
@@ -352,15 +409,27 @@ impl Worker {
                 Ok(n) => {
                     let now = now_ns();
                     let mut evs = Vec::new();
-                    let res = self.conns[idx].split.feed(&buf[..n], |e| evs.push(e));
+                    let c = &mut self.conns[idx];
+                    let res = match c.bosh.as_mut() {
+                        Some(link) => link.feed(&buf[..n], |e| evs.push(e)),
+                        None => c.split.feed(&buf[..n], |e| evs.push(e)).map(|()| 0),
+                    };
                     for e in evs {
                         if !self.on_xmpp(idx, e, now) {
                             return;
                         }
                     }
-                    if let Err(why) = res {
-                        self.fail_or_close(idx, &format!("unreadable stream: {why}"));
-                        return;
+                    match res {
+                        Err(why) => {
+                            self.fail_or_close(idx, &format!("unreadable stream: {why}"));
+                            return;
+                        }
+                        // The held request was answered (or, just up, the login's last
+                        // one): the next one for the server to hold.
+                        Ok(answers) if answers > 0 && self.conns[idx].phase == Phase::Up => {
+                            self.send_payload(idx, b"");
+                        }
+                        Ok(_) => {}
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -392,16 +461,26 @@ impl Worker {
                     password: &self.cfg.password,
                     domain: &self.cfg.domain,
                     resource: &res,
+                    subscribe: self.cfg.subscribe.as_deref(),
                 };
                 match login.on(step, &ev) {
                     Next::Send(bytes, next) => {
                         self.conns[idx].phase = Phase::Login(next);
-                        self.send_bytes(idx, &bytes);
+                        match self.conns[idx].bosh.as_mut() {
+                            // over BOSH a stream restart is a request attribute
+                            Some(link) if next == Step::Restarted => {
+                                let req = link.restart(&self.cfg.domain);
+                                self.send_bytes(idx, &req);
+                            }
+                            _ => self.send_payload(idx, &bytes),
+                        }
                     }
                     Next::Wait => {}
                     Next::Up => {
+                        let jid = login.jid().into_bytes().into_boxed_slice();
                         let c = &mut self.conns[idx];
                         c.phase = Phase::Up;
+                        c.jid = jid;
                         self.login_hist.record((now - c.started_ns) / 1000);
                         self.up += 1;
                         self.inflight -= 1;
@@ -426,6 +505,8 @@ impl Worker {
                         && attr(&st, "id") == Some(c.ping_id.to_string().as_bytes());
                     if is_ping_reply {
                         self.ping_answered(idx, attr(&st, "type") == Some(b"result"), now);
+                    } else if self.is_fanout_event(idx, &st, now) {
+                        // noted for the fan-out result
                     } else if name(&st) == b"stream:error" {
                         self.session_closed(idx, &format!("stream error: {}", escape(&st, 200)));
                         return false;
@@ -446,6 +527,25 @@ impl Worker {
         }
     }
 
+    /// Whether `st` is the watched fan-out event for session `idx` (noted as
+    /// arrived at `now`): on the subscribed node, to this session's JID.
+    fn is_fanout_event(&mut self, idx: usize, st: &[u8], now: u64) -> bool {
+        let (Some(x), Some(node)) = (self.expect.as_mut(), self.cfg.subscribe.as_deref()) else {
+            return false;
+        };
+        let Some(ev) = xmpp::pubsub_event(st) else {
+            return false;
+        };
+        if ev.body != x.token.as_slice() || ev.node != node.as_bytes() {
+            return false;
+        }
+        if ev.to != &*self.conns[idx].jid {
+            return false;
+        }
+        x.hit(idx, now);
+        true
+    }
+
     fn send_ping(&mut self, idx: usize, now: u64) {
         let id = self.next_ping_id;
         self.next_ping_id += 1;
@@ -455,7 +555,7 @@ impl Worker {
         if let Some(p) = self.pinging.as_mut() {
             p.sent += 1;
         }
-        self.send_bytes(idx, &xmpp::ping(id));
+        self.send_payload(idx, &xmpp::ping(id));
     }
 
     fn ping_answered(&mut self, idx: usize, ok: bool, now: u64) {
@@ -574,6 +674,10 @@ impl Worker {
                 ));
                 return false;
             }
+            Cmd::Fan(c) => {
+                let up = self.conns.iter().map(|c| c.phase == Phase::Up);
+                fanout::handle(&mut self.expect, c, up);
+            }
             Cmd::Bad(line) => self.say(&format!("unknown command {line:?}")),
         }
         true
@@ -614,8 +718,12 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         if let Some(left) = w.check_pinging() {
             timeout_ns = timeout_ns.min(left);
         }
+        if let Some(left) = fanout::check(&mut w.expect, now_ns()) {
+            timeout_ns = timeout_ns.min(left);
+        }
         wait(&mut w.poll, &mut events, timeout_ns)?;
         let woke = dispatch(&events, |idx, ev| w.on_event(idx, ev, &mut buf));
+        fanout::check(&mut w.expect, now_ns());
         if woke {
             while let Ok(cmd) = rx.try_recv() {
                 if !w.handle(cmd) {

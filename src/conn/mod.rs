@@ -13,6 +13,7 @@
 pub mod bosh;
 pub mod http;
 pub mod out;
+pub mod phase;
 pub mod readbuf;
 pub mod socket;
 pub mod stream;
@@ -29,7 +30,7 @@ use mio::net::TcpStream;
 use crate::hub::Message;
 use crate::worker::Worker;
 use bosh::BoshConn;
-use http::{HttpConn, Input, Wrote};
+use http::HttpConn;
 use socket::SocketResult;
 use xmpp::XmppConn;
 
@@ -49,6 +50,29 @@ pub fn untoken(token: usize) -> (usize, u32) {
 pub enum Next {
     Keep,
     Close,
+}
+
+/// What the machine wants done when its socket is readable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Read into `input_buf`, up to `limit` bytes of input, then call `received`.
+    Read { limit: usize },
+    /// Read and drop (a stream or a closing connection), then call `discarded`.
+    Discard,
+    /// Do not read: the client has not read its answers (TCP pushes back on it).
+    Pause,
+}
+
+/// What to do after a write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wrote {
+    Keep,
+    Close,
+    /// More output was made ready: write again.
+    More,
+    /// Everything is written on a closing connection: shut the socket's write side, then
+    /// discard input until the peer's EOF.
+    ShutdownWrite,
 }
 
 /// The kind of connection a listener's sockets get.
@@ -171,12 +195,52 @@ pub trait Io {
     }
 }
 
+/// Implements `Io` for a machine whose inherent methods have the trait's names.
+macro_rules! io_by_inherent_methods {
+    ($machine:ty) => {
+        impl $crate::conn::Io for $machine {
+            fn link(&mut self) -> &mut $crate::conn::Link {
+                &mut self.link
+            }
+            fn note_peer_closed(&mut self) {
+                self.peer_closed = true;
+            }
+            fn peer_closed(&self) -> bool {
+                self.peer_closed
+            }
+            fn wants_input(&mut self, w: &Worker) -> Input {
+                <$machine>::wants_input(self, w)
+            }
+            fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
+                <$machine>::input_buf(self, w)
+            }
+            fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
+                <$machine>::received(self, result, w)
+            }
+            fn output(&mut self, w: &Worker) -> &mut Out {
+                <$machine>::output(self, w)
+            }
+            fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
+                <$machine>::wrote(self, result, w)
+            }
+            fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
+                <$machine>::on_timer(self, entry, w)
+            }
+            fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
+                <$machine>::begin_shutdown(self, w)
+            }
+        }
+    };
+}
+use io_by_inherent_methods;
+
 /// A connection machine of some kind.
 pub enum Machine {
     Http(HttpConn),
     Xmpp(XmppConn),
     /// A BOSH session: no socket of its own (its requests come from HTTP connections).
-    Bosh(BoshConn),
+    /// Boxed: it is twice an HTTP connection's size, and every slab entry would pay for it.
+    Bosh(Box<BoshConn>),
 }
 
 /// One client connection: its socket and its machine. A BOSH session has no socket.
@@ -210,7 +274,7 @@ impl Conn {
     pub fn bosh(session: BoshConn) -> Conn {
         Conn {
             sock: None,
-            machine: Machine::Bosh(session),
+            machine: Machine::Bosh(Box::new(session)),
         }
     }
 
@@ -330,6 +394,14 @@ impl Conn {
         }
     }
 
+    /// The record of the push this connection holds is durable (`ok`), or failed.
+    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+        match &mut self.machine {
+            Machine::Http(m) => m.synced(ok, w),
+            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+        }
+    }
+
     /// A newer XMPP session bound this one's full JID.
     pub fn replaced(&mut self, w: &mut Worker) -> Next {
         match &mut self.machine {
@@ -398,5 +470,17 @@ impl Conn {
         }
         w.shared.metrics.connections_open.dec();
         w.shared.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_slab_entry_stays_small() {
+        // Every connection pays for the largest machine: the BOSH session is boxed so an idle
+        // HTTP connection or Talk stream does not.
+        let conn = std::mem::size_of::<super::Conn>();
+        let http = std::mem::size_of::<super::HttpConn>();
+        assert!(conn <= http + 16, "Conn {conn} B, HttpConn {http} B");
     }
 }

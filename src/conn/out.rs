@@ -4,6 +4,8 @@
 //! connections without copying it (DESIGN rule 3).
 
 pub use crate::http::Seg;
+use crate::http::{self, Framing, Method, ResponseHead};
+use crate::proto::Reply;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
@@ -21,6 +23,41 @@ pub struct Out {
 }
 
 impl Out {
+    /// Queues a reply: its head (a status line, the cached `Date`, CORS, the reply's
+    /// headers and framing) and its body, or the raw bytes of a `raw` reply.
+    pub fn push_reply(
+        &mut self,
+        reply: Reply,
+        method: Method,
+        minor: u8,
+        keep_alive: bool,
+        w: &crate::worker::Worker,
+    ) {
+        if reply.raw {
+            self.push(match reply.body {
+                std::borrow::Cow::Borrowed(b) => Seg::Static(b),
+                std::borrow::Cow::Owned(v) => Seg::Owned(v),
+            });
+            return;
+        }
+        let head = ResponseHead {
+            status: reply.status,
+            date: w.date.get(),
+            cors_origin: reply
+                .cors
+                .as_deref()
+                .unwrap_or(&w.shared.config.cors_origin),
+            content_type: reply.content_type,
+            framing: Framing::Length(reply.body.len()),
+            headers: &reply.headers,
+            keep_alive,
+            minor,
+        };
+        let mut out = Vec::new();
+        http::encode_response(&head, method, &reply.body, &mut out);
+        self.push(Seg::Owned(out));
+    }
+
     /// Queues a segment (an empty one is dropped).
     pub fn push(&mut self, seg: Seg) {
         let n = seg.bytes().len();

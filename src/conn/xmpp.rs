@@ -465,35 +465,4 @@ impl XmppConn {
     }
 }
 
-impl super::Io for XmppConn {
-    fn link(&mut self) -> &mut Link {
-        &mut self.link
-    }
-    fn note_peer_closed(&mut self) {
-        self.peer_closed = true;
-    }
-    fn peer_closed(&self) -> bool {
-        self.peer_closed
-    }
-    fn wants_input(&mut self, w: &Worker) -> Input {
-        XmppConn::wants_input(self, w)
-    }
-    fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
-        XmppConn::input_buf(self, w)
-    }
-    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
-        XmppConn::received(self, result, w)
-    }
-    fn output(&mut self, w: &Worker) -> &mut Out {
-        XmppConn::output(self, w)
-    }
-    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
-        XmppConn::wrote(self, result, w)
-    }
-    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        XmppConn::on_timer(self, entry, w)
-    }
-    fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        XmppConn::begin_shutdown(self, w)
-    }
-}
+super::io_by_inherent_methods!(XmppConn);

@@ -100,6 +100,33 @@ pub enum Origin {
     Server,
 }
 
+impl Origin {
+    /// In the order of their numbers in the durable log: a new origin goes at the end.
+    const ALL: [Origin; 8] = [
+        Origin::Talk,
+        Origin::Qst,
+        Origin::Comet,
+        Origin::Embedded,
+        Origin::Store,
+        Origin::Xmpp,
+        Origin::Nchan,
+        Origin::Server,
+    ];
+
+    /// Its number in the durable log.
+    pub fn code(self) -> u8 {
+        Origin::ALL.iter().position(|&o| o == self).unwrap_or(0) as u8
+    }
+
+    /// The origin a log number names (an unknown number reads as `Embedded`).
+    pub fn from_code(code: u8) -> Origin {
+        Origin::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(Origin::Embedded)
+    }
+}
+
 /// A message as a client submitted it, before the hub stores it.
 ///
 /// Fields the client left out stay empty here: the hub fills `id` (a new globally unique id)

@@ -16,6 +16,8 @@
 //! one critical section. Between the two a storage backend can make the batch durable (an
 //! fsync, a group commit), so that no subscriber hears of a message that a crash could lose;
 //! readers (`read`, `qst_pull`, a subscriber's backlog) see it as soon as `append` returns.
+//! Under `--fsync always` `publish` is exactly that: `append`, then `deliver` once the
+//! storage reports the batch's record durable (`durable.rs`).
 //!
 //! Order: each worker's mail for a channel is in `seq` order, each message once, whatever
 //! order two-phase callers deliver in. The channel remembers how far it posted
@@ -30,6 +32,7 @@
 //! Locks are short: no syscall and no render under a shard lock. Lock order: shard, then
 //! mailbox. The hub never touches a socket; a worker's wake-up is behind the `Notify` trait.
 
+mod durable;
 mod message;
 pub mod queue;
 pub mod store;
@@ -49,6 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::Metrics;
+use crate::storage::{Lsn, Storage};
 
 /// Workers are named by a bit in a `u64` on each channel.
 pub const MAX_WORKERS: usize = 64;
@@ -66,6 +70,9 @@ pub enum HubError {
     /// `--retained-bytes` reached and only unacknowledged queue messages are left to drop:
     /// 503 with `Retry-After`.
     MemoryFull,
+    /// The `--data-dir` log cannot take the change (full disk, I/O error, its buffer full):
+    /// 503 with `Retry-After`.
+    Storage,
     /// A channel the server publishes on itself (`tidings/…`, e.g. the status page's): 403.
     Reserved,
 }
@@ -80,6 +87,7 @@ impl std::fmt::Display for HubError {
             HubError::TooManyWaiters => "too many subscribers on this channel",
             HubError::QueueFull => "queue full, retry later",
             HubError::MemoryFull => "server memory budget reached, retry later",
+            HubError::Storage => "storage unavailable (full disk or I/O error), retry later",
             HubError::Reserved => "channel reserved for the server's own messages",
         })
     }
@@ -186,6 +194,8 @@ impl Channel {
 pub struct Appended {
     channel: Arc<str>,
     messages: Vec<Arc<Message>>,
+    /// The `Lsn` of the batch's last record (0: nothing logged).
+    lsn: Lsn,
 }
 
 impl Appended {
@@ -198,6 +208,11 @@ impl Appended {
     /// among them).
     pub fn messages(&self) -> &[Arc<Message>] {
         &self.messages
+    }
+
+    /// The log position of the batch's last record: durable once storage syncs past it.
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
     }
 
     /// The `seq` of the last stored message; `None` for a batch that stored nothing.
@@ -260,12 +275,20 @@ pub struct Hub {
     id_counter: AtomicU64,
     /// QST v1 `setaddress`: the address each account's gateway last reported.
     addresses: Mutex<HashMap<String, String>>,
+    /// The Message item store's last logged state (with `--data-dir`), for snapshots.
+    store_state: Mutex<Option<Arc<[u8]>>>,
     /// What every channel's retained messages count against `--retained-bytes`.
     retained: AtomicU64,
     /// The non-queue channels that retain messages, by the `seq` of their oldest message
     /// (a key may be older than the channel's front, never newer): the memory budget drops
     /// from the first. One entry per channel, so it is as large as the channel count.
     oldest: Mutex<OldestFirst>,
+    /// Where every change is logged (`storage::Memory` without `--data-dir`).
+    storage: Arc<dyn Storage>,
+    /// Appended batches waiting for their record to be durable before delivery.
+    deferred: Mutex<Vec<(Lsn, Appended)>>,
+    /// Publishers waiting for their record to be durable: (`Lsn`, worker, token).
+    sync_waits: Mutex<BinaryHeap<Reverse<(Lsn, usize, usize)>>>,
 }
 
 /// Channels by the `seq` of their oldest retained message, oldest on top.
@@ -288,7 +311,19 @@ pub fn now_ms() -> u64 {
 }
 
 impl Hub {
+    /// A hub in memory only.
     pub fn new(limits: Limits, mailboxes: Vec<Arc<Mailbox>>, metrics: Arc<Metrics>) -> Hub {
+        let storage = Arc::new(crate::storage::Memory);
+        Hub::with_storage(limits, mailboxes, metrics, storage)
+    }
+
+    /// A hub that logs every change to `storage` (call `restore` before serving).
+    pub fn with_storage(
+        limits: Limits,
+        mailboxes: Vec<Arc<Mailbox>>,
+        metrics: Arc<Metrics>,
+        storage: Arc<dyn Storage>,
+    ) -> Hub {
         assert!(mailboxes.len() <= MAX_WORKERS);
         let hasher = RandomState::new();
         let id_prefix = hasher.hash_one((std::process::id(), now_ms()));
@@ -302,8 +337,12 @@ impl Hub {
             id_prefix,
             id_counter: AtomicU64::new(0),
             addresses: Mutex::new(HashMap::new()),
+            store_state: Mutex::new(None),
             retained: AtomicU64::new(0),
             oldest: Mutex::new(BinaryHeap::new()),
+            storage,
+            deferred: Mutex::new(Vec::new()),
+            sync_waits: Mutex::new(BinaryHeap::new()),
         }
     }
 
@@ -351,6 +390,7 @@ impl Hub {
                 let before = ch.store.footprint();
                 if ch.store.front_seq() == Some(seq) && ch.store.evict_oldest() {
                     self.metrics.messages_evicted.inc();
+                    self.log_trim(ch, seq);
                 }
                 self.account(before, ch.store.footprint());
                 // Back in the heap by its (new) oldest message, if it has one.
@@ -432,9 +472,13 @@ impl Hub {
         origin: Origin,
         queue: bool,
         then: impl FnOnce(&mut Channel, &[Arc<Message>]) -> R,
-    ) -> Result<(Vec<Arc<Message>>, R), HubError> {
+    ) -> Result<(Vec<Arc<Message>>, R, Lsn), HubError> {
         if origin != Origin::Server && channel.starts_with(RESERVED_PREFIX) {
             return Err(HubError::Reserved);
+        }
+        if !self.storage.writable() {
+            self.metrics.storage_refusals.inc();
+            return Err(HubError::Storage);
         }
         let prepared = self.prepare(drafts, origin);
         let incoming = prepared
@@ -442,10 +486,13 @@ impl Hub {
             .map(|m| m.size() + store::MESSAGE_OVERHEAD)
             .sum();
         self.make_room(incoming)?;
-        let (stored, after) = self.with_channel(channel, |ch| {
+        let (stored, after, lsn) = self.with_channel(channel, |ch| {
             let before = ch.store.footprint();
+            let version = ch.store.queue_version();
             let appended = ch.store.append(prepared, queue, &self.limits, now_ms());
             self.account(before, ch.store.footprint());
+            // The queue state first (it may have been made even for a refused batch).
+            let mut lsn = self.log_queue(ch, version);
             let (stored, dropped) = match appended {
                 Ok(s) => s,
                 Err(e) => {
@@ -455,15 +502,24 @@ impl Hub {
                     return Err(e);
                 }
             };
+            // The server's own messages (the status page's) are not kept across restarts.
+            if self.storage.keeps() && origin != Origin::Server {
+                for m in &stored {
+                    lsn = self.log_message(&ch.name, m);
+                }
+                if lsn == 0 {
+                    lsn = self.log_mark(ch);
+                }
+            }
             ch.last_active = Instant::now();
             ch.deleted = false;
             self.note_oldest(ch);
             self.metrics.messages_dropped_retention.add(dropped);
             let after = then(ch, &stored);
-            Ok((stored, after))
+            Ok((stored, after, lsn))
         })??;
         self.metrics.messages_published.add(stored.len() as u64);
-        Ok((stored, after))
+        Ok((stored, after, lsn))
     }
 
     /// Stores a batch of drafts in a channel, all or nothing, without telling its waiters:
@@ -484,13 +540,15 @@ impl Hub {
             return Ok(Appended {
                 channel: Arc::from(channel),
                 messages: Vec::new(),
+                lsn: 0,
             });
         }
-        let (messages, name) =
+        let (messages, name, lsn) =
             self.append_then(channel, drafts, origin, queue, |ch, _| ch.name.clone())?;
         Ok(Appended {
             channel: name,
             messages,
+            lsn,
         })
     }
 
@@ -498,7 +556,9 @@ impl Hub {
     /// up to the batch's last `seq` not posted yet, in `seq` order — and wakes their workers
     /// once each: the second phase of `publish`. Returns the batch's messages.
     pub fn deliver(&self, appended: Appended) -> Vec<Arc<Message>> {
-        let Appended { channel, messages } = appended;
+        let Appended {
+            channel, messages, ..
+        } = appended;
         if let Some(upto) = messages.last().map(|m| m.seq) {
             let wake = self
                 .with_existing(&channel, |ch| ch.deliver_upto(&self.mailboxes, upto))
@@ -521,29 +581,65 @@ impl Hub {
         origin: Origin,
         queue: bool,
     ) -> Result<Vec<Arc<Message>>, HubError> {
+        self.publish_lsn(channel, drafts, origin, queue)
+            .map(|(stored, _)| stored)
+    }
+
+    /// `publish`, also returning the `Lsn` of the batch's last record. Under `--fsync
+    /// always` (`waits_for_storage`) the batch is delivered only once that record is
+    /// durable, and the publisher must wait for it too (`await_durable`) before answering.
+    pub fn publish_lsn(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+    ) -> Result<(Vec<Arc<Message>>, Lsn), HubError> {
         if drafts.is_empty() && !queue {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
-        let (stored, wake) = self.append_then(channel, drafts, origin, queue, |ch, stored| {
-            match stored.last() {
-                Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
-                None => 0,
-            }
-        })?;
+        if self.storage.waits() {
+            let appended = self.append(channel, drafts, origin, queue)?;
+            let out = (appended.messages.clone(), appended.lsn);
+            self.defer(appended);
+            return Ok(out);
+        }
+        let (stored, wake, lsn) =
+            self.append_then(channel, drafts, origin, queue, |ch, stored| {
+                match stored.last() {
+                    Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
+                    None => 0,
+                }
+            })?;
         self.wake(wake);
-        Ok(stored)
+        Ok((stored, lsn))
     }
 
     /// As `publish` for one draft, returning the channel's info taken in the same critical
     /// section as the delivery: its `subscribers` are the waiters the message was posted to
     /// (nchan's 201/202 split), not what is left once their workers have answered.
+    /// Also returns the `Lsn` of its record, as `publish_lsn` (under `--fsync always` the
+    /// delivery waits for it, and so must the publisher).
     pub fn publish_with_info(
         &self,
         channel: &str,
         draft: Draft,
         origin: Origin,
-    ) -> Result<ChannelInfo, HubError> {
-        let (_, (wake, info)) =
+    ) -> Result<(ChannelInfo, Lsn), HubError> {
+        if self.storage.waits() {
+            let (messages, (name, info), lsn) =
+                self.append_then(channel, vec![draft], origin, false, |ch, _| {
+                    (ch.name.clone(), ch.info())
+                })?;
+            let appended = Appended {
+                channel: name,
+                messages,
+                lsn,
+            };
+            self.defer(appended);
+            return Ok((info, lsn));
+        }
+        let (_, (wake, info), lsn) =
             self.append_then(channel, vec![draft], origin, false, |ch, stored| {
                 let wake = match stored.last() {
                     Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
@@ -552,7 +648,7 @@ impl Hub {
                 (wake, ch.info())
             })?;
         self.wake(wake);
-        Ok(info)
+        Ok((info, lsn))
     }
 
     fn wake(&self, mut workers: u64) {
@@ -598,10 +694,15 @@ impl Hub {
             ch.last_requested = Some(ch.last_active);
             ch.deleted = false;
             Ok(match sub.since {
-                None => Subscribed {
-                    cursor: ch.store.sync(now_ms()),
-                    backlog: Vec::new(),
-                },
+                None => {
+                    let before = ch.store.clock();
+                    let cursor = ch.store.sync(now_ms());
+                    self.log_clock(ch, before);
+                    Subscribed {
+                        cursor,
+                        backlog: Vec::new(),
+                    }
+                }
                 Some(since) => {
                     let backlog: Vec<_> = ch.store.after(since).cloned().collect();
                     let cursor = backlog.last().map_or(since, |m| m.seq);
@@ -643,7 +744,10 @@ impl Hub {
     pub fn sync(&self, channel: &str) -> Result<u64, HubError> {
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
-            ch.store.sync(now_ms())
+            let before = ch.store.clock();
+            let clock = ch.store.sync(now_ms());
+            self.log_clock(ch, before);
+            clock
         })
     }
 
@@ -662,10 +766,16 @@ impl Hub {
         ack: Option<&Ack<'_>>,
         max: usize,
     ) -> Result<Pulled, HubError> {
+        if ack.is_some_and(|a| !a.is_empty()) && !self.storage.writable() {
+            self.metrics.storage_refusals.inc();
+            return Err(HubError::Storage);
+        }
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
             let before = ch.store.footprint();
+            let version = ch.store.queue_version();
             let (pulled, counts, dropped) = ch.store.qst_pull(ack, max, &self.limits);
+            self.log_queue(ch, version);
             self.account(before, ch.store.footprint());
             self.metrics.qst_acked.add(counts.acked);
             self.metrics.qst_failed.add(counts.failed);
@@ -678,9 +788,16 @@ impl Hub {
     /// Stores the address a v1 gateway reported for its account. At most `--max-channels`
     /// accounts are remembered; past that a new account is refused.
     pub fn set_address(&self, account: &str, address: &str) -> Result<(), HubError> {
+        if !self.storage.writable() {
+            self.metrics.storage_refusals.inc();
+            return Err(HubError::Storage);
+        }
         let mut addresses = lock(&self.addresses);
         if !addresses.contains_key(account) && addresses.len() >= self.limits.max_channels {
             return Err(HubError::TooManyChannels);
+        }
+        if addresses.get(account).map(String::as_str) != Some(address) {
+            self.log_address(account, address);
         }
         addresses.insert(account.to_string(), address.to_string());
         Ok(())
@@ -711,6 +828,9 @@ impl Hub {
                     let n = ch.store.expire(expire_before);
                     self.account(footprint, ch.store.footprint());
                     self.metrics.messages_expired.add(n);
+                    if n > 0 {
+                        self.log_trim(ch, expire_before - 1);
+                    }
                 }
                 !(ch.idle() && ch.last_active.elapsed() >= self.limits.channel_idle)
             });
@@ -746,6 +866,7 @@ impl Hub {
             let info = ch.info();
             let footprint = ch.store.footprint();
             ch.store.clear();
+            self.log_trim(ch, ch.store.clock());
             self.account(footprint, ch.store.footprint());
             ch.waiters.mark_delivered(ch.store.clock());
             ch.last_active = Instant::now();
@@ -787,5 +908,7 @@ impl Hub {
     }
 }
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,13 @@ pub struct Ack<'a> {
     pub failed: &'a [String],
 }
 
+impl Ack<'_> {
+    /// Whether it acknowledges nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.upto.is_none() && self.confirmed.is_empty() && self.failed.is_empty()
+    }
+}
+
 /// What a pull changed, for the metrics.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AckCounts {
@@ -97,6 +104,51 @@ impl Queue {
     /// Whether the log may hold an id with this hash (false: it certainly does not).
     pub fn may_hold_id(&self, hash: u64) -> bool {
         self.ids.contains_key(&hash)
+    }
+
+    /// The state a durable log keeps (`storage::Record::Queue`): the cursor, the last
+    /// acknowledged message, the messages done one by one, and the tries counted.
+    #[allow(clippy::type_complexity)]
+    pub fn state(
+        &self,
+    ) -> (
+        u64,
+        Option<(u64, &str)>,
+        &BTreeSet<u64>,
+        &BTreeMap<u64, u32>,
+    ) {
+        let acked_id = self.acked_id.as_ref().map(|(s, id)| (*s, id.as_str()));
+        (self.acked, acked_id, &self.done, &self.tries)
+    }
+
+    /// A queue with a state read back from the log. Its id index and pending count are
+    /// made by `rebuild` once the channel's log is replayed.
+    pub fn restored(
+        acked: u64,
+        acked_id: Option<(u64, String)>,
+        done: BTreeSet<u64>,
+        tries: BTreeMap<u64, u32>,
+    ) -> Queue {
+        Queue {
+            acked,
+            acked_id,
+            done,
+            tries,
+            ..Queue::default()
+        }
+    }
+
+    /// Makes the id index and the pending count again from the channel log (after replay).
+    pub fn rebuild(&mut self, log: &VecDeque<Arc<Message>>) {
+        self.ids.clear();
+        for m in log {
+            self.note_id(&m.id);
+        }
+        let start = self.start(log);
+        let acked = self.acked;
+        self.done
+            .retain(|&seq| seq > acked && log.binary_search_by_key(&seq, |m| m.seq).is_ok());
+        self.pending = log.len() - start - self.done.len();
     }
 
     /// Whether the queue still holds this message unacknowledged.

@@ -55,6 +55,9 @@ pub struct ChannelStore {
     dropped: u64,
     last_id: Option<Id>,
     queue: Option<Queue>,
+    /// Counts the changes of the queue state (it was made, an acknowledgement, a try, an
+    /// expiry): the hub logs the state when it moved.
+    queue_version: u64,
     /// A cap on retained messages below `--channel-capacity`, for a channel whose history
     /// nobody reads (the server's own status snapshots): see `cap_retention`.
     cap: Option<usize>,
@@ -195,6 +198,7 @@ impl ChannelStore {
     /// Makes the channel a QST queue, keeping what it holds now and everything later.
     pub fn make_queue(&mut self) {
         if self.queue.is_none() {
+            self.queue_version += 1;
             let acked = self.log.front().map_or(self.clock, |m| m.seq - 1);
             let mut q = Queue::new(acked);
             for m in &self.log {
@@ -309,11 +313,84 @@ impl ChannelStore {
         };
         let mut counts = ack.map(|a| q.ack(log, a)).unwrap_or_default();
         let messages = q.take(log, max, limits.qst_max_tries, &mut counts);
+        if counts != AckCounts::default() || (limits.qst_max_tries > 0 && !messages.is_empty()) {
+            self.queue_version += 1;
+        }
         let etag = messages
             .last()
             .map(|m| m.id.to_string())
             .or_else(|| q.acked_id().map(str::to_string));
         let dropped = self.retain(limits);
         (Pulled { messages, etag }, counts, dropped)
+    }
+}
+
+/// What a durable log needs of a channel store: its state to log, and how to rebuild it
+/// from the log at start-up (see `Hub::restore`). Replaying a record the store already
+/// reflects changes nothing: a message at or below the clock is skipped, a queue state
+/// replaces the one held, a clock or trim only moves forward.
+impl ChannelStore {
+    /// How many times the queue state changed (compare before and after an operation).
+    pub fn queue_version(&self) -> u64 {
+        self.queue_version
+    }
+
+    /// The queue, if the channel is one.
+    pub fn queue(&self) -> Option<&Queue> {
+        self.queue.as_ref()
+    }
+
+    /// The highest `seq` retention dropped (0: none).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Every retained message, oldest first.
+    pub fn messages(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.log.iter()
+    }
+
+    /// A snapshot's head of the channel: clock, retention mark and last pushed id.
+    pub fn restore_head(&mut self, clock: u64, dropped: u64, last_id: Option<String>) {
+        self.clock = self.clock.max(clock);
+        self.dropped = self.dropped.max(dropped);
+        if let Some(id) = last_id {
+            self.last_id = Some(Id::from(id));
+        }
+    }
+
+    /// The clock moved to at least `clock`.
+    pub fn restore_clock(&mut self, clock: u64) {
+        self.clock = self.clock.max(clock);
+    }
+
+    /// A logged queue state replaces the one held; retention then applies.
+    pub fn restore_queue(&mut self, q: Queue, limits: &Limits) {
+        self.queue = Some(q);
+        self.retain(limits);
+    }
+
+    /// A logged message: appended if it is newer than the clock, then retention applies.
+    pub fn restore_message(&mut self, m: Message, limits: &Limits) {
+        if m.seq <= self.clock {
+            return;
+        }
+        self.clock = m.seq;
+        self.bytes += m.size();
+        self.last_id = Some(m.id.clone());
+        self.log.push_back(Arc::new(m));
+        self.retain(limits);
+    }
+
+    /// Messages up to `upto` that no queue holds were dropped (memory budget, TTL).
+    pub fn restore_trim(&mut self, upto: u64) -> u64 {
+        self.expire(upto.saturating_add(1))
+    }
+
+    /// After replay: the queue's id index and pending count from the log.
+    pub fn finish_restore(&mut self) {
+        if let Some(q) = self.queue.as_mut() {
+            q.rebuild(&self.log);
+        }
     }
 }

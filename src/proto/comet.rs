@@ -122,7 +122,6 @@ fn decide(ctx: &Ctx<'_>, req: &Request<'_>) -> Result<Action, Reply> {
                 return Err(Reply::text(413, "message too large"));
             }
             let stored = ctx
-                .hub
                 .publish(
                     &channel,
                     vec![Draft::with_body(message.into_owned())],

@@ -13,11 +13,13 @@ pub mod xmlref;
 pub mod xmpp;
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::http::{self, Head, Method};
-use crate::hub::{Hub, HubError};
+use crate::hub::{Draft, Hub, HubError, Message, Origin};
 use crate::metrics::{Metrics, Proto};
 
 /// What the server needs from its surroundings to answer a request.
@@ -26,11 +28,49 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub auth: &'a auth::Auth,
+    /// Under `--fsync always`: the log position the answer must wait for (0: none). Set by
+    /// `publish`; the connection reads it after `handle`.
+    pub wait: Cell<crate::storage::Lsn>,
     /// The live figures of `/status.json`.
     pub status: &'a crate::status::Status,
 }
 
 impl Ctx<'_> {
+    /// Publishes a batch through the hub (`Hub::publish`). Under `--fsync always` the
+    /// batch's subscribers hear of it once it is on disk, and `wait` notes where the
+    /// answer must wait for.
+    pub fn publish(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+    ) -> Result<Vec<Arc<Message>>, HubError> {
+        let (stored, lsn) = self.hub.publish_lsn(channel, drafts, origin, queue)?;
+        self.wait_for(lsn);
+        Ok(stored)
+    }
+
+    /// `Hub::publish_with_info` (nchan's `/pub/`), noting the record to wait for as
+    /// `publish` does.
+    pub fn publish_with_info(
+        &self,
+        channel: &str,
+        draft: Draft,
+        origin: Origin,
+    ) -> Result<crate::hub::ChannelInfo, HubError> {
+        let (info, lsn) = self.hub.publish_with_info(channel, draft, origin)?;
+        self.wait_for(lsn);
+        Ok(info)
+    }
+
+    /// Under `--fsync always`, the answer waits for the record ending at `lsn` too.
+    fn wait_for(&self, lsn: crate::storage::Lsn) {
+        if self.hub.waits_for_storage() {
+            self.wait.set(self.wait.get().max(lsn));
+        }
+    }
+
     /// `Ok` if the request may use the channel; else the `401` to answer (and counted).
     /// Call before anything with a side effect.
     pub fn authorize(&self, channel: &str, req: &Request<'_>) -> Result<(), Reply> {

@@ -193,8 +193,7 @@ pub fn push(ctx: &Ctx<'_>, req: &Request<'_>) -> Reply {
             to,
             ..Draft::with_body(message.into_owned())
         };
-        ctx.hub
-            .publish(&channel, vec![draft], Origin::Talk, false)
+        ctx.publish(&channel, vec![draft], Origin::Talk, false)
             .map_err(Reply::hub_error)?;
         Ok(())
     };

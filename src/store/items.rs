@@ -252,6 +252,112 @@ impl Tree {
         }
     }
 
+    /// The whole tree as JSON, for the durable log: the root's key and every item with its
+    /// key, folder and fields (children in `contents` order).
+    pub(super) fn export(&self) -> Value {
+        let items: Vec<Value> = self
+            .items
+            .values()
+            .map(|it| {
+                let mut m = Map::new();
+                m.insert("key".into(), it.key.encode().into());
+                m.insert("kind".into(), it.kind().into());
+                m.insert("name".into(), it.name.clone().into());
+                m.insert("title".into(), it.title.clone().into());
+                m.insert(
+                    "folder".into(),
+                    it.folder
+                        .as_ref()
+                        .map_or(Value::Null, |k| k.encode().into()),
+                );
+                match &it.body {
+                    Body::Folder {
+                        default_name,
+                        contents,
+                        ..
+                    } => {
+                        m.insert("default_name".into(), default_name.clone().into());
+                        let keys = contents.iter().map(|k| Value::from(k.encode())).collect();
+                        m.insert("contents".into(), Value::Array(keys));
+                    }
+                    Body::Page {
+                        description,
+                        content,
+                    } => {
+                        m.insert("description".into(), description.clone().into());
+                        m.insert("content".into(), content.clone().into());
+                    }
+                }
+                Value::Object(m)
+            })
+            .collect();
+        json!({"root": self.root.encode(), "items": items})
+    }
+
+    /// A tree from `export`'s JSON. Every key must decode, every folder and child named
+    /// must be in it, and the root must be a folder; else why not.
+    pub(super) fn import(v: &Value) -> Result<Tree, String> {
+        let key = |v: &Value| -> Result<Key, String> {
+            Key::decode(v.as_str().ok_or("a key is not a string")?).map_err(|e| e.to_string())
+        };
+        let text = |m: &Value, f: &str| -> Result<String, String> {
+            Ok(m.get(f)
+                .and_then(Value::as_str)
+                .ok_or(format!("an item has no {f}"))?
+                .to_string())
+        };
+        let root = key(&v["root"])?;
+        let mut items = HashMap::new();
+        for it in v["items"].as_array().ok_or("no items")? {
+            let body = match it["kind"].as_str().unwrap_or("") {
+                "M.Page" => Body::Page {
+                    description: text(it, "description")?,
+                    content: text(it, "content")?,
+                },
+                kind => Body::Folder {
+                    kind: match kind {
+                        "M.Folder" => FolderKind::Folder,
+                        "M.Site" => FolderKind::Site,
+                        "M.Subdomain" => FolderKind::Subdomain,
+                        other => return Err(format!("unknown kind {other:?}")),
+                    },
+                    default_name: text(it, "default_name")?,
+                    contents: it["contents"]
+                        .as_array()
+                        .ok_or("a folder has no contents")?
+                        .iter()
+                        .map(key)
+                        .collect::<Result<_, _>>()?,
+                },
+            };
+            let item = Item {
+                key: key(&it["key"])?,
+                name: text(it, "name")?,
+                title: text(it, "title")?,
+                folder: match &it["folder"] {
+                    Value::Null => None,
+                    f => Some(key(f)?),
+                },
+                body,
+            };
+            items.insert(item.key.clone(), item);
+        }
+        for item in items.values() {
+            let parent_ok = item.folder.as_ref().is_none_or(|f| items.contains_key(f));
+            let children_ok = match &item.body {
+                Body::Folder { contents, .. } => contents.iter().all(|c| items.contains_key(c)),
+                Body::Page { .. } => true,
+            };
+            if !parent_ok || !children_ok {
+                return Err(format!("item {} names a missing item", item.key));
+            }
+        }
+        match items.get(&root).map(|r| &r.body) {
+            Some(Body::Folder { .. }) => Ok(Tree { items, root }),
+            _ => Err("the root is missing or not a folder".into()),
+        }
+    }
+
     /// An item's `_path`: `/`, `/example`, `/example/child`.
     fn path_of(&self, key: &Key) -> String {
         let mut names = Vec::new();

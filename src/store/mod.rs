@@ -86,6 +86,15 @@ pub struct Change<'a> {
 pub trait Publish {
     /// Publishes one change on a channel. An error undoes the transaction.
     fn publish(&self, channel: &str, change: Change<'_>) -> Result<(), String>;
+    /// Keeps the store's whole state after a committed change (`Store::export`), when the
+    /// server keeps anything (`--data-dir`). Asked for only if `keeps` says so.
+    fn persist(&self, state: &[u8]) {
+        let _ = state;
+    }
+    /// Whether `persist` keeps anything (so the export is made only then).
+    fn keeps(&self) -> bool {
+        false
+    }
 }
 
 /// A change becomes one hub message: body = the result JSON, `from` = the author, and the
@@ -104,6 +113,14 @@ impl Publish for Hub {
         Hub::publish(self, channel, vec![draft], Origin::Store, false)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn persist(&self, state: &[u8]) {
+        self.log_store(state);
+    }
+
+    fn keeps(&self) -> bool {
+        self.storage().keeps()
     }
 }
 
@@ -172,6 +189,12 @@ fn parse_actions(payload: &Value) -> Result<Vec<Action<'_>>, StoreError> {
 fn parse_payload(text: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::BadRequest(format!("the command is not JSON: {e}")))
+}
+
+/// The whole store as the durable log keeps it: `{"items": TREE, "users": [USER…]}`.
+fn export(st: &State) -> Vec<u8> {
+    let v = serde_json::json!({"items": st.items.export(), "users": st.users.export()});
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// The item store. See the module doc.
@@ -258,6 +281,9 @@ impl Store {
             }
         }
         txn.commit();
+        if !actions.is_empty() && out.keeps() {
+            out.persist(&export(&st));
+        }
         Ok(json)
     }
 
@@ -311,8 +337,24 @@ impl Store {
                 st.users = before;
                 return Err(failed(format!("the change could not be published: {e}")));
             }
+            if out.keeps() {
+                out.persist(&export(&st));
+            }
         }
         Ok(json)
+    }
+
+    /// Replaces the item tree and adds the users of a state `export` wrote (the durable
+    /// log's last one). Users of `--credentials` stay as the file says.
+    pub fn restore(&self, state: &[u8]) -> Result<(), String> {
+        let v: Value = serde_json::from_slice(state).map_err(|e| e.to_string())?;
+        let items = items::Tree::import(&v["items"])?;
+        let mut st = lock(&self.state);
+        let mut users = st.users.clone();
+        users.import(&v["users"])?;
+        st.items = items;
+        st.users = users;
+        Ok(())
     }
 
     /// Whether `name` is a user and `password` its password, compared in constant time

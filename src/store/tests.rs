@@ -534,3 +534,53 @@ fn publishes_on_the_hub() {
     assert!(body.contains(r#""email": "b@x""#) && body.contains(r#""password": """#));
     assert!(!body.contains("bpw"));
 }
+
+#[test]
+fn a_store_exported_and_restored_is_the_same_store() {
+    struct Keep(std::cell::RefCell<Vec<u8>>);
+    impl Publish for Keep {
+        fn publish(&self, _: &str, _: Change<'_>) -> Result<(), String> {
+            Ok(())
+        }
+        fn persist(&self, state: &[u8]) {
+            *self.0.borrow_mut() = state.to_vec();
+        }
+        fn keeps(&self) -> bool {
+            true
+        }
+    }
+    let out = Keep(Default::default());
+    let store = Store::new([("boss", b"pw".to_vec())]);
+    store
+        .set_item(
+            "boss",
+            r#"[{"method": "create", "data": {"_path": "/a", "_kind": "Folder"}}, {"method": "create", "data": {"_path": "/a/b", "_kind": "Page", "content": "x"}}]"#,
+            None,
+            &out,
+        )
+        .unwrap();
+    store
+        .set_user(
+            "boss",
+            r#"[{"method": "create", "data": {"name": "ann", "password": "secret", "roles": ["r"]}}]"#,
+            None,
+            &out,
+        )
+        .unwrap();
+    let state = out.0.borrow().clone();
+    assert!(!state.is_empty(), "a committed change was persisted");
+    let again = Store::new([("boss", b"pw".to_vec())]);
+    again.restore(&state).unwrap();
+    assert_eq!(
+        again.get_item("//*").unwrap(),
+        store.get_item("//*").unwrap()
+    );
+    assert_eq!(again.get_user("").unwrap(), store.get_user("").unwrap());
+    assert!(again.verify_password("ann", b"secret"));
+    // Damaged state is refused, not half applied.
+    assert!(again.restore(b"{\"items\": {\"root\": 1}}").is_err());
+    assert_eq!(
+        again.get_item("//*").unwrap(),
+        store.get_item("//*").unwrap()
+    );
+}

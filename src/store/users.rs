@@ -112,6 +112,66 @@ impl Users {
         u
     }
 
+    /// The users made with `set_user`, as JSON for the durable log (password included:
+    /// the data directory must be kept like the credentials file). Those of
+    /// `--credentials` come from that file at each start.
+    pub(super) fn export(&self) -> Value {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let users: Vec<Value> = self
+            .list
+            .iter()
+            .filter(|u| !u.configured)
+            .map(|u| {
+                json!({
+                    "name": u.name,
+                    "email": u.email,
+                    "password": b64.encode(&u.password),
+                    "full_name": u.full_name,
+                    "admin": u.admin,
+                    "roles": u.roles,
+                    "branch": u.branch,
+                })
+            })
+            .collect();
+        Value::Array(users)
+    }
+
+    /// Adds the users of `export`'s JSON after those of `--credentials` (a name the file
+    /// now holds keeps the file's entry).
+    pub(super) fn import(&mut self, v: &Value) -> Result<(), String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for u in v.as_array().ok_or("users is not an array")? {
+            let text = |f: &str| u[f].as_str().unwrap_or("").to_string();
+            let name = text("name");
+            if name.is_empty() {
+                return Err("a user has no name".into());
+            }
+            if self.get(&name).is_some() {
+                continue;
+            }
+            let password = b64
+                .decode(text("password"))
+                .map_err(|_| "a password is not base64")?;
+            let mut user = User::new(&name, password);
+            user.email = text("email");
+            user.full_name = text("full_name");
+            user.admin = u["admin"].as_bool().unwrap_or(false);
+            user.roles = u["roles"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            user.branch = u["branch"].as_str().map(str::to_string);
+            self.list.push(user);
+        }
+        Ok(())
+    }
+
     pub(super) fn len(&self) -> usize {
         self.list.len()
     }

@@ -84,6 +84,14 @@ pub fn start_with_credentials(credentials: &str, tweak: impl FnOnce(&mut Config)
 }
 
 impl TestServer {
+    /// Shuts the server down and waits for its workers (see `common::TestServer`).
+    pub fn shutdown_and_join(mut self, limit: Duration) -> Duration {
+        let credentials = self.credentials.take();
+        let took = self.server.shutdown_and_join(limit);
+        drop(credentials);
+        took
+    }
+
     /// `POST /qst/{channel}` with `Content-Type: text/xml` on a fresh connection.
     pub fn push_xml(&self, channel: &str, xml: &str) -> Response {
         self.connect().push(channel, "text/xml", xml)

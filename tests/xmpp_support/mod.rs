@@ -68,3 +68,43 @@ pub fn session(server: &TestServer, user: &str, password: &str, resource: &str) 
     login(&mut c, user, password, resource);
     c
 }
+
+/// Sends `<iq type=TYPE id=ID><NAME xmlns='urn:M' [method=M]>base64(COMMAND)</NAME></iq>`
+/// and returns the reply stanza.
+pub fn iq(
+    c: &mut Client,
+    kind: &str,
+    id: &str,
+    name: &str,
+    method: Option<&str>,
+    command: &str,
+) -> String {
+    let method = method.map(|m| format!(" method='{m}'")).unwrap_or_default();
+    c.send(
+        format!(
+            "<iq type='{kind}' id='{id}'><{name} xmlns='urn:M'{method}>{}</{name}></iq>",
+            B64.encode(command)
+        )
+        .as_bytes(),
+    );
+    text(c.read_until(b"</iq>", TIMEOUT))
+}
+
+/// The decoded JSON of a result stanza.
+pub fn result_json(reply: &str) -> String {
+    assert!(
+        reply.starts_with("<iq type='result'"),
+        "not a result: {reply}"
+    );
+    let b64 = reply
+        .split("xmlns='urn:M'")
+        .nth(1)
+        .unwrap()
+        .split('>')
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    String::from_utf8(B64.decode(b64).unwrap()).unwrap()
+}

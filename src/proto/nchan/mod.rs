@@ -231,7 +231,7 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                     event: req.header("x-eventsource-event").and_then(text),
                     ..Draft::with_body(req.body)
                 };
-                match ctx.hub.publish_with_info(channel, draft, Origin::Nchan) {
+                match ctx.publish_with_info(channel, draft, Origin::Nchan) {
                     Err(e) => Reply::hub_error(e),
                     Ok(info) => {
                         let status = if info.subscribers > 0 { 201 } else { 202 };

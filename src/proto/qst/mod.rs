@@ -219,7 +219,7 @@ fn push(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str) -> Reply {
         }
     }
     let etag = drafts.last().and_then(|d| d.id.clone()).unwrap_or_default();
-    match ctx.hub.publish(channel, drafts, Origin::Qst, true) {
+    match ctx.publish(channel, drafts, Origin::Qst, true) {
         Ok(_) => Reply::new(200, "text/plain; charset=utf-8", Vec::new()).header("ETag", etag),
         Err(HubError::QueueFull) => {
             Reply::text(503, "queue full: retry later").header("Retry-After", "1")

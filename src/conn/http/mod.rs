@@ -3,23 +3,27 @@
 //! stream) come out. It never touches a socket: the shell in `conn/mod.rs` reads and writes
 //! for it, and a test can drive it with a virtual clock (see `sim.rs`).
 //!
-//! Every phase change of an HTTP connection happens in this file, by replacing the whole
-//! `Phase`; `LIFECYCLE.md` beside `lib.rs` draws it.
+//! Every phase change of an HTTP connection happens in `HttpConn`'s methods, here and in
+//! `streaming.rs` (a stream's start, records, end and WebSocket input), by replacing the
+//! whole `Phase` (its types are in `conn/phase.rs`); `LIFECYCLE.md` beside `lib.rs` draws it.
+
+mod streaming;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::out::Out;
+pub use super::phase::{Forwarded, Parked, Phase, Syncing};
+use super::phase::{Step, FORWARD_SLACK_MS};
 use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
-use super::stream::Stream;
+pub use super::{Input, Wrote};
 use super::{Link, Next};
 use crate::debug;
-use crate::http::{self, Framing, HttpError, Method, ResponseHead, Seg};
-use crate::hub::{Mail, Message, Subscribe, WaiterRef};
+use crate::http::{self, HttpError, Method, Seg};
+use crate::hub::{HubError, Mail, Subscribe, WaiterRef};
 use crate::metrics::Proto;
-use crate::proto::stream::HeadEnv;
-use crate::proto::{self, Action, Park, ParkKind, Reply, Request, StreamStart};
+use crate::proto::{self, Action, ParkKind, Reply, Request};
+use crate::storage::SyncState;
 use crate::worker::Worker;
 
 /// How long a closing connection keeps draining its input so its last reply is not reset.
@@ -29,74 +33,6 @@ const READ_SLACK: usize = 1024;
 /// Requests answered for one connection in one reactor turn; then the other connections of
 /// the worker are served before it gets another turn.
 pub const MAX_REQUESTS_PER_TURN: usize = 64;
-
-/// A request held until its channel has something for it (comet `get`, QST long-poll).
-pub struct Parked {
-    channel: Arc<str>,
-    park: Park,
-    /// The request's method, version and keep-alive, for the answer's head.
-    method: Method,
-    minor: u8,
-    keep_alive: bool,
-}
-
-/// A request handed to another machine (a BOSH session), whose answer comes by mail.
-pub struct Forwarded {
-    method: Method,
-    minor: u8,
-    keep_alive: bool,
-}
-
-/// How long a forwarded request waits past `--long-poll-timeout` (the longest a BOSH session
-/// holds a request) before the connection gives up on its answer.
-const FORWARD_SLACK_MS: u64 = 10_000;
-
-/// The phase of a connection (see LIFECYCLE.md).
-pub enum Phase {
-    /// Waiting for a request head; idle keep-alive when it holds no buffer.
-    Head,
-    /// The head is parsed (it is kept in the read buffer, beside its bytes); waiting for the
-    /// whole body.
-    Body,
-    /// Holding a request; pipelined input waits in the buffer.
-    Parked(Box<Parked>),
-    /// Waiting for the answer of the BOSH session the request went to; pipelined input
-    /// waits in the buffer.
-    Forwarded(Box<Forwarded>),
-    /// A stream: the response never ends while the server runs.
-    Streaming(Box<Stream>),
-    /// Write what is queued, then shut the socket and drain input until EOF or linger.
-    Closing { lingering: bool },
-}
-
-/// What the machine wants done when its socket is readable.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Input {
-    /// Read into `input_buf`, up to `limit` bytes of input, then call `received`.
-    Read { limit: usize },
-    /// Read and drop (a stream or a closing connection), then call `discarded`.
-    Discard,
-    /// Do not read: the client has not read its answers (TCP pushes back on it).
-    Pause,
-}
-
-/// What to do after a write.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Wrote {
-    Keep,
-    Close,
-    /// More output was made ready: write again.
-    More,
-    /// Everything is written on a closing connection: shut the socket's write side, then
-    /// discard input until the peer's EOF.
-    ShutdownWrite,
-}
-
-enum Step {
-    Continue,
-    Wait,
-    Close,
-}
 
 /// One HTTP/1.1 connection.
 pub struct HttpConn {
@@ -203,7 +139,10 @@ impl HttpConn {
         if matches!(self.phase, Phase::Streaming(_)) {
             return self.websocket_input(buf, result, w);
         }
-        let parked = matches!(self.phase, Phase::Parked(_) | Phase::Forwarded(_));
+        let parked = matches!(
+            self.phase,
+            Phase::Parked(_) | Phase::Syncing(_) | Phase::Forwarded(_)
+        );
         let (eof, capped) = match result {
             SocketResult::Error => {
                 w.pool.give(buf);
@@ -239,6 +178,10 @@ impl HttpConn {
             if capped {
                 w.again.push(self.link.key);
             }
+            if let Phase::Syncing(s) = &mut self.phase {
+                s.keep_alive &= !eof; // a client that finished sending still gets its answer
+                return Next::Keep;
+            }
             return if eof { Next::Close } else { Next::Keep };
         }
         let mut next = self.process(w, !capped);
@@ -270,7 +213,7 @@ impl HttpConn {
                 // A long-poll or stream whose client already hung up: the EOF has been
                 // read, so no later event would tell; drop it now.
                 Phase::Parked(_) | Phase::Forwarded(_) | Phase::Streaming(_) => return Next::Close,
-                Phase::Closing { .. } => {}
+                Phase::Syncing(_) | Phase::Closing { .. } => {}
             }
         }
         next
@@ -368,6 +311,7 @@ impl HttpConn {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
             }
+            Phase::Syncing(_) => self.synced(false, w), // not on disk in time: 503
             Phase::Forwarded(_) => {
                 // The session never answered (it ended as the request went to it).
                 let body = proto::xmpp::bosh::terminate(Some("item-not-found"), b"");
@@ -530,7 +474,7 @@ impl HttpConn {
         }
         m.request(Proto::Other, e.status());
         let reply = Reply::text(e.status(), e.reason());
-        self.queue_reply(reply, Method::Get, 1, false, w);
+        self.out.push_reply(reply, Method::Get, 1, false, w);
         self.phase = Phase::Closing { lingering: false };
         self.link.mark_pending(w);
         Step::Wait
@@ -544,7 +488,8 @@ impl HttpConn {
             shared.metrics.connections_refused.inc();
             shared.metrics.request(Proto::Other, 503);
             let reply = Reply::text(503, "too many connections").header("Retry-After", "1");
-            self.queue_reply(reply, head.method, head.minor, false, w);
+            self.out
+                .push_reply(reply, head.method, head.minor, false, w);
             self.phase = Phase::Closing { lingering: false };
             self.link.mark_pending(w);
             return Next::Keep;
@@ -559,7 +504,20 @@ impl HttpConn {
         let (proto, action) = proto::handle(&ctx, &req);
         let keep_alive = head.keep_alive && !w.shutting_down;
         let mut next = Next::Keep;
+        let wait = ctx.wait.get();
         let reply_now = match action {
+            Action::Reply(reply) if wait > 0 && reply.status < 300 => {
+                match shared.hub.await_durable(wait, w.id, self.link.token()) {
+                    SyncState::Durable => Some(reply),
+                    SyncState::Failed => Some(Reply::hub_error(HubError::Storage)),
+                    SyncState::Pending => {
+                        self.phase = Phase::Syncing(Syncing::new(reply, proto, head, keep_alive));
+                        let t = w.after(shared.config.long_poll_timeout);
+                        self.link.set_deadline(t, w);
+                        return Next::Keep;
+                    }
+                }
+            }
             Action::Reply(reply) => Some(reply),
             Action::Stream(start) => match self.start_stream(start, w) {
                 Ok(()) => {
@@ -592,7 +550,8 @@ impl HttpConn {
         };
         if let Some(reply) = reply_now {
             shared.metrics.request(proto, reply.status);
-            self.queue_reply(reply, head.method, head.minor, keep_alive, w);
+            self.out
+                .push_reply(reply, head.method, head.minor, keep_alive, w);
             self.phase = if keep_alive {
                 Phase::Head
             } else {
@@ -643,7 +602,41 @@ impl HttpConn {
             ParkKind::Nchan(_) => Proto::Nchan,
         };
         shared.metrics.request(proto, reply.status);
-        self.answer_parked(reply, w);
+        self.answer_parked(reply, w)
+    }
+
+    /// The held push's record is durable (`ok`) or failed (`503`): answer it (`answer_held`).
+    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+        let Phase::Syncing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return Next::Keep;
+        };
+        let reply = if ok {
+            s.reply
+        } else {
+            Reply::hub_error(HubError::Storage)
+        };
+        w.shared.metrics.request(s.proto, reply.status);
+        self.answer_held(reply, s.method, s.minor, s.keep_alive, w)
+    }
+
+    /// Answers a held request (parked, syncing, forwarded; the phase already left) and
+    /// returns the connection to reading requests (`serve_pipelined`).
+    fn answer_held(
+        &mut self,
+        reply: Reply,
+        method: Method,
+        minor: u8,
+        keep_alive: bool,
+        w: &mut Worker,
+    ) -> Next {
+        let keep_alive = keep_alive && !w.shutting_down;
+        self.out.push_reply(reply, method, minor, keep_alive, w);
+        if keep_alive {
+            let t = w.after(w.shared.config.idle_timeout);
+            self.link.set_deadline(t, w);
+        } else {
+            self.phase = Phase::Closing { lingering: false };
+        }
         self.link.mark_pending(w);
         self.serve_pipelined(w)
     }
@@ -695,6 +688,8 @@ impl HttpConn {
             minor: head.minor,
             keep_alive,
         }));
+        // A held request like a long-poll: counted with them.
+        w.shared.metrics.parked.inc();
         let t = w.after(w.shared.config.long_poll_timeout) + FORWARD_SLACK_MS;
         self.link.set_deadline(t, w);
     }
@@ -704,308 +699,34 @@ impl HttpConn {
         let Phase::Forwarded(f) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
         };
+        w.shared.metrics.parked.dec();
         let reply = match status {
             200 => Reply::new(200, proto::xmpp::bosh::CONTENT_TYPE, body.to_vec()),
             _ => Reply::text(status, String::from_utf8_lossy(body).trim().to_string())
                 .header("Retry-After", "1"),
         };
         w.shared.metrics.request(Proto::Other, reply.status);
-        let keep_alive = f.keep_alive && !w.shutting_down;
-        self.queue_reply(reply, f.method, f.minor, keep_alive, w);
-        self.link.mark_pending(w);
-        if !keep_alive {
-            self.phase = Phase::Closing { lingering: false };
-            return Next::Keep;
-        }
-        let t = w.after(w.shared.config.idle_timeout);
-        self.link.set_deadline(t, w);
-        self.serve_pipelined(w)
+        self.answer_held(reply, f.method, f.minor, f.keep_alive, w)
     }
 
     /// Answers the parked request and returns the connection to reading requests.
-    fn answer_parked(&mut self, reply: Reply, w: &mut Worker) {
+    fn answer_parked(&mut self, reply: Reply, w: &mut Worker) -> Next {
         let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
-            return;
+            return Next::Keep;
         };
         w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
         w.shared.metrics.parked.dec();
-        let keep_alive = p.keep_alive && !w.shutting_down;
-        self.queue_reply(reply, p.method, p.minor, keep_alive, w);
-        if keep_alive {
-            let t = w.after(w.shared.config.idle_timeout);
-            self.link.set_deadline(t, w);
-        } else {
-            self.phase = Phase::Closing { lingering: false };
-        }
-    }
-
-    /// Renders a reply into the output queue.
-    fn queue_reply(
-        &mut self,
-        reply: Reply,
-        method: Method,
-        minor: u8,
-        keep_alive: bool,
-        w: &Worker,
-    ) {
-        if reply.raw {
-            self.out.push(match reply.body {
-                std::borrow::Cow::Borrowed(b) => Seg::Static(b),
-                std::borrow::Cow::Owned(v) => Seg::Owned(v),
-            });
-            return;
-        }
-        let head = ResponseHead {
-            status: reply.status,
-            date: w.date.get(),
-            cors_origin: reply
-                .cors
-                .as_deref()
-                .unwrap_or(&w.shared.config.cors_origin),
-            content_type: reply.content_type,
-            framing: Framing::Length(reply.body.len()),
-            headers: &reply.headers,
-            keep_alive,
-            minor,
-        };
-        let mut out = Vec::new();
-        http::encode_response(&head, method, &reply.body, &mut out);
-        self.out.push(Seg::Owned(out));
-    }
-
-    /// Turns this connection into a stream: subscribe, queue the head and the first records
-    /// (the greeting and any `since` backlog, in one batch).
-    fn start_stream(&mut self, start: StreamStart, w: &mut Worker) -> Result<(), Reply> {
-        let shared = w.shared.clone();
-        let (subscribed, channel) = if start.kind.listens() {
-            let sub = Subscribe {
-                worker: w.id,
-                token: self.link.token(),
-                since: start.since,
-                talk_name: start.kind.name(),
-            };
-            let subscribed = shared.hub.subscribe(&start.channel, sub).map_err(|e| {
-                shared.metrics.waiters_refused.inc();
-                Reply::hub_error(e)
-            })?;
-            (subscribed, w.join_channel(&start.channel, self.link.key))
-        } else {
-            // A WebSocket publisher: it only sends.
-            let none = crate::hub::Subscribed {
-                cursor: 0,
-                backlog: Vec::new(),
-            };
-            (none, Arc::from(start.channel.as_str()))
-        };
-        let env = HeadEnv {
-            date: w.date.get(),
-            cors_origin: &shared.config.cors_origin,
-        };
-        self.out.push(start.kind.head(&env));
-        let stream_keepalive = start.kind.keepalive().is_some();
-        let mut stream = Stream::new(channel, start.kind, subscribed.cursor, w.now);
-        if let Some(greeting) = stream.kind.greeting() {
-            stream.push(greeting);
-        }
-        for msg in &subscribed.backlog {
-            stream.offer(msg, &shared.metrics);
-        }
-        self.phase = Phase::Streaming(Box::new(stream));
-        self.stream_started = true;
-        shared.metrics.streaming.inc();
-        self.frame_records(w.now);
-        let t = match (stream_keepalive, shared.config.nchan_subscriber_timeout) {
-            (true, _) => w.after(shared.config.talk_keepalive),
-            // A kind with no keep-alive keeps no timer, unless its subscribers time out.
-            (false, Duration::ZERO) => super::NEVER,
-            (false, timeout) => w.after(timeout),
-        };
-        if !stream_keepalive {
-            if let Phase::Streaming(s) = &mut self.phase {
-                s.expires_at = t;
-            }
-        }
-        self.link.set_deadline(t, w);
-        Ok(())
-    }
-
-    /// Frames a stream's waiting records into one batch, if the socket has taken everything
-    /// before it (so a client reading the socket sees whole, batched chunks) and no
-    /// coalescing hold is on.
-    fn frame_records(&mut self, now: u64) {
-        let Phase::Streaming(s) = &mut self.phase else {
-            return;
-        };
-        if !s.has_records() || !self.out.is_empty() || s.hold_until > now {
-            return;
-        }
-        let out = &mut self.out;
-        s.frame(&mut |seg| out.push(seg));
-    }
-
-    /// Hands a published message to this connection: a parked request re-checks; a stream
-    /// queues its record. Closes a reader whose queued bytes pass `--max-output-bytes`.
-    pub fn deliver(&mut self, msg: &Arc<Message>, w: &mut Worker) -> Next {
-        if matches!(self.phase, Phase::Parked(_)) {
-            return self.unpark(w, false);
-        }
-        let Phase::Streaming(s) = &mut self.phase else {
-            return Next::Keep;
-        };
-        if msg.seq <= s.cursor {
-            return Next::Keep;
-        }
-        s.cursor = msg.seq;
-        let config = &w.shared.config;
-        if !s.offer(msg, &w.shared.metrics) {
-            return Next::Keep;
-        }
-        s.last_record = w.now;
-        let queued = self.out.len() + s.pending_bytes();
-        if queued > config.max_output_bytes {
-            w.shared.metrics.slow_readers_closed.inc();
-            debug!("closing a slow reader: {queued} bytes queued");
-            return Next::Close;
-        }
-        let hold = config.talk_coalesce.as_millis() as u64;
-        if hold > 0 {
-            // Hold the burst this starts; the deadline sends it.
-            if s.hold_until == 0 {
-                s.hold_until = w.now + hold;
-                let t = s.hold_until;
-                self.link.set_deadline(t, w);
-            }
-            return Next::Keep;
-        }
-        self.link.mark_pending(w);
-        Next::Keep
-    }
-
-    /// What a WebSocket's client sent: its frames are read (pings answered, closes echoed,
-    /// messages published or refused); a partial frame keeps the buffer.
-    fn websocket_input(
-        &mut self,
-        mut buf: Box<ReadBuf>,
-        result: SocketResult,
-        w: &mut Worker,
-    ) -> Next {
-        let shared = w.shared.clone();
-        let Phase::Streaming(s) = &mut self.phase else {
-            w.pool.give(buf);
-            return Next::Keep;
-        };
-        let Some(ws) = s.kind.websocket() else {
-            w.pool.give(buf);
-            return Next::Keep;
-        };
-        let mut answer = Vec::new();
-        let read = ws.input(&shared.ctx(), &s.channel, &mut buf, &mut answer);
-        buf.consume(read.consumed);
-        if !answer.is_empty() {
-            self.out.push(Seg::Owned(answer));
-            self.link.mark_pending(w);
-        }
-        if buf.is_empty() {
-            w.pool.give(buf);
-        } else {
-            buf.compact_if_worth();
-            w.pool.note(&mut buf);
-            self.buf = Some(buf);
-        }
-        if read.end {
-            self.end_stream_with(Vec::new(), w);
-            return Next::Keep;
-        }
-        match result {
-            SocketResult::Error | SocketResult::Closed => Next::Close,
-            SocketResult::Continue => {
-                w.again.push(self.link.key);
-                Next::Keep
-            }
-            // A frame larger than the read limit: the reader refuses it before that.
-            SocketResult::Full => Next::Close,
-            _ => Next::Keep,
-        }
-    }
-
-    /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its
-    /// `410 Gone`; other protocols' waiters keep waiting.
-    pub fn channel_deleted(&mut self, w: &mut Worker) -> Next {
-        match &mut self.phase {
-            Phase::Parked(p) => {
-                let ParkKind::Nchan(poll) = &p.park.kind else {
-                    return Next::Keep;
-                };
-                let shared = w.shared.clone();
-                let reply = proto::nchan::gone(&shared.ctx(), poll);
-                shared.metrics.request(Proto::Nchan, reply.status);
-                self.answer_parked(reply, w);
-                self.link.mark_pending(w);
-                self.serve_pipelined(w)
-            }
-            Phase::Streaming(s) => {
-                if let Some(gone) = s.kind.gone() {
-                    self.end_stream_with(gone, w);
-                }
-                Next::Keep
-            }
-            _ => Next::Keep,
-        }
-    }
-
-    /// Ends a stream with these final bytes after its waiting records, then closes.
-    fn end_stream_with(&mut self, bytes: Vec<u8>, w: &mut Worker) {
-        if let Phase::Streaming(s) = &mut self.phase {
-            s.hold_until = 0;
-        }
-        self.frame_records(w.now);
-        if !bytes.is_empty() {
-            self.out.push(Seg::Owned(bytes));
-        }
-        self.leave_stream(w);
-        self.phase = Phase::Closing { lingering: false };
-        self.link.mark_pending(w);
-    }
-
-    /// Ends a stream replaced by a newer one of the same name: final bytes, close.
-    pub fn end_stream(&mut self, w: &mut Worker) -> Next {
-        if matches!(self.phase, Phase::Streaming(_)) {
-            self.finish_stream(w);
-        }
-        Next::Keep
-    }
-
-    fn finish_stream(&mut self, w: &mut Worker) {
-        if let Phase::Streaming(s) = &mut self.phase {
-            s.hold_until = 0;
-        }
-        self.frame_records(w.now);
-        let Phase::Streaming(s) = &mut self.phase else {
-            return;
-        };
-        // Records still waiting behind a blocked socket are dropped with the stream.
-        s.drop_records();
-        self.out.push(Seg::Static(s.kind.end()));
-        self.leave_stream(w);
-        self.phase = Phase::Closing { lingering: false };
-        self.link.mark_pending(w);
-    }
-
-    /// Unsubscribes a stream from its channel, locally and in the hub.
-    fn leave_stream(&mut self, w: &mut Worker) {
-        let Phase::Streaming(s) = &self.phase else {
-            return;
-        };
-        if s.kind.listens() {
-            w.leave_channel(&s.channel, self.link.key, self.link.token(), s.kind.name());
-        }
-        w.shared.metrics.streaming.dec();
+        self.answer_held(reply, p.method, p.minor, p.keep_alive, w)
     }
 
     /// The server is stopping: end streams with their final bytes, answer parked requests,
     /// close idle connections, let replies in flight finish.
     pub fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        match self.phase {
+        match &mut self.phase {
+            Phase::Syncing(s) => {
+                s.keep_alive = false; // answered once its record is durable, then closed
+                Next::Keep
+            }
             Phase::Streaming(_) => {
                 self.finish_stream(w);
                 Next::Keep
@@ -1042,43 +763,11 @@ impl HttpConn {
                 w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
                 w.shared.metrics.parked.dec();
             }
+            Phase::Forwarded(_) => w.shared.metrics.parked.dec(),
             _ => {}
         }
         if let Some(buf) = self.buf.take() {
             w.pool.give(buf);
         }
-    }
-}
-
-impl super::Io for HttpConn {
-    fn link(&mut self) -> &mut Link {
-        &mut self.link
-    }
-    fn note_peer_closed(&mut self) {
-        self.peer_closed = true;
-    }
-    fn peer_closed(&self) -> bool {
-        self.peer_closed
-    }
-    fn wants_input(&mut self, w: &Worker) -> Input {
-        HttpConn::wants_input(self, w)
-    }
-    fn input_buf(&mut self, w: &mut Worker) -> &mut ReadBuf {
-        HttpConn::input_buf(self, w)
-    }
-    fn received(&mut self, result: SocketResult, w: &mut Worker) -> Next {
-        HttpConn::received(self, result, w)
-    }
-    fn output(&mut self, w: &Worker) -> &mut Out {
-        HttpConn::output(self, w)
-    }
-    fn wrote(&mut self, result: SocketResult, w: &mut Worker) -> Wrote {
-        HttpConn::wrote(self, result, w)
-    }
-    fn on_timer(&mut self, entry: u64, w: &mut Worker) -> Next {
-        HttpConn::on_timer(self, entry, w)
-    }
-    fn begin_shutdown(&mut self, w: &mut Worker) -> Next {
-        HttpConn::begin_shutdown(self, w)
     }
 }
