@@ -208,14 +208,40 @@ pub enum ParkKind {
 }
 
 impl Park {
-    /// The cursor and callback of a park whose answer depends only on them and on the
-    /// channel (a comet `get`): every such park woken by the same message gets the same
-    /// bytes, so a worker renders them once. `None` for a QST pull (it changes the queue).
-    pub fn shared_answer(&self) -> Option<(u64, Option<&str>)> {
+    /// What the answer of a park depends on besides its channel, when that is all (a
+    /// comet `get`: its cursor and callback; an nchan long-poll: its cursor and `Origin`):
+    /// every such park woken by the same message gets the same bytes, so a worker renders
+    /// them once. `None` for a QST pull (it changes the queue).
+    pub fn shared_answer(&self) -> Option<SharedAnswer<'_>> {
         match &self.kind {
-            ParkKind::Comet { cursor, callback } => Some((*cursor, callback.as_deref())),
-            ParkKind::Qst(_) | ParkKind::Nchan(_) => None,
+            ParkKind::Comet { cursor, callback } => Some(SharedAnswer {
+                nchan: false,
+                cursor: *cursor,
+                text: callback.as_deref(),
+            }),
+            ParkKind::Nchan(poll) => Some(SharedAnswer {
+                nchan: true,
+                cursor: poll.cursor,
+                text: poll.origin.as_deref(),
+            }),
+            ParkKind::Qst(_) => None,
         }
+    }
+}
+
+/// The key of an answer shared by parks of one channel (see `Park::shared_answer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedAnswer<'a> {
+    /// An nchan long-poll (else a comet `get`).
+    pub nchan: bool,
+    pub cursor: u64,
+    /// The comet callback, or the nchan `Origin`.
+    pub text: Option<&'a str>,
+}
+
+impl SharedAnswer<'_> {
+    fn matches(&self, e: &WakeEntry) -> bool {
+        e.nchan == self.nchan && e.cursor == self.cursor && e.text.as_deref() == self.text
     }
 }
 
@@ -252,8 +278,9 @@ pub struct WakeCache {
 
 struct WakeEntry {
     channel: String,
+    nchan: bool,
     cursor: u64,
-    callback: Option<String>,
+    text: Option<String>,
     reply: Reply,
 }
 
@@ -263,29 +290,33 @@ impl WakeCache {
         self.entry = None;
     }
 
-    /// `resume` through the cache: a woken comet `get` whose channel, cursor and callback
-    /// match the cached answer gets a copy of it; the first one renders and fills it. A
-    /// timeout is always answered fresh.
+    /// `resume` through the cache: a woken comet `get` or nchan long-poll whose channel and
+    /// key (`Park::shared_answer`) match the cached answer gets a copy of it; the first one
+    /// renders and fills it. A timeout is always answered fresh.
     pub fn resume(&mut self, ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
         let key = if timed_out {
             None
         } else {
             park.shared_answer()
         };
-        let Some((cursor, callback)) = key else {
+        let Some(key) = key else {
             return resume(ctx, park, timed_out);
         };
         if let Some(e) = &self.entry {
-            if e.channel == park.channel && e.cursor == cursor && e.callback.as_deref() == callback
-            {
+            if e.channel == park.channel && key.matches(e) {
+                if key.nchan {
+                    // Counted per answer, as `nchan::resume` counts the first.
+                    ctx.metrics.messages_delivered.inc();
+                }
                 return Some(e.reply.clone());
             }
         }
         let reply = resume(ctx, park, timed_out)?;
         self.entry = Some(WakeEntry {
             channel: park.channel.clone(),
-            cursor,
-            callback: callback.map(str::to_string),
+            nchan: key.nchan,
+            cursor: key.cursor,
+            text: key.text.map(str::to_string),
             reply: reply.clone(),
         });
         Some(reply)
