@@ -31,6 +31,8 @@ const MAX_ACCEPTS_PER_EVENT: usize = 512;
 const EVENTS_CAPACITY: usize = 1024;
 /// The whole answer to a connection past `--max-connections`.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections\n";
+/// Connections written per reactor turn; the rest are written next turn, after the poll.
+const MAX_FLUSHES_PER_TURN: usize = 1024;
 /// How often worker 0 removes idle channels from the hub and, while the status page
 /// watches, publishes a status snapshot (`status::Status::tick`).
 const SWEEP_EVERY_MS: u64 = 1000;
@@ -454,12 +456,27 @@ impl Reactor {
         }
     }
 
+    /// Writes what connections have queued, at most `MAX_FLUSHES_PER_TURN` of them: a long
+    /// fan-out pass gives way to the sockets that became readable meanwhile, so a message
+    /// published during the pass joins the writes not done yet (a stream frames every record
+    /// pending for it into one write) instead of waiting for the whole pass.
     fn flush_pending(&mut self) {
         // A flush may re-queue a connection whose write loop hit its cap: take the list
         // first so that one is served next turn, not in an endless loop now.
-        let pending = std::mem::take(&mut self.worker.pending);
+        let mut pending = std::mem::take(&mut self.worker.pending);
+        let rest = if pending.len() > MAX_FLUSHES_PER_TURN {
+            pending.split_off(MAX_FLUSHES_PER_TURN)
+        } else {
+            Vec::new()
+        };
         for key in pending {
             self.with_conn(key, |c, l| c.flush(l));
+        }
+        if !rest.is_empty() {
+            // The rest go first next turn (they stay marked pending), before what this
+            // turn's flushes queued again.
+            let requeued = std::mem::replace(&mut self.worker.pending, rest);
+            self.worker.pending.extend(requeued);
         }
     }
 }
