@@ -118,7 +118,9 @@ pub struct Session {
     stream_id: String,
     user: Option<String>,
     jid: Option<String>,
-    exchange: Option<Exchange>,
+    /// A SCRAM exchange under way: boxed, so an authenticated session (all but the first
+    /// round trips of its life) does not carry its ~120 bytes.
+    exchange: Option<Box<Exchange>>,
     failures: u32,
     /// SASL succeeded and the tokenizer was renewed: the next header restarts the stream.
     awaiting_restart: bool,
@@ -311,7 +313,7 @@ impl Session {
                 };
                 let mechanism = el.attr("mechanism").unwrap_or("");
                 let (step, exchange) = sasl::start(mechanism, &initial, env.users());
-                self.exchange = exchange;
+                self.exchange = exchange.map(Box::new);
                 step
             }
             "response" => {
