@@ -23,6 +23,7 @@ pub mod server;
 pub mod status;
 pub mod storage;
 pub mod store;
+pub mod sync;
 pub mod time;
 pub mod worker;
 

@@ -24,9 +24,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-TIDINGS=${TIDINGS:-$here/../../target/release/tidings}
-LOAD=${LOAD:-$(dirname "$TIDINGS")/tidings-load}
-for b in "$TIDINGS" "$LOAD"; do [ -x "$b" ] || { echo "$b: not an executable" >&2; exit 2; }; done
+find_binaries
 ROUNDS=${ROUNDS:-3}
 PUSHES=${PUSHES:-10}
 FANOUT=${FANOUT:-1000 9900 10000}

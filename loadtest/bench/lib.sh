@@ -223,3 +223,13 @@ cpu_us() {
 }
 
 run() { echo "\$ $*"; "$@" 2>&1; }
+
+# TIDINGS (the release build beside this checkout) and LOAD (tidings-load beside it), both
+# executables, or exit 2. Call after setting `here` to the bench directory.
+find_binaries() {
+    TIDINGS=${TIDINGS:-$here/../../target/release/tidings}
+    LOAD=${LOAD:-$(dirname "$TIDINGS")/tidings-load}
+    for b in "$TIDINGS" "$LOAD"; do
+        [ -x "$b" ] || { echo "$b: not an executable" >&2; exit 2; }
+    done
+}

@@ -28,9 +28,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-TIDINGS=${TIDINGS:-$here/../../target/release/tidings}
-LOAD=${LOAD:-$(dirname "$TIDINGS")/tidings-load}
-for b in "$TIDINGS" "$LOAD"; do [ -x "$b" ] || { echo "$b: not an executable" >&2; exit 2; }; done
+find_binaries
 command -v wrk >/dev/null && command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || {
     echo "needs wrk, nginx and libnginx-mod-nchan (apt-get install -y wrk nginx libnginx-mod-nchan)" >&2
     exit 2

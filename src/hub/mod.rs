@@ -41,14 +41,15 @@ pub mod waiters;
 pub use message::{Address, Draft, Format, Id, Media, Message, Origin, Renders, SmallStr};
 pub use queue::Ack;
 pub use store::{ChannelStore, Pulled, Read};
-pub use waiters::{Mail, Mailbox, Notify, WaiterRef, Waiters};
+pub use waiters::{workers_in, Mail, Mailbox, Notify, WaiterRef, Waiters};
 
+use crate::sync::lock;
 use std::cmp::Reverse;
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::Metrics;
@@ -296,12 +297,6 @@ type OldestFirst = BinaryHeap<Reverse<(u64, Arc<str>)>>;
 
 /// One lock's worth of channels.
 type Shard = Mutex<HashMap<Arc<str>, Channel>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a hub lock is a bug, but the data stays consistent enough
-    // (every mutation is a few lines), so keep serving rather than poisoning every worker.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -651,10 +646,8 @@ impl Hub {
         Ok((info, lsn))
     }
 
-    fn wake(&self, mut workers: u64) {
-        while workers != 0 {
-            let w = workers.trailing_zeros() as usize;
-            workers &= workers - 1;
+    fn wake(&self, workers: u64) {
+        for w in workers_in(workers) {
             if let Some(mailbox) = self.mailboxes.get(w) {
                 self.metrics.mailbox_wakes.inc();
                 mailbox.wake();
@@ -877,10 +870,8 @@ impl Hub {
         match done {
             None => Deleted::Missing,
             Some(Err(d)) => d,
-            Some(Ok((info, name, mut workers))) => {
-                while workers != 0 {
-                    let w = workers.trailing_zeros() as usize;
-                    workers &= workers - 1;
+            Some(Ok((info, name, workers))) => {
+                for w in workers_in(workers) {
                     self.send(
                         w,
                         Mail::Deleted {

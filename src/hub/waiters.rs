@@ -27,6 +27,17 @@ pub struct WaiterRef {
     pub token: usize,
 }
 
+/// The workers named by a set of bits (bit `w` for worker `w`), lowest first.
+pub fn workers_in(mut bits: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (bits != 0).then(|| {
+            let w = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            w
+        })
+    })
+}
+
 /// What a worker finds in its mailbox.
 #[derive(Debug)]
 pub enum Mail {
@@ -197,10 +208,7 @@ impl Waiters {
         let msgs = msgs
             .skip_while(|m| m.seq <= from)
             .take_while(|m| m.seq <= upto);
-        let mut workers = self.workers;
-        while workers != 0 {
-            let w = workers.trailing_zeros() as usize;
-            workers &= workers - 1;
+        for w in workers_in(self.workers) {
             let Some(mailbox) = mailboxes.get(w) else {
                 continue;
             };

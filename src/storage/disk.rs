@@ -21,12 +21,13 @@
 //! `Listener`) and removes the segments and snapshots it makes redundant, so the disk holds
 //! about what memory holds.
 
+use crate::sync::lock;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,10 +54,6 @@ pub struct Options {
     pub compact_bytes: u64,
     /// Appended bytes not yet taken by the sync thread; past it changes get `503`.
     pub buffer_bytes: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What the appenders, the sync thread and the compactor share.

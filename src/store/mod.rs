@@ -27,8 +27,9 @@ pub use items::{Body, FolderKind, Item};
 pub use key::{Key, KeyError, KeyId};
 pub use users::User;
 
+use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -205,13 +206,6 @@ pub struct Store {
 struct State {
     items: items::Tree,
     users: users::Users,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic inside a transaction is a bug and may leave it half applied; the tree stays
-    // well formed enough to serve (keys and contents change together), so keep serving
-    // rather than poisoning every worker.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {

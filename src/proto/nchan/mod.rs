@@ -348,7 +348,6 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
         Ok(c) => c,
         Err(r) => return Action::Reply(with_cors(r, ctx, origin)),
     };
-    let transport = streams::transport(req);
     // With no cursor: from the oldest retained message, or from the next one.
     let since = match (cursor, ctx.config.nchan_first_message) {
         (Some(c), _) => Some(c),
@@ -356,18 +355,20 @@ fn subscribe(ctx: &Ctx<'_>, req: &Request<'_>, channel: String, origin: Option<&
         (None, FirstMessage::Newest) => None,
     };
     let origin = origin.map(str::to_string);
+    let transport = match upgrade(req) {
+        Upgrade::Accept(accept) => {
+            let ws = WsStream::subscriber(accept, origin, ctx.config.max_message_bytes);
+            return Action::Stream(StreamStart {
+                channel,
+                since,
+                kind: StreamKind::WebSocket(Box::new(ws)),
+            });
+        }
+        Upgrade::Refuse(why) => return Action::Reply(refuse_upgrade(ctx, why, origin)),
+        Upgrade::No => streams::transport(req),
+    };
     let kind = match transport {
         Transport::LongPoll => return subscribe_poll(ctx, channel, since, origin),
-        Transport::WebSocket => match upgrade(req) {
-            Upgrade::Accept(accept) => StreamKind::WebSocket(Box::new(WsStream::subscriber(
-                accept,
-                origin,
-                ctx.config.max_message_bytes,
-            ))),
-            Upgrade::Refuse(why) => return Action::Reply(refuse_upgrade(ctx, why, origin)),
-            // Not one after all (an HTTP/1.0 request): a long-poll.
-            Upgrade::No => return subscribe_poll(ctx, channel, since, origin),
-        },
         Transport::EventSource => StreamKind::EventSource(EventSourceStream::new(origin)),
         Transport::Chunked => StreamKind::Chunked(PlainStream::chunked(origin)),
         Transport::Multipart => StreamKind::Multipart(PlainStream::multipart(origin)),

@@ -13,10 +13,10 @@ use super::Request;
 use crate::http::{self, Seg};
 use crate::hub::{Format, Message};
 
-/// How a `/sub/` request wants its messages (NCHAN.md 5.1).
+/// How a `/sub/` request that is not a WebSocket (`websocket::upgrade` decides that first)
+/// wants its messages (NCHAN.md 5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
-    WebSocket,
     EventSource,
     Chunked,
     Multipart,
@@ -29,13 +29,8 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Picks the transport, in nchan's order.
+/// Picks the transport after WebSocket, in nchan's order.
 pub fn transport(req: &Request<'_>) -> Transport {
-    let connection = req.header("connection").unwrap_or(b"");
-    let upgrade = req.header("upgrade").unwrap_or(b"");
-    if contains_ignore_case(connection, b"upgrade") && upgrade.eq_ignore_ascii_case(b"websocket") {
-        return Transport::WebSocket;
-    }
     let accept = req.header("accept").unwrap_or(b"");
     if contains_ignore_case(accept, b"text/event-stream") {
         return Transport::EventSource;
@@ -54,12 +49,12 @@ pub fn transport(req: &Request<'_>) -> Transport {
 fn te_chunked(te: &[u8]) -> bool {
     te.split(|&b| b == b',').any(|element| {
         let mut parts = element.split(|&b| b == b';');
-        let token = parts.next().map(trim).unwrap_or(b"");
+        let token = parts.next().map(http::trim).unwrap_or(b"");
         if !token.eq_ignore_ascii_case(b"chunked") {
             return false;
         }
         parts.all(|p| {
-            let p = trim(p);
+            let p = http::trim(p);
             match p.strip_prefix(b"q=") {
                 Some(q) => std::str::from_utf8(q)
                     .ok()
@@ -69,18 +64,6 @@ fn te_chunked(te: &[u8]) -> bool {
             }
         })
     })
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 /// The head of a streaming answer: `200`, chunked, the kind's content type, nchan's CORS.

@@ -4,10 +4,11 @@
 //! lives on one worker as a connection without a socket (`conn::bosh`), running the same
 //! `Session` machine as a TCP stream.
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::session::NS_STREAM;
 use super::stanza::{self, escape};
@@ -292,10 +293,6 @@ impl<T> Window<T> {
 #[derive(Default)]
 pub struct Sessions {
     by_sid: Mutex<HashMap<Box<str>, WaiterRef>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Sessions {

@@ -2,8 +2,9 @@
 //! so a `<message>` reaches its addressee's session on whatever worker it lives (through that
 //! worker's mailbox, like any delivery).
 
+use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::hub::{Hub, Mail, WaiterRef};
 
@@ -11,10 +12,6 @@ use crate::hub::{Hub, Mail, WaiterRef};
 #[derive(Default)]
 pub struct Registry {
     online: Mutex<HashMap<String, Vec<(String, WaiterRef)>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `user@domain/resource` → (`user@domain`, `Some(resource)`).
