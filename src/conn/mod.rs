@@ -394,10 +394,14 @@ impl Conn {
         }
     }
 
-    /// The record of the push this connection holds is durable (`ok`), or failed.
-    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+    /// The push this connection holds is stored (its last `seq`), or why not.
+    pub fn synced(
+        &mut self,
+        result: Result<crate::hub::Answer, crate::hub::HubError>,
+        w: &mut Worker,
+    ) -> Next {
         match &mut self.machine {
-            Machine::Http(m) => m.synced(ok, w),
+            Machine::Http(m) => m.synced(result, w),
             Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
         }
     }

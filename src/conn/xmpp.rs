@@ -253,7 +253,7 @@ impl Env for ConnEnv<'_> {
         let shared = self.shared;
         Some(crate::proto::xmpp::urn::answer(
             &shared.store,
-            &shared.hub,
+            &*shared.hub,
             &shared.config.xmpp_domain,
             user,
             iq,

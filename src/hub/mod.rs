@@ -35,6 +35,8 @@
 mod durable;
 mod message;
 pub mod queue;
+mod redis;
+pub use redis::Answer;
 pub mod store;
 pub mod waiters;
 
@@ -74,6 +76,8 @@ pub enum HubError {
     /// The `--data-dir` log cannot take the change (full disk, I/O error, its buffer full):
     /// 503 with `Retry-After`.
     Storage,
+    /// `--redis` is unreachable (or answered an error): 503 with `Retry-After`.
+    Redis,
     /// A channel the server publishes on itself (`tidings/…`, e.g. the status page's): 403.
     Reserved,
 }
@@ -89,6 +93,7 @@ impl std::fmt::Display for HubError {
             HubError::QueueFull => "queue full, retry later",
             HubError::MemoryFull => "server memory budget reached, retry later",
             HubError::Storage => "storage unavailable (full disk or I/O error), retry later",
+            HubError::Redis => "Redis unavailable, retry later",
             HubError::Reserved => "channel reserved for the server's own messages",
         })
     }
@@ -142,6 +147,8 @@ struct Channel {
     deleted: bool,
     /// The channel has an entry in the hub's `oldest` heap.
     in_oldest: bool,
+    /// With `--redis`: this node listens to the channel's messages in Redis.
+    listening: bool,
 }
 
 impl Channel {
@@ -154,6 +161,7 @@ impl Channel {
             last_requested: None,
             deleted: false,
             in_oldest: false,
+            listening: false,
         }
     }
 
@@ -290,6 +298,8 @@ pub struct Hub {
     deferred: Mutex<Vec<(Lsn, Appended)>>,
     /// Publishers waiting for their record to be durable: (`Lsn`, worker, token).
     sync_waits: Mutex<BinaryHeap<Reverse<(Lsn, usize, usize)>>>,
+    /// With `--redis`: the engine and subscriber (`redis.rs`).
+    redis: Option<redis::Link>,
 }
 
 /// Channels by the `seq` of their oldest retained message, oldest on top.
@@ -338,6 +348,7 @@ impl Hub {
             storage,
             deferred: Mutex::new(Vec::new()),
             sync_waits: Mutex::new(BinaryHeap::new()),
+            redis: None,
         }
     }
 
@@ -593,6 +604,10 @@ impl Hub {
         if drafts.is_empty() && !queue {
             return Ok((Vec::new(), 0));
         }
+        if self.shared_in_redis(channel) {
+            let stored = self.publish_redis(channel, drafts, origin, queue, None)?;
+            return Ok((stored, 0));
+        }
         if self.storage.waits() {
             let appended = self.append(channel, drafts, origin, queue)?;
             let out = (appended.messages.clone(), appended.lsn);
@@ -621,6 +636,9 @@ impl Hub {
         draft: Draft,
         origin: Origin,
     ) -> Result<(ChannelInfo, Lsn), HubError> {
+        if self.shared_in_redis(channel) {
+            return Ok((self.publish_redis_with_info(channel, draft, None)?, 0));
+        }
         if self.storage.waits() {
             let (messages, (name, info), lsn) =
                 self.append_then(channel, vec![draft], origin, false, |ch, _| {
@@ -681,12 +699,20 @@ impl Hub {
             worker: sub.worker,
             token: sub.token,
         };
+        let shared = self.shared_in_redis(channel);
+        let mut first = false;
         let result = self.with_channel(channel, |ch| {
             end = ch.waiters.add(me, sub.talk_name, self.limits.max_waiters)?;
             ch.last_active = Instant::now();
             ch.last_requested = Some(ch.last_active);
             ch.deleted = false;
+            first = shared && !ch.listening;
+            ch.listening |= shared;
             Ok(match sub.since {
+                None if shared => Subscribed {
+                    cursor: Hub::redis_cursor(ch),
+                    backlog: Vec::new(),
+                },
                 None => {
                     let before = ch.store.clock();
                     let cursor = ch.store.sync(now_ms());
@@ -703,6 +729,7 @@ impl Hub {
                 }
             })
         })?;
+        self.listen(channel, first);
         if let Some(old) = end {
             self.metrics.streams_replaced.inc();
             self.send(old.worker, Mail::EndStream { token: old.token });
@@ -735,6 +762,11 @@ impl Hub {
 
     /// The channel clock after advancing it to now (comet `sync`). Creates the channel.
     pub fn sync(&self, channel: &str) -> Result<u64, HubError> {
+        if self.shared_in_redis(channel) {
+            // Only Redis moves a shared channel's clock; now is past it (see `redis.rs`).
+            let held = self.with_existing(channel, |ch| ch.store.clock());
+            return Ok(held.unwrap_or(0).max(now_ms()));
+        }
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
             let before = ch.store.clock();
@@ -805,7 +837,9 @@ impl Hub {
     /// removes channels idle past `--channel-idle`: no messages, no waiters, no queue.
     /// Returns how many channels were removed.
     pub fn sweep(&self) -> usize {
+        self.retry_catch_ups();
         let mut removed = 0;
+        let mut unheard = Vec::new();
         let ttl = self.limits.channel_ttl.as_millis() as u64;
         let expire_before = if ttl > 0 {
             now_ms().saturating_sub(ttl)
@@ -825,9 +859,23 @@ impl Hub {
                         self.log_trim(ch, expire_before - 1);
                     }
                 }
-                !(ch.idle() && ch.last_active.elapsed() >= self.limits.channel_idle)
+                // With --redis the messages held are a cache of Redis's: a channel with no
+                // waiter left here is dropped with them, and no longer listened to.
+                let idle = match ch.listening {
+                    true => ch.waiters.is_empty(),
+                    false => ch.idle(),
+                };
+                let keep = !(idle && ch.last_active.elapsed() >= self.limits.channel_idle);
+                if !keep && ch.listening {
+                    self.account(ch.store.footprint(), 0);
+                    unheard.push(ch.name.clone());
+                }
+                keep
             });
             removed += before - shard.len();
+        }
+        for name in unheard {
+            self.stop_listening(&name);
         }
         if removed > 0 {
             self.channel_count

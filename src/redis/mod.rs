@@ -2,7 +2,8 @@
 //! clocks, delivery between nodes, and QST queue state, kept in one Redis so that a message
 //! published on any node has the same `seq` everywhere and reaches every node's subscribers.
 //!
-//! This module is the engine alone; the hub does not use it yet. Its parts:
+//! This module is the engine alone; the hub uses it in `hub/redis.rs` (`--redis`). Its
+//! parts:
 //!
 //! - [`conn`]: the `redis://` URL and one blocking, timed-out connection;
 //! - [`resp`]: commands out and replies in (RESP2), pure code;

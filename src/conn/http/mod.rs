@@ -311,7 +311,14 @@ impl HttpConn {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
             }
-            Phase::Syncing(_) => self.synced(false, w), // not on disk in time: 503
+            // Not stored in time (disk or Redis): 503.
+            Phase::Syncing(_) => {
+                let e = match w.shared.hub.redis_mode() {
+                    true => HubError::Redis,
+                    false => HubError::Storage,
+                };
+                self.synced(Err(e), w)
+            }
             Phase::Forwarded(_) => {
                 // The session never answered (it ended as the request went to it).
                 let body = proto::xmpp::bosh::terminate(Some("item-not-found"), b"");
@@ -495,6 +502,10 @@ impl HttpConn {
             return Next::Keep;
         }
         let ctx = shared.ctx();
+        ctx.publisher.set(Some(WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        }));
         let req = Request {
             head,
             buf,
@@ -511,7 +522,11 @@ impl HttpConn {
                     SyncState::Durable => Some(reply),
                     SyncState::Failed => Some(Reply::hub_error(HubError::Storage)),
                     SyncState::Pending => {
-                        self.phase = Phase::Syncing(Syncing::new(reply, proto, head, keep_alive));
+                        let then = ctx.then.take();
+                        let (method, minor) = (head.method, head.minor);
+                        self.phase = Phase::Syncing(Syncing::new(
+                            reply, then, proto, method, minor, keep_alive,
+                        ));
                         let t = w.after(shared.config.long_poll_timeout);
                         self.link.set_deadline(t, w);
                         return Next::Keep;
@@ -593,6 +608,9 @@ impl HttpConn {
         let Phase::Parked(p) = &self.phase else {
             return Next::Keep;
         };
+        if matches!(p.park.kind, ParkKind::Qst(_)) && shared.hub.shared_in_redis(&p.park.channel) {
+            return self.pull_again_via_redis(w, timed_out);
+        }
         let Some(reply) = w.wake_cache.resume(&shared.ctx(), &p.park, timed_out) else {
             return Next::Keep;
         };
@@ -605,15 +623,80 @@ impl HttpConn {
         self.answer_parked(reply, w)
     }
 
-    /// The held push's record is durable (`ok`) or failed (`503`): answer it (`answer_held`).
-    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+    /// With `--redis`, a parked QST pull woken or timed out: it leaves its channel and waits
+    /// for Redis's answer to a new pull (`synced`), which may park it again.
+    fn pull_again_via_redis(&mut self, w: &mut Worker, timed_out: bool) -> Next {
+        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return Next::Keep;
+        };
+        w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
+        w.shared.metrics.parked.dec();
+        let shared = w.shared.clone();
+        let ctx = shared.ctx();
+        ctx.publisher.set(Some(WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        }));
+        let Parked {
+            park,
+            method,
+            minor,
+            keep_alive,
+            ..
+        } = *p;
+        match proto::qst::resume_redis(&ctx, park, timed_out) {
+            Ok(then) => {
+                let placeholder = Reply::new(200, "", Vec::new());
+                self.phase = Phase::Syncing(Syncing::new(
+                    placeholder,
+                    Some(then),
+                    Proto::Qst,
+                    method,
+                    minor,
+                    keep_alive,
+                ));
+                let t = w.after(shared.config.long_poll_timeout);
+                self.link.set_deadline(t, w);
+                Next::Keep
+            }
+            Err(reply) => {
+                shared.metrics.request(Proto::Qst, reply.status);
+                self.answer_held(reply, method, minor, keep_alive, w)
+            }
+        }
+    }
+
+    /// The held push is stored (its record durable, or Redis's answer with its last `seq`)
+    /// or failed (`503`): answer it (`answer_held`).
+    pub fn synced(&mut self, result: Result<crate::hub::Answer, HubError>, w: &mut Worker) -> Next {
+        if !matches!(self.phase, Phase::Syncing(_)) {
+            return Next::Keep;
+        }
         let Phase::Syncing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
         };
-        let reply = if ok {
-            s.reply
-        } else {
-            Reply::hub_error(HubError::Storage)
+        let reply = match (result, s.then) {
+            (Ok(answer), Some(then)) => match then(answer) {
+                Action::Reply(reply) => reply,
+                Action::Park(park) => {
+                    let parked = Parked {
+                        channel: Arc::from(""),
+                        park,
+                        method: s.method,
+                        minor: s.minor,
+                        keep_alive: s.keep_alive,
+                    };
+                    // Not re-checked at once (Redis was just asked): the channel's news wakes
+                    // it, or its timeout.
+                    return match self.park(parked, w) {
+                        Ok(()) => Next::Keep,
+                        Err(reply) => self.answer_held(reply, s.method, s.minor, s.keep_alive, w),
+                    };
+                }
+                _ => Reply::text(500, "internal error: an answer from Redis opened a stream"),
+            },
+            (Ok(_), None) => s.reply,
+            (Err(e), _) => Reply::hub_error(e),
         };
         w.shared.metrics.request(s.proto, reply.status);
         self.answer_held(reply, s.method, s.minor, s.keep_alive, w)

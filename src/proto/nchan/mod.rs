@@ -235,6 +235,18 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                     Err(e) => Reply::hub_error(e),
                     Ok(info) => {
                         let status = if info.subscribers > 0 { 201 } else { 202 };
+                        if ctx.hub.shared_in_redis(channel) {
+                            // The message's id is Redis's answer.
+                            let format = info_format(accept);
+                            ctx.then.set(Some(Box::new(move |answer| {
+                                let info = ChannelInfo {
+                                    last_seq: Some(answer.seq()),
+                                    ..info
+                                };
+                                let (content_type, body) = info_body(&info, format);
+                                Action::Reply(Reply::new(status, content_type, body.into_bytes()))
+                            })));
+                        }
                         info_reply(status, &info, accept)
                     }
                 }
