@@ -233,3 +233,40 @@ fn a_node_whose_subscription_drops_catches_up_from_the_log() {
         "read from the log, each once"
     );
 }
+
+#[test]
+fn a_delete_on_one_node_ends_the_subscribers_of_every_node() {
+    let Some(redis) = RedisServer::start("delete") else {
+        return;
+    };
+    let (a, b) = (node(&redis), node(&redis));
+    assert!(wait_for(TIMEOUT, || a.get("/health").text().trim() == "ok"));
+    let r = a.connect().request("DELETE", "/pub/never", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.show());
+    let id = publish_when_up(&a, "del", "a");
+    let mut waiting = long_poll(&b, "/sub/del", &hdrs(&after(&id)));
+    b.wait_parked(1);
+    let r = a.connect().request("DELETE", "/pub/del", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.show());
+    let gone = waiting.read_response();
+    assert_eq!(gone.status, 410, "B's subscriber: {}", gone.show());
+    let again = a.connect().request("DELETE", "/pub/del", &[], b"");
+    assert_eq!(again.status, 404, "deleted already: {}", again.show());
+    // Nothing is left to read on any node, and the channel lives on with new messages.
+    let c = node(&redis);
+    let mut fresh = long_poll(&c, "/sub/del", &[]);
+    c.wait_parked(1);
+    let id2 = publish_when_up(&b, "del", "after");
+    assert!(seq_of(&id2) > seq_of(&id));
+    assert_message(&fresh.read_response(), "after", &id2, None);
+    // A queue is not deleted this way.
+    let xml =
+        r#"<?xml version="1.0"?><messages><message id="q1"><text>hi</text></message></messages>"#;
+    assert_eq!(
+        a.request(&post("/qst/q", "text/xml", xml.as_bytes()))
+            .status,
+        200
+    );
+    let r = b.connect().request("DELETE", "/pub/q", &[], b"");
+    assert_eq!(r.status, 409, "{}", r.show());
+}

@@ -50,6 +50,8 @@ pub enum Answer {
     Pulled(Pulled),
     /// The newest message's id (QST `HEAD`).
     LastId(String),
+    /// What nchan's `DELETE` did in Redis.
+    Removed(engine::Removed),
 }
 
 impl Answer {
@@ -302,6 +304,13 @@ impl Hub {
         self.ask_redis(op, engine::parse_clock, to, |_, seq| Answer::Stored { seq })
     }
 
+    /// nchan's `DELETE` through Redis: every node drops the channel's messages and ends its
+    /// nchan subscribers (the notification `delete` sends). `to` gets `Answer::Removed`.
+    pub fn delete_redis(&self, channel: &str, to: WaiterRef) -> Result<(), HubError> {
+        let op = engine::delete_op(channel);
+        self.ask_redis(op, engine::parse_deleted, to, |_, r| Answer::Removed(r))
+    }
+
     /// QST `HEAD`: the id of the newest message in Redis (`Answer::LastId`, empty: none).
     pub fn last_id_redis(&self, channel: &str, to: WaiterRef) -> Result<(), HubError> {
         // After every seq (2^52 ms is the year 144,000; Lua's numbers are doubles): no
@@ -361,6 +370,10 @@ impl Hub {
     /// What the subscriber thread reports.
     fn redis_event(&self, ev: Event) {
         match ev {
+            Event::Message { channel, entry } if entry.seq == 0 => {
+                // nchan's DELETE, on some node: end this node's subscribers too.
+                self.delete(&channel);
+            }
             Event::Message { channel, entry } => {
                 self.insert_from_redis(&channel, vec![entry], false, None);
             }
@@ -397,7 +410,19 @@ impl Hub {
                 match answer {
                     Ok(log) => {
                         let more = log.entries.len() >= CATCH_UP_PAGE;
-                        let Log { clock, entries, .. } = log;
+                        let Log {
+                            clock,
+                            entries,
+                            dropped,
+                            ..
+                        } = log;
+                        // Dropped in Redis while this node was not listening (trimmed, or
+                        // deleted): dropped here too.
+                        hub.with_existing(&channel, |ch| {
+                            let before = ch.store.footprint();
+                            ch.store.expire(dropped.saturating_add(1));
+                            hub.account(before, ch.store.footprint());
+                        });
                         hub.insert_from_redis(&channel, entries, true, (!more).then_some(clock));
                         if more {
                             hub.catch_up(channel);
@@ -446,6 +471,7 @@ impl Hub {
                         if read_back {
                             self.metrics.redis_caught_up.inc();
                         }
+                        ch.deleted = false;
                         ch.store.restore_message(m, &self.limits)
                     }
                     None => warn!("{channel:?} seq {} in Redis is not a message", e.seq),

@@ -216,6 +216,37 @@ impl Engine {
     }
 }
 
+/// nchan's `DELETE` of a channel (see `scripts::DELETE`; answer: `parse_deleted`).
+pub fn delete_op(channel: &str) -> Op {
+    script(
+        &scripts::DELETE,
+        channel,
+        2,
+        vec![scripts::topic(channel).into_bytes()],
+    )
+}
+
+/// What a `delete_op` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// The channel's retained messages (this many) were dropped.
+    Messages(u64),
+    /// Redis holds no such channel.
+    Missing,
+    /// A QST queue: refused.
+    Queue,
+}
+
+pub fn parse_deleted(v: Value) -> Result<Removed, Error> {
+    let a = as_array(&v).ok_or_else(|| bad("delete", &v))?;
+    match (a.first().and_then(as_u64), a.get(1).and_then(as_u64)) {
+        (Some(0), Some(n)) => Ok(Removed::Messages(n)),
+        (Some(1), _) => Ok(Removed::Missing),
+        (Some(2), _) => Ok(Removed::Queue),
+        _ => Err(bad("delete", &v)),
+    }
+}
+
 /// The operation behind `Engine::sync_clock` (answer: `parse_clock`).
 pub fn sync_clock_op(channel: &str) -> Op {
     script(&scripts::SYNC_CLOCK, channel, 2, vec![])

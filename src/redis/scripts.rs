@@ -237,6 +237,7 @@ for i = 7, #ARGV, 2 do
   end
 end
 redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes))
+redis.call('HDEL', meta, 'deleted')
 trim(meta, log, ids, seqs, cap, cap_bytes)
 return out
 "#
@@ -351,8 +352,31 @@ return {acked_n, failed_n, pending_count(meta, seqs, done), redis.call('HGET', m
 "#
 );
 
+/// nchan's `DELETE`: `KEYS` = meta, log; `ARGV` = pubcmd, topic. Drops every retained
+/// message of a channel that is not a queue (its clock stays, so seqs keep growing, with
+/// `deleted` set until the next publish) and tells every node with the notification `0 0 `
+/// (seq 0: no message has it). Answers `{0, messages dropped}`, `{1}` for a channel Redis
+/// does not hold or that is deleted already, `{2}` for a queue (its messages leave only by
+/// acknowledgement).
+pub static DELETE: Script = script!(
+    "delete",
+    r#"
+local meta, log = KEYS[1], KEYS[2]
+local pubcmd, topic = ARGV[1], ARGV[2]
+if is_queue(meta) then return {2} end
+if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', log) == 0 then return {1} end
+if redis.call('HGET', meta, 'deleted') == '1' then return {1} end
+local n = redis.call('XLEN', log)
+local clock = clock_of(meta, log)
+redis.call('DEL', log)
+redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', 0, 'dropped', fmt(clock), 'deleted', 1)
+redis.call(pubcmd, topic, '0 0 ')
+return {0, n}
+"#
+);
+
 /// Every script, for loading them at connect.
-pub static ALL: [&Script; 5] = [&PUBLISH, &SYNC_CLOCK, &READ, &TAKE, &ACK];
+pub static ALL: [&Script; 6] = [&PUBLISH, &SYNC_CLOCK, &READ, &TAKE, &ACK, &DELETE];
 
 /// The keys of channel `name`, in the order the scripts take them: meta, log, ids, seqs,
 /// done, tries.
