@@ -176,6 +176,94 @@ fn redis_down_means_503_then_everyone_catches_up() {
     assert!(a.metric("tidings_redis_refusals_total").unwrap() >= 1.0);
 }
 
+/// A node in a child process (the `tidings` binary), for `kill -9`.
+struct ChildNode {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ChildNode {
+    fn start(redis: &RedisServer) -> ChildNode {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--xmpp-listen",
+                "off",
+                "--workers",
+                "1",
+            ])
+            .args(["--redis", &redis.url(), "--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the tidings binary");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the child node starts");
+            if let Some(rest) = line.split("serving on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return ChildNode { child, addr };
+            }
+        }
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_node_killed_leaves_the_others_unaffected() {
+    let Some(redis) = RedisServer::start("node_killed") else {
+        return;
+    };
+    let (a, b) = (node(&redis), node(&redis));
+    let mut doomed = ChildNode::start(&redis);
+    let mut on_doomed = StreamReader::open(
+        Client::connect(doomed.addr),
+        "/pull?name=d&channel=room",
+        false,
+        0,
+    );
+    on_doomed.expect_greeting();
+    let mut talk_b = b.pull("/pull?name=bob&channel=room", false);
+    publish_when_up(&a, "room", "one");
+    assert_eq!(talk_b.next_text(), "one");
+    assert_eq!(
+        on_doomed.next_text(),
+        "one",
+        "the child node is in the cluster"
+    );
+    doomed.child.kill().unwrap(); // SIGKILL: its Redis connections are simply cut
+    doomed.child.wait().unwrap();
+    for i in 0..10 {
+        publish_when_up(&a, "room", &format!("m{i}"));
+        publish_when_up(&b, "room", &format!("n{i}"));
+    }
+    let mut got: Vec<String> = (0..20).map(|_| talk_b.next_text()).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..10)
+        .flat_map(|i| [format!("m{i}"), format!("n{i}")])
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every message once, on the surviving nodes");
+}
+
 #[test]
 fn a_node_that_stops_leaves_the_others_serving() {
     let Some(redis) = RedisServer::start("node_stops") else {
