@@ -209,9 +209,11 @@ impl ChildNode {
             }
         });
         loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the child node starts");
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the child node did not start");
+            };
             if let Some(rest) = line.split("serving on ").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 return ChildNode { child, addr };
