@@ -22,43 +22,34 @@ fn node(redis: &RedisServer) -> TestServer {
 /// Publishes on nchan's `/pub/` until a node takes it (its subscription and Redis may still
 /// be settling), bounded; returns the id answered.
 fn publish_when_up(server: &TestServer, channel: &str, body: &str) -> String {
+    let r = until_taken(|| publish(server, channel, &[], body.as_bytes()));
+    assert!(r.status == 201 || r.status == 202, "publish: {}", r.show());
+    last_id(&r)
+}
+
+/// Sends a request until it is answered something else than `503` (Redis connecting, or
+/// coming back), bounded; returns that answer.
+fn until_taken(mut send: impl FnMut() -> Response) -> Response {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let r = publish(server, channel, &[], body.as_bytes());
-        if r.status == 201 || r.status == 202 {
-            return last_id(&r);
+        let r = send();
+        if r.status != 503 {
+            return r;
         }
-        assert_eq!(r.status, 503, "publish: {}", r.show());
-        assert!(
-            Instant::now() < deadline,
-            "no node took the publish: {}",
-            r.show()
-        );
+        assert!(Instant::now() < deadline, "still refused: {}", r.show());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// A comet `put` until a node takes it; returns the time (seq) answered.
 fn comet_put(server: &TestServer, channel: &str, message: &str) -> u64 {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let r = server.get(&format!(
-            "/comet?method=put&channel={channel}&message={message}"
-        ));
-        if r.status == 200 {
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            return v["time"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("put: {}", r.show()));
-        }
-        assert_eq!(r.status, 503, "put: {}", r.show());
-        assert!(
-            Instant::now() < deadline,
-            "no node took the put: {}",
-            r.show()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let target = format!("/comet?method=put&channel={channel}&message={message}");
+    let r = until_taken(|| server.get(&target));
+    assert_eq!(r.status, 200, "put: {}", r.show());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["time"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("put: {}", r.show()))
 }
 
 /// A comet `get` on `channel` after `time`, sent and left parked on its connection.

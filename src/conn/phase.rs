@@ -24,6 +24,19 @@ pub struct Parked {
     pub(super) keep_alive: bool,
 }
 
+impl Parked {
+    /// A request to hold, before it joins its channel (which names `channel` then).
+    pub(super) fn new(park: Park, method: Method, minor: u8, keep_alive: bool) -> Parked {
+        Parked {
+            channel: Arc::from(""),
+            park,
+            method,
+            minor,
+            keep_alive,
+        }
+    }
+}
+
 /// A push whose answer waits for its record to be on disk (`--fsync always`), or for Redis
 /// to store it (`--redis`).
 pub struct Syncing {

@@ -546,13 +546,7 @@ impl HttpConn {
                 None
             }
             Action::Park(park) => {
-                let parked = Parked {
-                    channel: Arc::from(""),
-                    park,
-                    method: head.method,
-                    minor: head.minor,
-                    keep_alive,
-                };
+                let parked = Parked::new(park, head.method, head.minor, keep_alive);
                 match self.park(parked, w) {
                     Ok(()) => {
                         // Answered at once if a message slipped in before the subscription.
@@ -679,13 +673,7 @@ impl HttpConn {
             (Ok(answer), Some(then)) => match then(answer) {
                 Action::Reply(reply) => reply,
                 Action::Park(park) => {
-                    let parked = Parked {
-                        channel: Arc::from(""),
-                        park,
-                        method: s.method,
-                        minor: s.minor,
-                        keep_alive: s.keep_alive,
-                    };
+                    let parked = Parked::new(park, s.method, s.minor, s.keep_alive);
                     // Not re-checked at once (Redis was just asked): the channel's news wakes
                     // it, or its timeout.
                     return match self.park(parked, w) {
