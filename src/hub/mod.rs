@@ -763,9 +763,8 @@ impl Hub {
     /// The channel clock after advancing it to now (comet `sync`). Creates the channel.
     pub fn sync(&self, channel: &str) -> Result<u64, HubError> {
         if self.shared_in_redis(channel) {
-            // Only Redis moves a shared channel's clock; now is past it (see `redis.rs`).
-            let held = self.with_existing(channel, |ch| ch.store.clock());
-            return Ok(held.unwrap_or(0).max(now_ms()));
+            // Only Redis moves a shared channel's clock (comet's `sync` asks it there).
+            return Ok(self.clock_now(channel));
         }
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
@@ -774,6 +773,16 @@ impl Hub {
             self.log_clock(ch, before);
             clock
         })
+    }
+
+    /// Where a reader that wants only what comes next starts: the channel's clock (0 for a
+    /// channel that does not exist); with `--redis`, not before now (see `redis_cursor`).
+    pub fn clock_now(&self, channel: &str) -> u64 {
+        let held = self.with_existing(channel, |ch| ch.store.clock());
+        match self.shared_in_redis(channel) {
+            true => held.unwrap_or(0).max(now_ms()),
+            false => held.unwrap_or(0),
+        }
     }
 
     /// The id of the last message pushed into the channel, if any.

@@ -441,7 +441,7 @@ fn subscribe_poll(
     let cursor = match since {
         Some(c) => c,
         // Now: only what is published from here on.
-        None => ctx.hub.read(&channel, u64::MAX, 0).clock,
+        None => ctx.hub.clock_now(&channel),
     };
     let timeout = match ctx.config.nchan_subscriber_timeout {
         Duration::ZERO => Duration::MAX,
