@@ -155,9 +155,13 @@ impl Handle {
         if draft.size() > self.shared.config.max_message_bytes {
             return Err(PublishError::TooLarge);
         }
-        let stored = self
-            .shared
-            .hub
+        let hub = &self.shared.hub;
+        if hub.shared_in_redis(channel) {
+            return hub
+                .publish_redis_and_wait(channel, vec![draft], Origin::Embedded)
+                .map_err(PublishError::Hub);
+        }
+        let stored = hub
             .publish(channel, vec![draft], Origin::Embedded, false)
             .map_err(PublishError::Hub)?;
         Ok(stored.last().map_or(0, |m| m.seq))

@@ -351,3 +351,21 @@ fn a_delete_on_one_node_ends_the_subscribers_of_every_node() {
     let r = b.connect().request("DELETE", "/pub/q", &[], b"");
     assert_eq!(r.status, 409, "{}", r.show());
 }
+
+#[test]
+fn an_embedded_publish_waits_for_redis_and_returns_its_seq() {
+    let Some(redis) = RedisServer::start("embedded") else {
+        return;
+    };
+    let (a, b) = (node(&redis), node(&redis));
+    assert!(wait_for(TIMEOUT, || a.get("/health").text().trim() == "ok"));
+    let mut talk_b = b.pull("/pull?name=bob&channel=room", false);
+    let seq = a
+        .handle
+        .publish("room", tidings::hub::Draft::with_body("from the host"))
+        .expect("stored in Redis");
+    let next = publish_when_up(&b, "room", "next");
+    assert!(seq_of(&next) > seq);
+    assert_eq!(talk_b.next_text(), "from the host");
+    assert_eq!(talk_b.next_text(), "next");
+}

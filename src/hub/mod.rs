@@ -710,7 +710,7 @@ impl Hub {
             ch.listening |= shared;
             Ok(match sub.since {
                 None if shared => Subscribed {
-                    cursor: Hub::redis_cursor(ch),
+                    cursor: Hub::start_after(ch.store.clock()),
                     backlog: Vec::new(),
                 },
                 None => {
@@ -776,11 +776,11 @@ impl Hub {
     }
 
     /// Where a reader that wants only what comes next starts: the channel's clock (0 for a
-    /// channel that does not exist); with `--redis`, not before now (see `redis_cursor`).
+    /// channel that does not exist); with `--redis`, see `start_after`.
     pub fn clock_now(&self, channel: &str) -> u64 {
         let held = self.with_existing(channel, |ch| ch.store.clock());
         match self.shared_in_redis(channel) {
-            true => held.unwrap_or(0).max(now_ms()),
+            true => Hub::start_after(held.unwrap_or(0)),
             false => held.unwrap_or(0),
         }
     }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::durable::{message_of, message_record};
 use super::{
-    lock, now_ms, Channel, ChannelInfo, Draft, Hub, HubError, Mail, Message, Origin, WaiterRef,
+    lock, now_ms, ChannelInfo, Draft, Hub, HubError, Mail, Message, Origin, WaiterRef,
     RESERVED_PREFIX,
 };
 use super::{Ack, Pulled};
@@ -163,6 +163,31 @@ impl Hub {
         let Some(link) = &self.redis else {
             return self.publish(channel, drafts, origin, queue);
         };
+        let (prepared, op) = self.publish_op(link, channel, drafts, origin, queue)?;
+        let hub = link.hub.get().cloned();
+        link.engine
+            .submit_with(op, engine::parse_published, move |answer| {
+                let Some(hub) = hub.as_ref().and_then(Weak::upgrade) else {
+                    return;
+                };
+                let result = hub.published(answer);
+                if let Some(p) = publisher {
+                    hub.answer(p, result.map(|seq| Answer::Stored { seq }));
+                }
+            });
+        Ok(prepared.into_iter().map(Arc::new).collect())
+    }
+
+    /// Checks a batch and makes the operation that stores it; the messages carry their ids
+    /// (and no `seq`: Redis gives it).
+    fn publish_op(
+        &self,
+        link: &Link,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+        queue: bool,
+    ) -> Result<(Vec<Message>, crate::redis::Op), HubError> {
         if origin != Origin::Server && channel.starts_with(RESERVED_PREFIX) {
             return Err(HubError::Reserved);
         }
@@ -178,33 +203,45 @@ impl Hub {
             .map(|(m, d)| (&*m.id, d.as_slice()))
             .collect();
         let op = link.engine.publish_op(channel, &msgs, queue);
-        let hub = link.hub.get().cloned();
-        link.engine
-            .submit_with(op, engine::parse_published, move |answer| {
-                let Some(hub) = hub.as_ref().and_then(Weak::upgrade) else {
-                    return;
-                };
-                let result = match answer {
-                    Ok(Published::Stored(seqs)) => {
-                        let new = seqs.iter().filter(|(_, new)| *new).count();
-                        hub.metrics.messages_published.add(new as u64);
-                        Ok(seqs.iter().map(|(seq, _)| *seq).max().unwrap_or(0))
-                    }
-                    Ok(Published::Full(_)) => {
-                        hub.metrics.queue_full.inc();
-                        Err(HubError::QueueFull)
-                    }
-                    Err(e) => {
-                        warn!("a publish to Redis failed: {e}");
-                        hub.metrics.redis_refusals.inc();
-                        Err(HubError::Redis)
-                    }
-                };
-                if let Some(p) = publisher {
-                    hub.answer(p, result.map(|seq| Answer::Stored { seq }));
-                }
-            });
-        Ok(prepared.into_iter().map(Arc::new).collect())
+        Ok((prepared, op))
+    }
+
+    /// What a publish's answer means: the batch's last `seq`, or why it was not stored
+    /// (counted).
+    fn published(&self, answer: Result<Published, Error>) -> Result<u64, HubError> {
+        match answer {
+            Ok(Published::Stored(seqs)) => {
+                let new = seqs.iter().filter(|(_, new)| *new).count();
+                self.metrics.messages_published.add(new as u64);
+                Ok(seqs.iter().map(|(seq, _)| *seq).max().unwrap_or(0))
+            }
+            Ok(Published::Full(_)) => {
+                self.metrics.queue_full.inc();
+                Err(HubError::QueueFull)
+            }
+            Err(e) => {
+                warn!("a publish to Redis failed: {e}");
+                self.metrics.redis_refusals.inc();
+                Err(HubError::Redis)
+            }
+        }
+    }
+
+    /// `publish_redis` for a caller that may block (the embedding API, on its own thread):
+    /// waits for Redis's answer and returns the batch's last `seq`.
+    pub fn publish_redis_and_wait(
+        &self,
+        channel: &str,
+        drafts: Vec<Draft>,
+        origin: Origin,
+    ) -> Result<u64, HubError> {
+        let Some(link) = &self.redis else {
+            let stored = self.publish(channel, drafts, origin, false)?;
+            return Ok(stored.last().map_or(0, |m| m.seq));
+        };
+        let (_, op) = self.publish_op(link, channel, drafts, origin, false)?;
+        let answer = link.engine.call(op).and_then(engine::parse_published);
+        self.published(answer)
     }
 
     /// Tells a waiting connection what Redis answered.
@@ -360,11 +397,16 @@ impl Hub {
         }
     }
 
-    /// A new waiter with no `since` starts here: after every message this node holds and
-    /// after now (Redis's clock and ours agree on one machine), without moving the clock,
-    /// which only Redis's messages move in this mode.
-    pub(super) fn redis_cursor(ch: &Channel) -> u64 {
-        ch.store.clock().max(now_ms())
+    /// Where a reader of a shared channel that wants only what comes next starts, given the
+    /// clock this node holds (`held`): after every message held, and after the millisecond
+    /// before now, without moving the clock (only Redis's messages move it in this mode).
+    ///
+    /// Not after now itself: a message published in the same millisecond as the reader
+    /// arrived gets that millisecond as its `seq` from Redis's clock, and must reach it.
+    /// Redis's clock and ours are the same one on one machine; across machines, keep them
+    /// in step (NTP): a node whose clock runs ahead by D ms starts D ms late.
+    pub(super) fn start_after(held: u64) -> u64 {
+        held.max(now_ms().saturating_sub(1))
     }
 
     /// What the subscriber thread reports.
