@@ -502,6 +502,14 @@ impl Hub {
         read_back: bool,
         clock: Option<u64>,
     ) {
+        // The cache counts against --retained-bytes like any retained message: the oldest
+        // cached messages of other channels make room (nothing here is a queue's, so room
+        // can always be made).
+        let incoming = entries
+            .iter()
+            .map(|e| e.data.len() + super::store::MESSAGE_OVERHEAD)
+            .sum();
+        let _ = self.make_room(incoming);
         let wake = self.with_existing(channel, |ch| {
             let before = ch.store.footprint();
             for e in &entries {
