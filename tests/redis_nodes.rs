@@ -369,3 +369,28 @@ fn an_embedded_publish_waits_for_redis_and_returns_its_seq() {
     assert_eq!(talk_b.next_text(), "from the host");
     assert_eq!(talk_b.next_text(), "next");
 }
+
+#[test]
+fn a_publish_is_answered_only_once_redis_stored_it() {
+    let Some(redis) = RedisServer::start("held") else {
+        return;
+    };
+    let a = node(&redis);
+    assert!(wait_for(TIMEOUT, || a.get("/health").text().trim() == "ok"));
+    // Redis holds writes (scripts included) for a while: so does every publisher's answer.
+    assert_eq!(redis.command("CLIENT PAUSE 600 WRITE"), "+OK");
+    let mut nchan = a.connect();
+    nchan.send(&post("/pub/held", "text/plain", b"one"));
+    let mut qst = a.connect();
+    let xml =
+        r#"<?xml version="1.0"?><messages><message id="q1"><text>hi</text></message></messages>"#;
+    qst.send(&post("/qst/held-q", "text/xml", xml.as_bytes()));
+    nchan.expect_silence(Duration::from_millis(300));
+    qst.expect_silence(Duration::from_millis(10));
+    let r = nchan.read_response();
+    assert_eq!(r.status, 202, "{}", r.show());
+    assert!(seq_of(&last_id(&r)) > 0, "the id is Redis's: {}", r.show());
+    let r = qst.read_response();
+    assert_eq!(r.status, 200, "{}", r.show());
+    assert_eq!(r.header("ETag"), Some("q1"));
+}

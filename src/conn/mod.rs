@@ -394,7 +394,8 @@ impl Conn {
         }
     }
 
-    /// The push this connection holds is stored (its last `seq`), or why not.
+    /// The push this connection holds is stored (its last `seq`), or why not; for an XMPP
+    /// session, its oldest PubSub publish held for Redis.
     pub fn synced(
         &mut self,
         result: Result<crate::hub::Answer, crate::hub::HubError>,
@@ -402,7 +403,8 @@ impl Conn {
     ) -> Next {
         match &mut self.machine {
             Machine::Http(m) => m.synced(result, w),
-            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+            Machine::Xmpp(m) => m.published(result.is_ok(), w),
+            Machine::Bosh(m) => m.published(result.is_ok(), w),
         }
     }
 
