@@ -20,11 +20,14 @@
 //!   not hold yet parks, and the catch-up read wakes it.
 //! - The server's own channels (`tidings/…`, the status page) stay local to each node.
 //!
-//! Not shared yet (issue 13 is open for them): QST pulls and acknowledgements (the
-//! engine's `take` and `ack` scripts exist), comet `sync` (each node answers its own clock
-//! against Redis's: equal on one machine, as close as the clocks of several), the channel
-//! counts of nchan's `GET /pub/` (this node's), and publishes from XMPP and from nchan's
-//! WebSocket publisher, which are sent without waiting for Redis's answer.
+//! - **QST pulls and acknowledgements** run Redis's `take` and `ack` scripts: the cursor,
+//!   tries and v1 done-sets live there. A long-poll pull parks on the local channel and
+//!   pulls again when woken. Comet `sync` moves Redis's clock; QST `HEAD` reads Redis's
+//!   last id; nchan's `DELETE` runs there and every node deletes its copy on the notice.
+//! - A request whose answer is Redis's gets it as `Mail::Synced` with an `Answer`.
+//!
+//! Not shared (each node's own): the channel counts of nchan's `GET /pub/` and of its
+//! `201`/`202`, v1 addresses, `--channel-ttl`, and XMPP `items` (the node's cache).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;

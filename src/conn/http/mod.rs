@@ -663,6 +663,9 @@ impl HttpConn {
     /// The held push is stored (its record durable, or Redis's answer with its last `seq`)
     /// or failed (`503`): answer it (`answer_held`).
     pub fn synced(&mut self, result: Result<crate::hub::Answer, HubError>, w: &mut Worker) -> Next {
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.websocket_published(result, w);
+        }
         if !matches!(self.phase, Phase::Syncing(_)) {
             return Next::Keep;
         }
