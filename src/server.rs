@@ -90,6 +90,7 @@ fn redis_options(config: &Config, url: &crate::redis::Url) -> crate::redis::Opti
         channel_capacity: config.channel_capacity as u64,
         channel_bytes: config.channel_bytes as u64,
         queue_capacity: config.queue_capacity as u64,
+        channel_ttl_ms: config.channel_ttl.as_millis() as u64,
         ..crate::redis::Options::new(url.clone())
     }
 }

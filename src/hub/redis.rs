@@ -27,7 +27,7 @@
 //! - A request whose answer is Redis's gets it as `Mail::Synced` with an `Answer`.
 //!
 //! Not shared (each node's own): the channel counts of nchan's `GET /pub/` and of its
-//! `201`/`202`, v1 addresses, `--channel-ttl`, and XMPP `items` (the node's cache).
+//! `201`/`202`, v1 addresses, and XMPP `items` (the node's cache).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -445,7 +445,8 @@ impl Hub {
         let Some(after) = self.with_existing(&channel, |ch| ch.store.clock()) else {
             return; // the channel left this node meanwhile
         };
-        let op = engine::read_op(&channel, after, CATCH_UP_PAGE);
+        let ttl = self.limits.channel_ttl.as_millis() as u64;
+        let op = engine::read_recent_op(&channel, after, CATCH_UP_PAGE, ttl);
         let hub = link.hub.get().cloned();
         link.engine
             .submit_with(op, engine::parse_log, move |answer| {

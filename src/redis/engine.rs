@@ -180,6 +180,7 @@ impl Engine {
             o.channel_bytes.to_string().into_bytes(),
             o.queue_capacity.to_string().into_bytes(),
             if queue { b"1".to_vec() } else { b"0".to_vec() },
+            o.channel_ttl_ms.to_string().into_bytes(),
         ];
         for (id, data) in msgs {
             args.push(id.as_bytes().to_vec());
@@ -258,7 +259,16 @@ pub fn parse_clock(v: Value) -> Result<u64, Error> {
 
 /// The operation behind `Engine::read_after` (answer: `parse_log`).
 pub fn read_op(channel: &str, after: u64, max: usize) -> Op {
-    let args = vec![after.to_string().into_bytes(), max.to_string().into_bytes()];
+    read_recent_op(channel, after, max, 0)
+}
+
+/// `read_op` that skips messages older than `ttl_ms` (0: none).
+pub fn read_recent_op(channel: &str, after: u64, max: usize, ttl_ms: u64) -> Op {
+    let args = vec![
+        after.to_string().into_bytes(),
+        max.to_string().into_bytes(),
+        ttl_ms.to_string().into_bytes(),
+    ];
     script(&scripts::READ, channel, 2, args)
 }
 
