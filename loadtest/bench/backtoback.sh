@@ -7,11 +7,15 @@
 #   TIDINGS=/path/tidings [LOAD=/path/tidings-load] loadtest/bench/backtoback.sh
 #
 # Scenarios (ONLY, default "one four"):
-#   one   one publisher, ONE_MSGS messages: p50 / p99 of arrival − the time the message's
+#   one   one publisher, ONE_MSGS messages (LP_ONE_MSGS for long-poll): p50 / p99 of arrival − the time the message's
 #         POST was written, over every delivery; deliveries/s; lost, duplicated; server
 #         CPU per delivery
-#   four  FOUR_PUBS (4) publishers, FOUR_MSGS messages each, on the same channel: the same
-#         figures, deliveries/s first
+#   four  FOUR_PUBS (4) publishers, FOUR_MSGS messages each (LP_FOUR_MSGS for long-poll), on
+#         the same channel: the same figures, deliveries/s first
+#
+# A long-poll subscriber makes one round trip per message, so it falls seconds behind a
+# back-to-back publisher: its rows take fewer messages to stay short (and within the
+# channels' retention of 1,024).
 #
 # Every server is fresh per run and pinned to SERVER_CPU (tidings --workers 1, nginx
 # worker_processes 1), the client (its subscriber process and the publishers) to
@@ -23,8 +27,9 @@
 # (% of the machine, lib.sh timed_run) go into results.tsv.
 #
 # Environment: TIDINGS (default: target/release/tidings of this tree), LOAD (beside it),
-# OUT (default /tmp/tidings-backtoback-DATE), ROUNDS (3), SUBS (10000), ONE_MSGS (200),
-# FOUR_PUBS (4), FOUR_MSGS (100), TRANSPORTS ("eventsource websocket longpoll"),
+# OUT (default /tmp/tidings-backtoback-DATE), ROUNDS (3), SUBS (10000), ONE_MSGS (100),
+# LP_ONE_MSGS (50), FOUR_PUBS (4), FOUR_MSGS (40), LP_FOUR_MSGS (12), LOSS_TIMEOUT (60 s after
+# the last POST is answered), TRANSPORTS ("eventsource websocket longpoll"),
 # PORT_BASE (29700), SERVER_CPU (0), CLIENT_CPU (1), QUIET_WAIT.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,9 +43,11 @@ command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]
 ONLY=${ONLY:-one four}
 ROUNDS=${ROUNDS:-3}
 SUBS=${SUBS:-10000}
-ONE_MSGS=${ONE_MSGS:-200}
+ONE_MSGS=${ONE_MSGS:-100}
+LP_ONE_MSGS=${LP_ONE_MSGS:-50}
 FOUR_PUBS=${FOUR_PUBS:-4}
-FOUR_MSGS=${FOUR_MSGS:-100}
+FOUR_MSGS=${FOUR_MSGS:-40}
+LP_FOUR_MSGS=${LP_FOUR_MSGS:-12}
 TRANSPORTS=${TRANSPORTS:-eventsource websocket longpoll}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -80,10 +87,10 @@ b2b_run() {
     la=$(loadavg)
     timed_run "$log" "$SPIDS" $CL "$LOAD" nchan-sub --transport "$t" --server "127.0.0.1:$P" \
         --streams "$SUBS" --procs 1 --pushes 0 --settle-ms 500 --channel "b2b-$t" \
-        --back-to-back "$msgs" --publishers "$pubs" --loss-timeout 30 --server-pid "$SPIDS"
+        --back-to-back "$msgs" --publishers "$pubs" --loss-timeout "${LOSS_TIMEOUT:-60}" --server-pid "$SPIDS"
     stop "$who"
     # the client's CPU over the whole run (connecting included), % of one CPU
-    client=$(awk '{if ($1 > 0) printf "%.0f", ($2 + $3) / $1 * 100}' "$log.time")
+    client=$(tail -n 1 "$log.time" | awk '{if ($1 > 0) printf "%.0f", ($2 + $3) / $1 * 100}')
     put "$row" "$who" "$r" loadavg1 "$la"
     put "$row" "$who" "$r" others_pct "$OTHERS"
     put "$row" "$who" "$r" client_cpu_pct "$client"
@@ -98,7 +105,7 @@ b2b_run() {
         "$client" "$OTHERS" "$la" "$(kv "$log" result)"
 }
 
-echo "backtoback: tidings=$TIDINGS load=$LOAD only=$ONLY rounds=$ROUNDS subs=$SUBS one=$ONE_MSGS four=${FOUR_PUBS}x$FOUR_MSGS transports=$TRANSPORTS out=$OUT"
+echo "backtoback: tidings=$TIDINGS load=$LOAD only=$ONLY rounds=$ROUNDS subs=$SUBS one=$ONE_MSGS (long-poll $LP_ONE_MSGS) four=${FOUR_PUBS}x$FOUR_MSGS (long-poll ${FOUR_PUBS}x$LP_FOUR_MSGS) transports=$TRANSPORTS out=$OUT"
 echo "servers on CPU $SERVER_CPU (tidings --workers 1, nginx worker_processes 1), clients on CPU $CLIENT_CPU"
 echo "machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); tree HEAD: $(git -C "$here/../.." rev-parse --short HEAD 2>/dev/null); nginx $(nginx -v 2>&1 | cut -d/ -f2), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)"
 t0=$(date +%s)
@@ -110,9 +117,11 @@ for r in $(seq 1 "$ROUNDS"); do
         for sc in $ONLY; do
             for who in "${servers[@]}"; do
                 wait_quiet "${QUIET_WAIT:-20}" > /dev/null
+                one=$ONE_MSGS four=$FOUR_MSGS
+                [ "$t" = longpoll ] && one=$LP_ONE_MSGS four=$LP_FOUR_MSGS
                 case $sc in
-                    one) b2b_run "$t-one" "$who" "$r" "$t" 1 "$ONE_MSGS" ;;
-                    four) b2b_run "$t-four" "$who" "$r" "$t" "$FOUR_PUBS" "$FOUR_MSGS" ;;
+                    one) b2b_run "$t-one" "$who" "$r" "$t" 1 "$one" ;;
+                    four) b2b_run "$t-four" "$who" "$r" "$t" "$FOUR_PUBS" "$four" ;;
                 esac
             done
         done
