@@ -29,6 +29,7 @@ mod measure;
 mod nchan_sub;
 mod pipeline;
 mod qst;
+mod series;
 mod soak;
 mod soak_model;
 mod soak_worker;
