@@ -47,6 +47,8 @@ impl Shared {
             status: &self.status,
             publisher: Default::default(),
             then: Default::default(),
+            may_follow_fanout: Default::default(),
+            after_fanout: Default::default(),
         }
     }
 }

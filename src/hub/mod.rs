@@ -230,6 +230,18 @@ impl Appended {
     }
 }
 
+/// What `Hub::publish_lsn` did.
+#[derive(Debug)]
+pub struct Posted {
+    /// The stored messages (a draft whose id a queue already held is left out).
+    pub stored: Vec<Arc<Message>>,
+    /// The `Lsn` of the batch's last record (under `--fsync always`, wait for it).
+    pub lsn: Lsn,
+    /// The workers the batch was posted to (a bit each; 0 when its delivery waits for
+    /// storage or Redis).
+    pub workers: u64,
+}
+
 /// What nchan's publisher endpoint says about a channel (NCHAN.md 3.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -588,7 +600,7 @@ impl Hub {
         queue: bool,
     ) -> Result<Vec<Arc<Message>>, HubError> {
         self.publish_lsn(channel, drafts, origin, queue)
-            .map(|(stored, _)| stored)
+            .map(|p| p.stored)
     }
 
     /// `publish`, also returning the `Lsn` of the batch's last record. Under `--fsync
@@ -600,44 +612,53 @@ impl Hub {
         drafts: Vec<Draft>,
         origin: Origin,
         queue: bool,
-    ) -> Result<(Vec<Arc<Message>>, Lsn), HubError> {
+    ) -> Result<Posted, HubError> {
+        let none = |stored, lsn| Posted {
+            stored,
+            lsn,
+            workers: 0,
+        };
         if drafts.is_empty() && !queue {
-            return Ok((Vec::new(), 0));
+            return Ok(none(Vec::new(), 0));
         }
         if self.shared_in_redis(channel) {
             let stored = self.publish_redis(channel, drafts, origin, queue, None)?;
-            return Ok((stored, 0));
+            return Ok(none(stored, 0));
         }
         if self.storage.waits() {
             let appended = self.append(channel, drafts, origin, queue)?;
-            let out = (appended.messages.clone(), appended.lsn);
+            let out = none(appended.messages.clone(), appended.lsn);
             self.defer(appended);
             return Ok(out);
         }
-        let (stored, wake, lsn) =
+        let (stored, workers, lsn) =
             self.append_then(channel, drafts, origin, queue, |ch, stored| {
                 match stored.last() {
                     Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
                     None => 0,
                 }
             })?;
-        self.wake(wake);
-        Ok((stored, lsn))
+        self.wake(workers);
+        Ok(Posted {
+            stored,
+            lsn,
+            workers,
+        })
     }
 
     /// As `publish` for one draft, returning the channel's info taken in the same critical
     /// section as the delivery: its `subscribers` are the waiters the message was posted to
     /// (nchan's 201/202 split), not what is left once their workers have answered.
     /// Also returns the `Lsn` of its record, as `publish_lsn` (under `--fsync always` the
-    /// delivery waits for it, and so must the publisher).
+    /// delivery waits for it, and so must the publisher), and the workers it was posted to.
     pub fn publish_with_info(
         &self,
         channel: &str,
         draft: Draft,
         origin: Origin,
-    ) -> Result<(ChannelInfo, Lsn), HubError> {
+    ) -> Result<(ChannelInfo, Lsn, u64), HubError> {
         if self.shared_in_redis(channel) {
-            return Ok((self.publish_redis_with_info(channel, draft, None)?, 0));
+            return Ok((self.publish_redis_with_info(channel, draft, None)?, 0, 0));
         }
         if self.storage.waits() {
             let (messages, (name, info), lsn) =
@@ -650,7 +671,7 @@ impl Hub {
                 lsn,
             };
             self.defer(appended);
-            return Ok((info, lsn));
+            return Ok((info, lsn, 0));
         }
         let (_, (wake, info), lsn) =
             self.append_then(channel, vec![draft], origin, false, |ch, stored| {
@@ -661,7 +682,7 @@ impl Hub {
                 (wake, ch.info())
             })?;
         self.wake(wake);
-        Ok((info, lsn))
+        Ok((info, lsn, wake))
     }
 
     fn wake(&self, workers: u64) {

@@ -453,7 +453,8 @@ impl HttpConn {
                 } else {
                     &buf[body_range]
                 };
-                let next = self.answer(&head, buf, body, w);
+                let pipelined = buf.len() > consumed;
+                let next = self.answer(&head, buf, body, pipelined, w);
                 buf.head = None;
                 buf.chunked.reset();
                 buf.consume(consumed);
@@ -488,7 +489,15 @@ impl HttpConn {
     }
 
     /// Routes one complete request and queues its answer.
-    fn answer(&mut self, head: &http::Head, buf: &[u8], body: &[u8], w: &mut Worker) -> Next {
+    /// `pipelined`: another request follows in the buffer.
+    fn answer(
+        &mut self,
+        head: &http::Head,
+        buf: &[u8],
+        body: &[u8],
+        pipelined: bool,
+        w: &mut Worker,
+    ) -> Next {
         let shared = w.shared.clone();
         if self.restricted && !matches!(head.path.of(buf), b"/health" | b"/metrics") {
             // A connection of the admin reserve: the server is full for everything else.
@@ -506,6 +515,7 @@ impl HttpConn {
             worker: w.id,
             token: self.link.token(),
         }));
+        ctx.may_follow_fanout.set(!pipelined);
         let req = Request {
             head,
             buf,
@@ -517,6 +527,15 @@ impl HttpConn {
         let mut next = Next::Keep;
         let wait = ctx.wait.get();
         let reply_now = match action {
+            Action::Reply(reply) if ctx.after_fanout.get() => {
+                // Answered by the mail behind its worker's deliveries (`synced`).
+                let (method, minor) = (head.method, head.minor);
+                self.phase =
+                    Phase::Syncing(Syncing::new(reply, None, proto, method, minor, keep_alive));
+                let t = w.after(shared.config.long_poll_timeout);
+                self.link.set_deadline(t, w);
+                return Next::Keep;
+            }
             Action::Reply(reply) if wait > 0 && reply.status < 300 => {
                 match shared.hub.await_durable(wait, w.id, self.link.token()) {
                     SyncState::Durable => Some(reply),
