@@ -117,15 +117,13 @@ local function pending_count(meta, seqs, done)
 end
 
 -- Drops the oldest messages while over the count or byte budget, or older than `ttl` ms
--- (0: no age limit); a queue's unacknowledged messages are never dropped. A channel that is
--- not a queue then expires from Redis `ttl` ms after its last publish.
-local function trim(meta, log, ids, seqs, cap, cap_bytes, ttl)
-  local queue = is_queue(meta)
-  local acked = acked_of(meta)
-  local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+-- before `now` (0: no age limit); a queue's unacknowledged messages (above `acked`) are
+-- never dropped. Takes what the caller knows (no call to read it again) and returns the
+-- retained bytes left and the highest seq dropped (nil: none).
+local function trim(log, ids, seqs, cap, cap_bytes, ttl, now, queue, acked, bytes)
   local dropped = nil
   local oldest_kept = 0
-  if ttl > 0 then oldest_kept = now_ms() - ttl end
+  if ttl > 0 then oldest_kept = now - ttl end
   while true do
     local len = redis.call('XLEN', log)
     if len == 0 then break end
@@ -142,12 +140,7 @@ local function trim(meta, log, ids, seqs, cap, cap_bytes, ttl)
       redis.call('ZREM', seqs, fmt(s))
     end
   end
-  redis.call('HSET', meta, 'bytes', fmt(bytes))
-  if dropped then redis.call('HSET', meta, 'dropped', fmt(dropped)) end
-  if ttl > 0 and not queue then
-    redis.call('PEXPIRE', meta, ttl)
-    redis.call('PEXPIRE', log, ttl)
-  end
+  return bytes, dropped
 end
 
 -- Moves the cursor to seq s, forgetting per-message state at or below it.
@@ -223,8 +216,14 @@ local meta, log, ids, seqs, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local pubcmd, topic = ARGV[1], ARGV[2]
 local cap, cap_bytes, qcap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl = tonumber(ARGV[7])
-if ARGV[6] == '1' and not is_queue(meta) then make_queue(meta, log, ids, seqs) end
-local queue = is_queue(meta)
+-- Every field of the channel this needs, in one call (each call costs about as much as
+-- the work it does: this script is the price of a publish).
+local h = redis.call('HMGET', meta, 'q', 'clock', 'bytes', 'acked', 'deleted')
+local queue = h[1] ~= false
+if ARGV[6] == '1' and not queue then
+  make_queue(meta, log, ids, seqs)
+  queue = true
+end
 if queue then
   local fresh = 0
   local seen = {}
@@ -236,8 +235,8 @@ if queue then
   if fresh > 0 and pending + fresh > qcap then return {1, pending} end
 end
 local now = now_ms()
-local clock = clock_of(meta, log)
-local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+local clock = tonumber(h[2]) or clock_of(meta, log)
+local bytes = tonumber(h[3] or '0')
 local out = {0}
 for i = 8, #ARGV, 2 do
   local id, data = ARGV[i], ARGV[i + 1]
@@ -259,9 +258,20 @@ for i = 8, #ARGV, 2 do
     out[#out + 1] = 1
   end
 end
-redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes))
-redis.call('HDEL', meta, 'deleted')
-trim(meta, log, ids, seqs, cap, cap_bytes, ttl)
+local acked = tonumber(h[4] or '0')
+local dropped
+bytes, dropped = trim(log, ids, seqs, cap, cap_bytes, ttl, now, queue, acked, bytes)
+if dropped then
+  redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes), 'dropped', fmt(dropped))
+else
+  redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes))
+end
+if h[5] then redis.call('HDEL', meta, 'deleted') end
+-- A channel that is not a queue expires with its last message.
+if ttl > 0 and not queue then
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', log, ttl)
+end
 return out
 "#
 );
