@@ -35,8 +35,8 @@ const USAGE: &str =
   the nodes, whose CPU per publish is reported too.
   SUMMARY: the nchan-sub figures over every subscriber, then per node
   nodeI_{streams,deliveries,p50_ms,p99_ms,cpu_us_per_delivery,rss_per_stream_bytes},
-  nodes_cpu_us_per_delivery (every node's CPU / every delivery) and
-  redis_cpu_us_per_push.";
+  nodes_cpu_us_per_delivery (every node's CPU / every delivery), redis_cpu_us_per_push
+  and all_cpu_us_per_delivery (the nodes' and redis-server's CPU / every delivery).";
 
 struct Settings {
     fleets: Vec<Fleet>,
@@ -294,7 +294,7 @@ fn run_nodes(s: &Settings) -> Result<i32, String> {
         ));
     }
     println!(
-        "SUMMARY transport={} nodes={} streams={n_all} up={up} failed={failed} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} fanout_last_p50_ms={} fanout_last_max_ms={} deliveries={received} lost={lost} dups={dups} closed={closed} unexpected={unexpected} proto_errors={proto_errors} push_errors={push_errors}{per_node} nodes_cpu_us_per_delivery={} redis_cpu_us_per_push={} rss_base_kib={} result={}",
+        "SUMMARY transport={} nodes={} streams={n_all} up={up} failed={failed} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} fanout_last_p50_ms={} fanout_last_max_ms={} deliveries={received} lost={lost} dups={dups} closed={closed} unexpected={unexpected} proto_errors={proto_errors} push_errors={push_errors}{per_node} nodes_cpu_us_per_delivery={} redis_cpu_us_per_push={} all_cpu_us_per_delivery={} rss_base_kib={} result={}",
         s.transport.name(),
         s.fleets.len(),
         s.pushes,
@@ -305,6 +305,10 @@ fn run_nodes(s: &Settings) -> Result<i32, String> {
         pct_ms(&last_lats, 100.0),
         per_delivery(nodes_cpu, received),
         redis_cpu.map_or("na".into(), |v| format!("{:.1}", v / 1e3)),
+        per_delivery(
+            nodes_cpu.zip(redis_cpu).map(|(a, r)| a + (r * s.pushes as f64) as u64),
+            received
+        ),
         kib(rss_base[0]),
         verdict(pass)
     );
