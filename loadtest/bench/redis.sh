@@ -31,7 +31,7 @@
 # OUT (default /tmp/tidings-redis-DATE), ROUNDS (3), STREAMS (10000), PUSHES (10),
 # PUSH_GAP_MS (100), TRANSPORTS ("eventsource websocket"), TIDINGS_NODES (3),
 # NCHAN_NODES (2), PUB_SERVERS ("tidings-redis tidings-mem nchan-redis nchan-mem"),
-# WRK_SECS (5), WRK_CONNS (50), PORT_BASE (29700), SERVER_CPU (0), CLIENT_CPU (1),
+# WRK_SECS (5), WRK_CONNS (50), PORT_BASE (31700), SERVER_CPU (0), CLIENT_CPU (1),
 # QUIET_MAX, QUIET_LOAD, QUIET_WAIT.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,7 +69,7 @@ TSV=$OUT/results.tsv
 WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=${NGINX_CONNECTIONS:-25000} START_WAIT=0.5 STOP_WAIT=0.5
 PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
-next_port=${PORT_BASE:-29700}
+next_port=${PORT_BASE:-31700}
 printf 'wrk.method = "POST"\nwrk.body = "hello"\nwrk.headers["Content-Type"] = "text/plain"\n' > "$WORK/post.lua"
 
 # put ROW SERVER ROUND METRIC VALUE
