@@ -285,6 +285,13 @@ config! {
         help: "with `--data-dir`, log bytes appended and not yet written; past it changes get \
                `503`",
     },
+    redis: Option<crate::redis::Url> = None => {
+        flag: "redis", value: "URL", kind: REDIS,
+        help: "`redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`: keep channels and QST queues in \
+               this Redis, shared with every node given the same URL (a message published on \
+               any node reaches the subscribers of all, with one `seq`); none keeps them in \
+               this process. Not with `--data-dir`",
+    },
     credentials: Option<PathBuf> = None => {
         flag: "credentials", value: "FILE", kind: FILE,
         help: "users and the channels they may use",
@@ -447,6 +454,14 @@ const SECS_OR_NEVER: Kind<Duration> = Kind {
         n => Ok(Duration::from_secs(n as u64)),
     },
     show: |d| d.as_secs().to_string(),
+};
+
+const REDIS: Kind<Option<crate::redis::Url>> = Kind {
+    parse: |v| match v {
+        "none" => Ok(None),
+        _ => crate::redis::Url::parse(v).map(Some),
+    },
+    show: |u| u.as_ref().map_or("none".into(), |u| u.to_string()),
 };
 
 const FILE: Kind<Option<PathBuf>> = Kind {

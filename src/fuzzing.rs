@@ -574,7 +574,7 @@ impl Driver {
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
-                Mail::Synced { token, ok } => self.route(token, |m, w| m.synced(ok, w)),
+                Mail::Synced { token, result } => self.route(token, |m, w| m.synced(result, w)),
                 Mail::Shutdown
                 | Mail::Stanza { .. }
                 | Mail::Replaced { .. }

@@ -167,6 +167,10 @@ pub struct Metrics {
     pub messages_evicted: Counter,
     pub messages_expired: Counter,
     pub memory_refusals: Counter,
+    /// Publishes refused because `--redis` did not store them.
+    pub redis_refusals: Counter,
+    /// Messages a node read back from Redis's log rather than hearing them notified.
+    pub redis_caught_up: Counter,
     /// Bytes of the `--data-dir` log's segments and snapshots.
     pub storage_log_bytes: Single,
     pub storage_syncs: Single,
@@ -280,7 +284,17 @@ impl Metrics {
             }
         }
 
-        let counters: [(&str, &str, &Counter); 29] = [
+        let counters: [(&str, &str, &Counter); 31] = [
+            (
+                "tidings_redis_caught_up_total",
+                "Messages this node read back from Redis's log because it was not subscribed when they were published.",
+                &self.redis_caught_up,
+            ),
+            (
+                "tidings_redis_refusals_total",
+                "Publishes refused (503) because --redis was unreachable or did not store them.",
+                &self.redis_refusals,
+            ),
             (
                 "tidings_messages_evicted_total",
                 "Retained messages dropped, oldest first, to stay within --retained-bytes.",

@@ -370,10 +370,10 @@ impl Reactor {
                         self.with_conn(key, |c, w| c.deliver_stanza(&stanza, w));
                     }
                 }
-                Mail::Synced { token, ok } => {
+                Mail::Synced { token, result } => {
                     let (key, gen) = untoken(token);
                     if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
-                        self.with_conn(key, |c, w| c.synced(ok, w));
+                        self.with_conn(key, |c, w| c.synced(result, w));
                     }
                 }
                 Mail::Replaced { token } => {

@@ -84,6 +84,17 @@ fn open_storage(config: &Config, metrics: &Arc<Metrics>) -> io::Result<Arc<dyn S
     Ok(Arc::new(storage::disk::Disk::open(opts, metrics.clone())?))
 }
 
+/// How the hub reaches `--redis`, with the server's retention limits.
+fn redis_options(config: &Config, url: &crate::redis::Url) -> crate::redis::Options {
+    crate::redis::Options {
+        channel_capacity: config.channel_capacity as u64,
+        channel_bytes: config.channel_bytes as u64,
+        queue_capacity: config.queue_capacity as u64,
+        channel_ttl_ms: config.channel_ttl.as_millis() as u64,
+        ..crate::redis::Options::new(url.clone())
+    }
+}
+
 /// Replays the log into the hub, and says how long it took.
 fn restore(hub: &Hub, config: &Config) -> io::Result<()> {
     let Some(dir) = &config.data_dir else {
@@ -145,9 +156,13 @@ impl Handle {
         if draft.size() > self.shared.config.max_message_bytes {
             return Err(PublishError::TooLarge);
         }
-        let stored = self
-            .shared
-            .hub
+        let hub = &self.shared.hub;
+        if hub.shared_in_redis(channel) {
+            return hub
+                .publish_redis_and_wait(channel, vec![draft], Origin::Embedded)
+                .map_err(PublishError::Hub);
+        }
+        let stored = hub
             .publish(channel, vec![draft], Origin::Embedded, false)
             .map_err(PublishError::Hub)?;
         Ok(stored.last().map_or(0, |m| m.seq))
@@ -235,8 +250,27 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let storage = open_storage(&config, &metrics)?;
         let limits = Limits::from_config(&config);
-        let hub = Hub::with_storage(limits, mailboxes.clone(), metrics.clone(), storage.clone());
+        let hub = match &config.redis {
+            Some(url) => {
+                if config.data_dir.is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "--redis and --data-dir: Redis keeps the channels, give one of the two",
+                    ));
+                }
+                info!("keeping channels and queues in Redis at {url}");
+                Hub::with_redis(
+                    limits,
+                    mailboxes.clone(),
+                    metrics.clone(),
+                    redis_options(&config, url),
+                )
+            }
+            None => Hub::with_storage(limits, mailboxes.clone(), metrics.clone(), storage.clone()),
+        };
+        let hub = Arc::new(hub);
         restore(&hub, &config)?;
+        hub.start_redis()?;
         let mut addresses = vec![(config.listen, Kind::Http)];
         if let Some(xmpp) = config.xmpp_listen {
             addresses.push((xmpp, Kind::Xmpp));

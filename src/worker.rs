@@ -21,7 +21,7 @@ use crate::proto::{self, Ctx, WakeCache};
 /// What the server owns and every worker shares.
 pub struct Shared {
     pub config: Config,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub auth: proto::auth::Auth,
     /// Connections open on all workers (for `--max-connections`).
@@ -45,6 +45,10 @@ impl Shared {
             auth: &self.auth,
             wait: Default::default(),
             status: &self.status,
+            publisher: Default::default(),
+            then: Default::default(),
+            may_follow_fanout: Default::default(),
+            after_fanout: Default::default(),
         }
     }
 }
@@ -243,7 +247,7 @@ pub fn test_shared(config: Config) -> (Arc<Shared>, Arc<crate::hub::Mailbox>) {
     let mailbox = Arc::new(Mailbox::new(Box::new(NoWake)));
     let limits = Limits::from_config(&config);
     let config_listen = config.listen;
-    let hub = Hub::new(limits, vec![mailbox.clone()], metrics.clone());
+    let hub = Arc::new(Hub::new(limits, vec![mailbox.clone()], metrics.clone()));
     let shared = Arc::new(Shared {
         config,
         hub,

@@ -2,10 +2,12 @@
 //! refusals, plain and `ws+meta.nchan` frames, binary frames for
 //! `application/octet-stream`, resume by `last_event_id`, ping/pong, close codes (client
 //! close echoed, publishing on `/sub/` refused with 1008, protocol errors, DELETE's 1001
-//! `410 Gone`), a fragmented and a masked client message, and the WebSocket publisher.
+//! `410 Gone`), a fragmented and a masked client message, and the WebSocket publisher (also
+//! through `--redis`, answered once Redis stored each message).
 
 #[path = "common/mod.rs"]
 mod common;
+mod redis_support;
 
 use std::time::Duration;
 
@@ -244,4 +246,31 @@ fn bad_handshakes_get_nchans_400s() {
         let r = server.request(&request_bytes("GET", "/sub/x", &headers, b""));
         assert_eq!((r.status, r.body_str()), (400, body), "{}", r.show());
     }
+}
+
+#[test]
+fn a_websocket_publisher_through_redis_is_answered_once_stored() {
+    let Some(redis) = redis_support::RedisServer::start("ws_publisher") else {
+        return;
+    };
+    let url = tidings::redis::Url::parse(&redis.url()).unwrap();
+    let a = start_with(|c| c.redis = Some(url.clone()));
+    let b = start_with(|c| c.redis = Some(url));
+    assert!(wait_for(TIMEOUT, || a.get("/health").text().trim() == "ok"));
+    let (mut listener, _) = open(&b, "/sub/wsr", &[]);
+    b.wait_metric("tidings_connections_streaming", 1.0);
+    let (mut p, _) = open(&a, "/pub/wsr", &[("Accept", "text/json")]);
+    assert_eq!(redis.command("CLIENT PAUSE 500 WRITE"), "+OK");
+    p.send(&client_frame(true, 0x1, b"one"));
+    p.send(&client_frame(true, 0x1, b"two"));
+    p.expect_silence(Duration::from_millis(250));
+    for _ in 0..2 {
+        let (op, info) = read_frame(&mut p);
+        let info = String::from_utf8(info).unwrap();
+        assert_eq!(op, 0x81);
+        assert!(info.contains("\"last_message_id\": \""), "{info}");
+    }
+    // On the other node, in order.
+    assert_eq!(read_frame(&mut listener), (0x81, b"one".to_vec()));
+    assert_eq!(read_frame(&mut listener), (0x81, b"two".to_vec()));
 }

@@ -23,6 +23,10 @@ fn opts(server: &RedisServer) -> Options {
     o
 }
 
+fn parse_log_of(e: &Engine, op: tidings::redis::Op) -> tidings::redis::Log {
+    engine::parse_log(e.call(op).unwrap()).unwrap()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -188,6 +192,49 @@ fn retention_trims_by_count_and_bytes_but_never_a_pending_queue_message() {
     let log = e.read_after("queue", 0, 100).unwrap();
     let ids: Vec<&str> = log.entries.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["q4", "q5", "q6", "q7", "q8"]);
+}
+
+#[test]
+fn an_age_cap_drops_old_messages_and_expires_idle_channels_but_not_queues() {
+    let Some(server) = RedisServer::start("age_cap") else {
+        return;
+    };
+    let mut o = opts(&server);
+    o.channel_ttl_ms = 1000;
+    let e = Engine::start(o);
+    let old = publish1(&e, "aged", "old", b"x");
+    e.publish("aged-q", &[("q-old", b"z")], true).unwrap();
+    // The cap is about time itself: let it pass (no synchronisation rests on these waits,
+    // and each check has hundreds of ms to spare).
+    std::thread::sleep(Duration::from_millis(600));
+    publish1(&e, "aged", "mid", b"y");
+    std::thread::sleep(Duration::from_millis(600));
+    publish1(&e, "aged", "new", b"y");
+    e.publish("aged-q", &[("q-new", b"z")], true).unwrap();
+    // An idle channel expires with its last message.
+    let ttl = server.command("PTTL tidings:{aged}:log");
+    let ms: i64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!(
+        ms > 500 && ms <= 1000,
+        "the channel expires with its last message: {ttl}"
+    );
+    let log = e.read_after("aged", 0, 100).unwrap();
+    let ids: Vec<&str> = log.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["mid", "new"],
+        "older than the cap: dropped at the next publish"
+    );
+    assert_eq!(log.dropped, old);
+    // A reader with a cap skips what is older, before any publish trims it.
+    let log = parse_log_of(&e, engine::read_recent_op("aged", 0, 100, 500));
+    let ids: Vec<&str> = log.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["new"]);
+    // A queue keeps its unacknowledged messages whatever their age, and never expires.
+    let taken = e.take("aged-q", 10, 0).unwrap();
+    let ids: Vec<&str> = taken.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["q-old", "q-new"]);
+    assert_eq!(server.command("PTTL tidings:{aged-q}"), ":-1");
 }
 
 #[test]

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use crate::args::Args;
 use crate::fanout::{publish, Group};
 use crate::fleet::{bring_up, finish, kv_num, resolve, Fleet, Msg, FLEET_OPTIONS};
+use crate::hist::Hist;
 use crate::http::{nchan_pub, pub_api_request, push_request, timed_request};
-use crate::measure::{kib, parse_pids, pct_ms, per_item, verdict, whole, RssSource};
+use crate::measure::{kib, opt_ms, parse_pids, pct_ms, per_item, verdict, whole, RssSource};
 use crate::nchan_sub::Transport;
+use crate::series;
 use crate::sys::now_ns;
 
 const USAGE: &str =
@@ -30,7 +32,7 @@ const SUB_USAGE: &str =
        --streams N [--server 127.0.0.1:8080] [--channel C] [--procs P] [--sources …]
        [--server-pid PID[,PID…]] [--pushes K] [--hold SECS] [--inflight 1000] [--retries 3]
        [--connect-timeout 15] [--loss-timeout 10] [--settle-ms 1000] [--push-gap-ms 200]
-       [--max-connect-secs 600] [--allow-non-loopback]
+       [--max-connect-secs 600] [--back-to-back M] [--publishers P] [--allow-non-loopback]
 
   N subscribers of nchan's API, `GET /sub/C` over one transport, against tidings or
   nginx + nchan alike (locations `/pub/(.+)` and `/sub/(.+)` as in bench/lib.sh, first
@@ -38,7 +40,16 @@ const SUB_USAGE: &str =
   subscriber must receive first; then, as talk-idle, the server's memory per
   subscriber and K fan-out messages (`POST /pub/C`, any 2xx), each to be read exactly
   once by every subscriber. websocket asks for ws+meta.nchan (as NchanSubscriber);
-  longpoll re-polls with If-Modified-Since / If-None-Match on the same connection.";
+  longpoll re-polls with If-Modified-Since / If-None-Match on the same connection.
+
+  --back-to-back M (after the K fan-out messages): P publishers (1) each POST M
+  messages to /pub/C on one keep-alive connection, each as soon as the previous one
+  is answered; every subscriber must read every message once. Reported: p50/p99 of
+  arrival − the time its POST was written (b2b_p50_ms, b2b_p99_ms), deliveries per
+  second (from the first POST to the last arrival), lost, duplicated, the server's
+  CPU per delivery, the POST round trip. Keep P×M within the channel's retention
+  (1,024 here for tidings and nchan): a long-poll subscriber that falls behind
+  further loses messages.";
 
 /// `talk` (false) or `nchan` (true).
 pub fn parse_dialect(s: &str) -> Result<bool, String> {
@@ -60,6 +71,9 @@ struct Settings {
     rss: RssSource,
     nchan: bool,
     transport: Option<Transport>,
+    /// `--back-to-back`: messages per publisher (0: none).
+    back_to_back: usize,
+    publishers: usize,
 }
 
 fn settings(argv: &[String]) -> Result<Settings, String> {
@@ -75,6 +89,8 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
             "push-gap-ms",
             "dialect",
             "transport",
+            "back-to-back",
+            "publishers",
         ],
     ]
     .concat();
@@ -110,6 +126,8 @@ fn settings(argv: &[String]) -> Result<Settings, String> {
         rss,
         nchan,
         transport,
+        back_to_back: a.num("back-to-back", 0)?,
+        publishers: a.num::<usize>("publishers", 1)?.max(1),
     })
 }
 
@@ -272,9 +290,6 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
             std::thread::sleep(Duration::from_millis(s.push_gap_ms));
         }
     }
-    let [Group {
-        mut workers, rx, ..
-    }] = g;
     all_lats.sort_unstable();
     last_lats.sort_unstable();
     // The server's CPU time per push (the pauses between pushes are idle but for
@@ -291,6 +306,10 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         }
         _ => None,
     };
+    let b2b = (s.back_to_back > 0 && t.up > 0).then(|| back_to_back(s, &mut g[0]));
+    let [Group {
+        mut workers, rx, ..
+    }] = g;
     let rss_after = if s.pushes > 0 { s.rss.read() } else { rss_up };
 
     if s.hold > 0 {
@@ -322,6 +341,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
     t.min_keepalives = b.min_keepalives;
 
     let pass = t.failed == 0
+        && b2b.as_ref().is_none_or(|b| b.pass)
         && t.up == f.n
         && t.lost == 0
         && t.closed == 0
@@ -331,7 +351,7 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         && t.push_errors == 0
         && t.dead_workers == 0;
     println!(
-        "SUMMARY transport={} streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} fanout_last_p50_ms={} fanout_last_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} server_cpu_us_per_delivery={} result={}",
+        "SUMMARY transport={} streams={} up={} failed={} procs={} connect_s={connect_s:.2} rss_source={} rss_base_kib={} rss_kib={} rss_per_stream_bytes={} rss_per_stream_kib={} rss_after_fanout_kib={} rss_end_kib={} pushes={} fanout_p50_ms={} fanout_p99_ms={} fanout_max_ms={} fanout_last_p50_ms={} fanout_last_max_ms={} lost={} dups={} closed={} unexpected={} proto_errors={} head_mismatch={} push_errors={} keepalives={} min_keepalives={} server_cpu_ms_per_push={} server_cpu_us_per_delivery={}{} result={}",
         s.transport.map_or("talk", Transport::name),
         f.n,
         t.up,
@@ -361,7 +381,81 @@ fn run_idle(s: &Settings) -> Result<i32, String> {
         t.min_keepalives.map_or("na".into(), |m| m.to_string()),
         cpu_per_push.map_or("na".into(), |v| format!("{:.2}", v.0)),
         cpu_per_push.map_or("na".into(), |v| format!("{:.2}", v.1)),
+        b2b.as_ref().map_or(String::new(), |b| b.fields.clone()),
         verdict(pass)
     );
     Ok(if pass { 0 } else { 1 })
+}
+
+/// What `--back-to-back` measured: the `b2b_…` fields of the SUMMARY line.
+struct BackToBack {
+    fields: String,
+    pass: bool,
+}
+
+/// Runs the back-to-back series (`series::run`) and prints what it measured.
+fn back_to_back(s: &Settings, g: &mut Group) -> BackToBack {
+    println!(
+        "back-to-back: {} publisher(s) x {} messages",
+        s.publishers, s.back_to_back
+    );
+    let cpu0 = s.rss.cpu_ns();
+    let o = series::run(
+        g,
+        s.fleet.server,
+        &s.channel,
+        s.publishers,
+        s.back_to_back,
+        s.loss_timeout_ms,
+    );
+    let cpu = match (cpu0, s.rss.cpu_ns()) {
+        (Some(a), Some(b)) if o.deliveries > 0 => {
+            format!(
+                "{:.2}",
+                b.saturating_sub(a) as f64 / 1e3 / o.deliveries as f64
+            )
+        }
+        _ => "na".into(),
+    };
+    let pct = |h: &Hist, p: f64| opt_ms(h.percentile(p));
+    let per_s = if o.span_s > 0.0 {
+        format!("{:.0}", o.deliveries as f64 / o.span_s)
+    } else {
+        "na".into()
+    };
+    let fields = format!(
+        " b2b_publishers={} b2b_messages={} b2b_accepted={} b2b_pub_errors={} b2b_subscribers={} b2b_deliveries={} b2b_lost={} b2b_dups={} b2b_gone={} b2b_bad={} b2b_p50_ms={} b2b_p99_ms={} b2b_max_ms={} b2b_deliveries_per_s={per_s} b2b_publish_s={:.3} b2b_span_s={:.3} b2b_post_p50_ms={} b2b_post_p99_ms={} b2b_server_cpu_us_per_delivery={cpu}",
+        s.publishers,
+        o.total,
+        o.accepted,
+        o.pub_errors,
+        o.expected,
+        o.deliveries,
+        o.lost,
+        o.dups,
+        o.gone,
+        o.bad,
+        pct(&o.lat, 50.0),
+        pct(&o.lat, 99.0),
+        opt_ms(o.lat.max()),
+        o.publish_s,
+        o.span_s,
+        pct(&o.rtt, 50.0),
+        pct(&o.rtt, 99.0),
+    );
+    println!("back-to-back:{fields}");
+    if o.lost > 0 || o.dups > 0 {
+        println!(
+            "!!! back-to-back: {} deliveries lost, {} duplicated (of {} subscribers x {} messages)",
+            o.lost, o.dups, o.expected, o.total
+        );
+    }
+    BackToBack {
+        fields,
+        pass: o.lost == 0
+            && o.dups == 0
+            && o.pub_errors == 0
+            && o.bad == 0
+            && o.accepted == o.total,
+    }
 }

@@ -30,6 +30,7 @@ mod nchan_sub;
 mod nodes;
 mod pipeline;
 mod qst;
+mod series;
 mod soak;
 mod soak_model;
 mod soak_worker;

@@ -5,12 +5,14 @@
 //! Parent → worker (stdin), one command a line:
 //!   `ARM <token>`                      start watching for a record equal to `<token>`
 //!   `COLLECT <token> <t0_ns> <deadline_ns>`  report once every armed stream has it, or at the deadline
+//!   `SERIES <total>`, `SCOLLECT <deadline_ns>`  the same for a back-to-back series (`series`)
 //!   `QUIT`                             report final counters and exit (also on stdin EOF)
 //! Worker → parent (stdout), one message a line:
 //!   `PROGRESS up=… failed=… inflight=… retries=…`        about once a second while connecting
 //!   `READY up=… failed=… head_notes=… retries=… connect_ms=…`   every stream is up or has failed
 //!   `ARMED <token> expected=…`
 //!   `RESULT <token> expected=… received=… gone=… dups=… lat_us=<comma-separated>`
+//!   `ARMED series expected=…`, `SRESULT expected=… deliveries=… lost=… dups=… … hist=…`
 //!   `BYE live=… closed=… keepalives=… min_keepalives=… unexpected=… proto_errors=…`
 //! Human-readable problems go to stderr, prefixed `[worker N]`.
 
@@ -32,6 +34,7 @@ use crate::http::{
     check_pull_head, escape, head_end, nchan_chunked_request, pull_request, MAX_HEAD,
 };
 use crate::nchan_sub::{sub_request, SubParser, Transport};
+use crate::series::{self, Series, SeriesCmd};
 use crate::sys::now_ns;
 
 pub struct Config {
@@ -121,6 +124,7 @@ struct Conn {
 
 enum Cmd {
     Fan(FanCmd),
+    Series(SeriesCmd),
     Quit,
     Bad(String),
 }
@@ -128,6 +132,9 @@ enum Cmd {
 fn parse_cmd(line: &str) -> Cmd {
     if let Some(c) = fanout::parse_cmd(line) {
         return Cmd::Fan(c);
+    }
+    if let Some(c) = series::parse_cmd(line) {
+        return Cmd::Series(c);
     }
     match line.trim() {
         "QUIT" => Cmd::Quit,
@@ -152,6 +159,7 @@ struct Worker {
     retry_reasons: BTreeMap<String, usize>,
     close_reasons: BTreeMap<String, usize>,
     expect: Option<Expect>,
+    series: Option<Series>,
     started_ns: u64,
     ready_sent: bool,
 }
@@ -192,6 +200,7 @@ impl Worker {
             retry_reasons: BTreeMap::new(),
             close_reasons: BTreeMap::new(),
             expect: None,
+            series: None,
             started_ns: now_ns(),
             ready_sent: false,
         })
@@ -295,6 +304,9 @@ impl Worker {
         self.closed += 1;
         if let Some(x) = self.expect.as_mut() {
             x.closed(idx);
+        }
+        if let Some(s) = self.series.as_mut() {
+            s.closed(idx);
         }
         if bump(&mut self.close_reasons, why) <= PRINT_LIMIT {
             self.say(&format!(
@@ -475,6 +487,7 @@ impl Worker {
         let mut unexpected = 0usize;
         let mut unexpected_sample: Option<String> = None;
         let expect = &mut self.expect;
+        let series = &mut self.series;
         let c = &mut self.conns[idx];
         let mut on_record = |chunk: u64, rec: &[u8]| {
             if awaiting_first && first.is_none() {
@@ -495,6 +508,12 @@ impl Worker {
             if let Some(x) = expect.as_mut() {
                 if rec == x.token.as_slice() {
                     x.hit(idx, now);
+                    return;
+                }
+            }
+            if let Some(s) = series.as_mut() {
+                if rec.starts_with(series::PREFIX) {
+                    s.hit(idx, rec, now);
                     return;
                 }
             }
@@ -603,6 +622,10 @@ impl Worker {
                 let up = self.conns.iter().map(|c| c.phase == Phase::Up);
                 fanout::handle(&mut self.expect, c, up);
             }
+            Cmd::Series(c) => {
+                let up = self.conns.iter().map(|c| c.phase == Phase::Up);
+                series::handle(&mut self.series, c, up);
+            }
             Cmd::Quit => {
                 let mut keepalives = 0u64;
                 let mut min_keepalives = u32::MAX;
@@ -682,9 +705,13 @@ fn run_worker(cfg: Config) -> io::Result<()> {
         if let Some(left) = fanout::check(&mut w.expect, now_ns()) {
             timeout_ns = timeout_ns.min(left);
         }
+        if let Some(left) = series::check(&mut w.series, now_ns()) {
+            timeout_ns = timeout_ns.min(left);
+        }
         wait(&mut w.poll, &mut events, timeout_ns)?;
         let woke = dispatch(&events, |idx, ev| w.on_event(idx, ev, &mut buf));
         fanout::check(&mut w.expect, now_ns());
+        series::check(&mut w.series, now_ns());
         if woke {
             while let Ok(cmd) = rx.try_recv() {
                 if !w.handle(cmd) {

@@ -351,6 +351,14 @@ impl BoshConn {
     }
 
     /// A stanza routed here from another session.
+    /// Redis answered the oldest PubSub publish this session holds an answer for.
+    pub fn published(&mut self, stored: bool, w: &mut Worker) -> Next {
+        match self.st.published(stored) {
+            Some(answer) => self.deliver_stanza(&answer, w),
+            None => Next::Keep,
+        }
+    }
+
     pub fn deliver_stanza(&mut self, stanza: &Arc<[u8]>, w: &mut Worker) -> Next {
         if self.ending.is_some() || self.st.session.jid().is_none() {
             return Next::Keep;

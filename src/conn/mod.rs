@@ -394,11 +394,17 @@ impl Conn {
         }
     }
 
-    /// The record of the push this connection holds is durable (`ok`), or failed.
-    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+    /// The push this connection holds is stored (its last `seq`), or why not; for an XMPP
+    /// session, its oldest PubSub publish held for Redis.
+    pub fn synced(
+        &mut self,
+        result: Result<crate::hub::Answer, crate::hub::HubError>,
+        w: &mut Worker,
+    ) -> Next {
         match &mut self.machine {
-            Machine::Http(m) => m.synced(ok, w),
-            Machine::Xmpp(_) | Machine::Bosh(_) => Next::Keep,
+            Machine::Http(m) => m.synced(result, w),
+            Machine::Xmpp(m) => m.published(result.is_ok(), w),
+            Machine::Bosh(m) => m.published(result.is_ok(), w),
         }
     }
 

@@ -9,7 +9,7 @@ use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
 use super::stream::Stream;
 use super::{Input, Next, Wrote};
-use crate::http::{Head, Method};
+use crate::http::Method;
 use crate::metrics::Proto;
 use crate::proto::{Park, Reply};
 use crate::worker::Worker;
@@ -24,9 +24,25 @@ pub struct Parked {
     pub(super) keep_alive: bool,
 }
 
-/// A push whose answer waits for its record to be on disk (`--fsync always`).
+impl Parked {
+    /// A request to hold, before it joins its channel (which names `channel` then).
+    pub(super) fn new(park: Park, method: Method, minor: u8, keep_alive: bool) -> Parked {
+        Parked {
+            channel: Arc::from(""),
+            park,
+            method,
+            minor,
+            keep_alive,
+        }
+    }
+}
+
+/// A push whose answer waits for its record to be on disk (`--fsync always`), or for Redis
+/// to store it (`--redis`).
 pub struct Syncing {
     pub(super) reply: Reply,
+    /// Renders the answer from the batch's last `seq` instead of `reply` (nchan's).
+    pub(super) then: Option<crate::proto::Then>,
     pub(super) proto: Proto,
     pub(super) method: Method,
     pub(super) minor: u8,
@@ -34,10 +50,17 @@ pub struct Syncing {
 }
 
 impl Syncing {
-    pub(super) fn new(reply: Reply, proto: Proto, head: &Head, keep_alive: bool) -> Box<Syncing> {
-        let (method, minor) = (head.method, head.minor);
+    pub(super) fn new(
+        reply: Reply,
+        then: Option<crate::proto::Then>,
+        proto: Proto,
+        method: Method,
+        minor: u8,
+        keep_alive: bool,
+    ) -> Box<Syncing> {
         Box::new(Syncing {
             reply,
+            then,
             proto,
             method,
             minor,

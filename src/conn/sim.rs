@@ -344,7 +344,7 @@ impl Sim {
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
-                Mail::Synced { token, ok } => self.route(token, |m, w| m.synced(ok, w)),
+                Mail::Synced { token, result } => self.route(token, |m, w| m.synced(result, w)),
                 // The simulation has no XMPP or BOSH sessions.
                 Mail::Shutdown
                 | Mail::Stanza { .. }

@@ -53,6 +53,9 @@ pub(super) struct SessionState {
     /// The head of this session's PubSub events (`<message from=… to='JID`), made on the
     /// first event and shared by every later one: a delivery allocates nothing.
     event_head: Option<Arc<[u8]>>,
+    /// With `--redis`: the answers to PubSub publishes Redis has not stored yet, oldest
+    /// first: (stored, failed).
+    held: std::collections::VecDeque<(String, String)>,
 }
 
 /// A PubSub subscription: a place in the channel's waiter list, like a Talk stream's.
@@ -69,7 +72,15 @@ impl SessionState {
             session,
             subs: Vec::new(),
             event_head: None,
+            held: Default::default(),
         })
+    }
+
+    /// Redis answered this session's oldest held publish: the answer to send, if any.
+    pub fn published(&mut self, stored: bool) -> Option<Arc<[u8]>> {
+        let (ok, failed) = self.held.pop_front()?;
+        let text = if stored { ok } else { failed };
+        Some(Arc::from(text.into_bytes()))
     }
 
     /// Runs the session over `input` (what the client sent and was not consumed yet),
@@ -83,13 +94,20 @@ impl SessionState {
         text: &mut String,
     ) -> Fed {
         let shared = w.shared.clone();
-        let SessionState { session, subs, .. } = self;
+        let SessionState {
+            session,
+            subs,
+            held,
+            ..
+        } = self;
         let mut env = ConnEnv {
             shared: &shared,
             me,
             key,
             w,
             subs,
+            held,
+            holding: false,
         };
         session.feed(input, &shared.config.xmpp_domain, text, &mut env)
     }
@@ -157,6 +175,9 @@ struct ConnEnv<'a> {
     key: usize,
     w: &'a mut Worker,
     subs: &'a mut Vec<Sub>,
+    held: &'a mut std::collections::VecDeque<(String, String)>,
+    /// The publish just made went to Redis: its answer is held until Redis's.
+    holding: bool,
 }
 
 impl Env for ConnEnv<'_> {
@@ -226,15 +247,27 @@ impl Env for ConnEnv<'_> {
             from: from.to_string(),
             ..Draft::with_body(payload.as_bytes().to_vec())
         };
-        let stored = shared
-            .hub
-            .publish(node, vec![draft], Origin::Xmpp, false)
-            .map_err(|e| PubSubError::Refused(e.to_string()))?;
+        // Through Redis, the answer waits for Redis's (`answer_published`).
+        self.holding = shared.hub.shared_in_redis(node);
+        let stored = match self.holding {
+            true => shared
+                .hub
+                .publish_redis(node, vec![draft], Origin::Xmpp, false, Some(self.me)),
+            false => shared.hub.publish(node, vec![draft], Origin::Xmpp, false),
+        }
+        .map_err(|e| PubSubError::Refused(e.to_string()))?;
         Ok(stored
             .last()
             .map(|m| m.id.to_string())
             .or_else(|| id.map(str::to_string))
             .unwrap_or_default())
+    }
+
+    fn answer_published(&mut self, stored: String, failed: String, out: &mut String) {
+        match std::mem::take(&mut self.holding) {
+            true => self.held.push_back((stored, failed)),
+            false => out.push_str(&stored),
+        }
     }
 
     fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {
@@ -253,7 +286,7 @@ impl Env for ConnEnv<'_> {
         let shared = self.shared;
         Some(crate::proto::xmpp::urn::answer(
             &shared.store,
-            &shared.hub,
+            &*shared.hub,
             &shared.config.xmpp_domain,
             user,
             iq,
@@ -422,6 +455,14 @@ impl XmppConn {
     }
 
     /// A stanza routed here from another session.
+    /// Redis answered the oldest PubSub publish this session holds an answer for.
+    pub fn published(&mut self, stored: bool, w: &mut Worker) -> Next {
+        match self.st.published(stored) {
+            Some(answer) => self.deliver_stanza(&answer, w),
+            None => Next::Keep,
+        }
+    }
+
     pub fn deliver_stanza(&mut self, stanza: &Arc<[u8]>, w: &mut Worker) -> Next {
         if self.closing.is_some() || self.st.session.jid().is_none() {
             return Next::Keep;

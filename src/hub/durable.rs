@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 
-use super::{lock, Appended, Channel, Draft, Hub, Mail, Message, Origin};
+use super::{lock, Appended, Channel, Draft, Hub, HubError, Mail, Message, Origin};
 use crate::storage::{Lsn, MessageRecord, Record, ReplayReport, Replayed, SyncState};
 
 /// A queue's state copied out: cursor, last acknowledged, done, tries.
@@ -45,8 +45,24 @@ struct Copied {
     messages: Vec<Arc<Message>>,
 }
 
+/// The message a record holds (its `channel` is not part of it).
+pub(super) fn message_of(m: crate::storage::StoredMessage) -> Message {
+    let draft = Draft {
+        id: None,
+        from: m.from,
+        to: m.to,
+        when: None,
+        subject: m.subject,
+        body: m.body,
+        properties: m.properties,
+        content_type: m.content_type,
+        event: m.event,
+    };
+    Message::new(m.seq, m.id, m.when, Origin::from_code(m.origin), draft)
+}
+
 /// The record of a message stored in `channel`.
-fn message_record<'a>(channel: &'a str, m: &'a Message) -> Record<'a> {
+pub(super) fn message_record<'a>(channel: &'a str, m: &'a Message) -> Record<'a> {
     Record::Message(MessageRecord {
         channel,
         seq: m.seq,
@@ -157,21 +173,12 @@ impl Hub {
     fn apply(&self, rec: Replayed) {
         let limits = &self.limits;
         let _ = match rec {
-            Replayed::Message(m) => self.with_channel(&m.channel, |ch| {
-                let draft = Draft {
-                    id: None,
-                    from: m.from,
-                    to: m.to,
-                    when: None,
-                    subject: m.subject,
-                    body: m.body,
-                    properties: m.properties,
-                    content_type: m.content_type,
-                    event: m.event,
-                };
-                let msg = Message::new(m.seq, m.id, m.when, Origin::from_code(m.origin), draft);
-                ch.store.restore_message(msg, limits);
-            }),
+            Replayed::Message(mut m) => {
+                let channel = std::mem::take(&mut m.channel);
+                self.with_channel(&channel, |ch| {
+                    ch.store.restore_message(message_of(m), limits)
+                })
+            }
             Replayed::Queue(q) => self.with_channel(&q.channel, |ch| {
                 let queue = super::queue::Queue::restored(q.acked, q.acked_id, q.done, q.tries);
                 ch.store.restore_queue(queue, limits);
@@ -310,7 +317,11 @@ impl Hub {
                 worker,
                 Mail::Synced {
                     token,
-                    ok: lsn <= durable,
+                    result: if lsn <= durable {
+                        Ok(super::Answer::Stored { seq: 0 })
+                    } else {
+                        Err(HubError::Storage)
+                    },
                 },
             );
         }
@@ -319,6 +330,10 @@ impl Hub {
     /// A publisher on `worker` (connection `token`) waits for the record ending at `lsn`:
     /// `Pending` means it will get `Mail::Synced`; otherwise the outcome is known now.
     pub fn await_durable(&self, lsn: Lsn, worker: usize, token: usize) -> SyncState {
+        if self.redis_mode() {
+            // A publish through Redis named its publisher: the answer comes as mail.
+            return SyncState::Pending;
+        }
         let mut waits = lock(&self.sync_waits);
         let state = self.storage.sync(lsn);
         if state == SyncState::Pending {

@@ -35,6 +35,8 @@
 mod durable;
 mod message;
 pub mod queue;
+mod redis;
+pub use redis::Answer;
 pub mod store;
 pub mod waiters;
 
@@ -74,6 +76,8 @@ pub enum HubError {
     /// The `--data-dir` log cannot take the change (full disk, I/O error, its buffer full):
     /// 503 with `Retry-After`.
     Storage,
+    /// `--redis` is unreachable (or answered an error): 503 with `Retry-After`.
+    Redis,
     /// A channel the server publishes on itself (`tidings/…`, e.g. the status page's): 403.
     Reserved,
 }
@@ -89,6 +93,7 @@ impl std::fmt::Display for HubError {
             HubError::QueueFull => "queue full, retry later",
             HubError::MemoryFull => "server memory budget reached, retry later",
             HubError::Storage => "storage unavailable (full disk or I/O error), retry later",
+            HubError::Redis => "Redis unavailable, retry later",
             HubError::Reserved => "channel reserved for the server's own messages",
         })
     }
@@ -142,6 +147,8 @@ struct Channel {
     deleted: bool,
     /// The channel has an entry in the hub's `oldest` heap.
     in_oldest: bool,
+    /// With `--redis`: this node listens to the channel's messages in Redis.
+    listening: bool,
 }
 
 impl Channel {
@@ -154,6 +161,7 @@ impl Channel {
             last_requested: None,
             deleted: false,
             in_oldest: false,
+            listening: false,
         }
     }
 
@@ -220,6 +228,18 @@ impl Appended {
     pub fn last_seq(&self) -> Option<u64> {
         self.messages.last().map(|m| m.seq)
     }
+}
+
+/// What `Hub::publish_lsn` did.
+#[derive(Debug)]
+pub struct Posted {
+    /// The stored messages (a draft whose id a queue already held is left out).
+    pub stored: Vec<Arc<Message>>,
+    /// The `Lsn` of the batch's last record (under `--fsync always`, wait for it).
+    pub lsn: Lsn,
+    /// The workers the batch was posted to (a bit each; 0 when its delivery waits for
+    /// storage or Redis).
+    pub workers: u64,
 }
 
 /// What nchan's publisher endpoint says about a channel (NCHAN.md 3.4).
@@ -290,6 +310,8 @@ pub struct Hub {
     deferred: Mutex<Vec<(Lsn, Appended)>>,
     /// Publishers waiting for their record to be durable: (`Lsn`, worker, token).
     sync_waits: Mutex<BinaryHeap<Reverse<(Lsn, usize, usize)>>>,
+    /// With `--redis`: the engine and subscriber (`redis.rs`).
+    redis: Option<redis::Link>,
 }
 
 /// Channels by the `seq` of their oldest retained message, oldest on top.
@@ -338,6 +360,7 @@ impl Hub {
             storage,
             deferred: Mutex::new(Vec::new()),
             sync_waits: Mutex::new(BinaryHeap::new()),
+            redis: None,
         }
     }
 
@@ -577,7 +600,7 @@ impl Hub {
         queue: bool,
     ) -> Result<Vec<Arc<Message>>, HubError> {
         self.publish_lsn(channel, drafts, origin, queue)
-            .map(|(stored, _)| stored)
+            .map(|p| p.stored)
     }
 
     /// `publish`, also returning the `Lsn` of the batch's last record. Under `--fsync
@@ -589,38 +612,54 @@ impl Hub {
         drafts: Vec<Draft>,
         origin: Origin,
         queue: bool,
-    ) -> Result<(Vec<Arc<Message>>, Lsn), HubError> {
+    ) -> Result<Posted, HubError> {
+        let none = |stored, lsn| Posted {
+            stored,
+            lsn,
+            workers: 0,
+        };
         if drafts.is_empty() && !queue {
-            return Ok((Vec::new(), 0));
+            return Ok(none(Vec::new(), 0));
+        }
+        if self.shared_in_redis(channel) {
+            let stored = self.publish_redis(channel, drafts, origin, queue, None)?;
+            return Ok(none(stored, 0));
         }
         if self.storage.waits() {
             let appended = self.append(channel, drafts, origin, queue)?;
-            let out = (appended.messages.clone(), appended.lsn);
+            let out = none(appended.messages.clone(), appended.lsn);
             self.defer(appended);
             return Ok(out);
         }
-        let (stored, wake, lsn) =
+        let (stored, workers, lsn) =
             self.append_then(channel, drafts, origin, queue, |ch, stored| {
                 match stored.last() {
                     Some(last) => ch.deliver_upto(&self.mailboxes, last.seq),
                     None => 0,
                 }
             })?;
-        self.wake(wake);
-        Ok((stored, lsn))
+        self.wake(workers);
+        Ok(Posted {
+            stored,
+            lsn,
+            workers,
+        })
     }
 
     /// As `publish` for one draft, returning the channel's info taken in the same critical
     /// section as the delivery: its `subscribers` are the waiters the message was posted to
     /// (nchan's 201/202 split), not what is left once their workers have answered.
     /// Also returns the `Lsn` of its record, as `publish_lsn` (under `--fsync always` the
-    /// delivery waits for it, and so must the publisher).
+    /// delivery waits for it, and so must the publisher), and the workers it was posted to.
     pub fn publish_with_info(
         &self,
         channel: &str,
         draft: Draft,
         origin: Origin,
-    ) -> Result<(ChannelInfo, Lsn), HubError> {
+    ) -> Result<(ChannelInfo, Lsn, u64), HubError> {
+        if self.shared_in_redis(channel) {
+            return Ok((self.publish_redis_with_info(channel, draft, None)?, 0, 0));
+        }
         if self.storage.waits() {
             let (messages, (name, info), lsn) =
                 self.append_then(channel, vec![draft], origin, false, |ch, _| {
@@ -632,7 +671,7 @@ impl Hub {
                 lsn,
             };
             self.defer(appended);
-            return Ok((info, lsn));
+            return Ok((info, lsn, 0));
         }
         let (_, (wake, info), lsn) =
             self.append_then(channel, vec![draft], origin, false, |ch, stored| {
@@ -643,7 +682,7 @@ impl Hub {
                 (wake, ch.info())
             })?;
         self.wake(wake);
-        Ok((info, lsn))
+        Ok((info, lsn, wake))
     }
 
     fn wake(&self, workers: u64) {
@@ -681,12 +720,20 @@ impl Hub {
             worker: sub.worker,
             token: sub.token,
         };
+        let shared = self.shared_in_redis(channel);
+        let mut first = false;
         let result = self.with_channel(channel, |ch| {
             end = ch.waiters.add(me, sub.talk_name, self.limits.max_waiters)?;
             ch.last_active = Instant::now();
             ch.last_requested = Some(ch.last_active);
             ch.deleted = false;
+            first = shared && !ch.listening;
+            ch.listening |= shared;
             Ok(match sub.since {
+                None if shared => Subscribed {
+                    cursor: Hub::start_after(ch.store.clock()),
+                    backlog: Vec::new(),
+                },
                 None => {
                     let before = ch.store.clock();
                     let cursor = ch.store.sync(now_ms());
@@ -703,6 +750,7 @@ impl Hub {
                 }
             })
         })?;
+        self.listen(channel, first);
         if let Some(old) = end {
             self.metrics.streams_replaced.inc();
             self.send(old.worker, Mail::EndStream { token: old.token });
@@ -735,6 +783,10 @@ impl Hub {
 
     /// The channel clock after advancing it to now (comet `sync`). Creates the channel.
     pub fn sync(&self, channel: &str) -> Result<u64, HubError> {
+        if self.shared_in_redis(channel) {
+            // Only Redis moves a shared channel's clock (comet's `sync` asks it there).
+            return Ok(self.clock_now(channel));
+        }
         self.with_channel(channel, |ch| {
             ch.last_active = Instant::now();
             let before = ch.store.clock();
@@ -742,6 +794,16 @@ impl Hub {
             self.log_clock(ch, before);
             clock
         })
+    }
+
+    /// Where a reader that wants only what comes next starts: the channel's clock (0 for a
+    /// channel that does not exist); with `--redis`, see `start_after`.
+    pub fn clock_now(&self, channel: &str) -> u64 {
+        let held = self.with_existing(channel, |ch| ch.store.clock());
+        match self.shared_in_redis(channel) {
+            true => Hub::start_after(held.unwrap_or(0)),
+            false => held.unwrap_or(0),
+        }
     }
 
     /// The id of the last message pushed into the channel, if any.
@@ -805,7 +867,9 @@ impl Hub {
     /// removes channels idle past `--channel-idle`: no messages, no waiters, no queue.
     /// Returns how many channels were removed.
     pub fn sweep(&self) -> usize {
+        self.retry_catch_ups();
         let mut removed = 0;
+        let mut unheard = Vec::new();
         let ttl = self.limits.channel_ttl.as_millis() as u64;
         let expire_before = if ttl > 0 {
             now_ms().saturating_sub(ttl)
@@ -825,9 +889,23 @@ impl Hub {
                         self.log_trim(ch, expire_before - 1);
                     }
                 }
-                !(ch.idle() && ch.last_active.elapsed() >= self.limits.channel_idle)
+                // With --redis the messages held are a cache of Redis's: a channel with no
+                // waiter left here is dropped with them, and no longer listened to.
+                let idle = match ch.listening {
+                    true => ch.waiters.is_empty(),
+                    false => ch.idle(),
+                };
+                let keep = !(idle && ch.last_active.elapsed() >= self.limits.channel_idle);
+                if !keep && ch.listening {
+                    self.account(ch.store.footprint(), 0);
+                    unheard.push(ch.name.clone());
+                }
+                keep
             });
             removed += before - shard.len();
+        }
+        for name in unheard {
+            self.stop_listening(&name);
         }
         if removed > 0 {
             self.channel_count

@@ -52,9 +52,12 @@ pub enum Mail {
     Stanza { token: usize, stanza: Arc<[u8]> },
     /// A newer session bound the same full JID: end the session `token` (`conflict`).
     Replaced { token: usize },
-    /// The record of a push by connection `token` is durable (`ok`), or could not be
-    /// written: answer it (`--fsync always`).
-    Synced { token: usize, ok: bool },
+    /// The push of connection `token` is stored (`--fsync always`: its record is durable;
+    /// `--redis`: Redis stored it, and its last `seq` is given), or why not: answer it.
+    Synced {
+        token: usize,
+        result: Result<super::Answer, super::HubError>,
+    },
     /// A BOSH request body for the session `token` (`None`: open a new session on this
     /// worker), forwarded by the HTTP connection `from`, which waits for a `BoshAnswer`.
     BoshRequest {

@@ -129,8 +129,23 @@ fn decide(ctx: &Ctx<'_>, req: &Request<'_>) -> Result<Action, Reply> {
                     false,
                 )
                 .map_err(Reply::hub_error)?;
+            if ctx.hub.shared_in_redis(&channel) {
+                // The time is the seq Redis gives the message.
+                let callback = callback.clone();
+                ctx.then.set(Some(Box::new(move |a| {
+                    Action::Reply(answer(time_json(a.seq()), callback.as_deref()))
+                })));
+            }
             let t = stored.last().map_or(0, |m| m.seq);
             Ok(Action::Reply(answer(time_json(t), cb)))
+        }
+        b"sync" if ctx.hub.shared_in_redis(&channel) => {
+            let to = ctx.waiting_connection()?;
+            ctx.hub.sync_redis(&channel, to).map_err(Reply::hub_error)?;
+            let callback = callback.clone();
+            Ok(Action::Reply(ctx.redis_then(Box::new(move |a| {
+                Action::Reply(answer(time_json(a.seq()), callback.as_deref()))
+            }))))
         }
         b"sync" => {
             let t = ctx.hub.sync(&channel).map_err(Reply::hub_error)?;

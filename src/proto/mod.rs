@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::http::{self, Head, Method};
-use crate::hub::{Draft, Hub, HubError, Message, Origin};
+use crate::hub::{Draft, Hub, HubError, Message, Origin, WaiterRef};
 use crate::metrics::{Metrics, Proto};
 
 /// What the server needs from its surroundings to answer a request.
@@ -33,7 +33,22 @@ pub struct Ctx<'a> {
     pub wait: Cell<crate::storage::Lsn>,
     /// The live figures of `/status.json`.
     pub status: &'a crate::status::Status,
+    /// The connection answering, for an answer that comes later by mail (`--redis`).
+    pub publisher: Cell<Option<WaiterRef>>,
+    /// With `--redis`: what to answer once Redis has answered (a publish's `seq`, a QST
+    /// pull), instead of the reply the handler returned (see `Ctx::redis_then`).
+    pub then: Cell<Option<Then>>,
+    /// Set by the connection: a publish may be answered behind its worker's deliveries
+    /// (no request is pipelined behind it, whose messages would then go out one pass each
+    /// instead of together).
+    pub may_follow_fanout: Cell<bool>,
+    /// The answer waits behind the deliveries of its own worker (`answer_after_fanout`).
+    pub after_fanout: Cell<bool>,
 }
+
+/// What a request waiting for Redis does with its answer: reply, or park (a QST
+/// long-poll that found its queue empty).
+pub type Then = Box<dyn FnOnce(crate::hub::Answer) -> Action + Send>;
 
 impl Ctx<'_> {
     /// Publishes a batch through the hub (`Hub::publish`). Under `--fsync always` the
@@ -46,9 +61,19 @@ impl Ctx<'_> {
         origin: Origin,
         queue: bool,
     ) -> Result<Vec<Arc<Message>>, HubError> {
-        let (stored, lsn) = self.hub.publish_lsn(channel, drafts, origin, queue)?;
-        self.wait_for(lsn);
-        Ok(stored)
+        if self.hub.shared_in_redis(channel) {
+            let publisher = self.publisher.get();
+            let stored = self
+                .hub
+                .publish_redis(channel, drafts, origin, queue, publisher)?;
+            self.wait_for_redis();
+            return Ok(stored);
+        }
+        let posted = self.hub.publish_lsn(channel, drafts, origin, queue)?;
+        self.wait_for(posted.lsn);
+        let seq = posted.stored.last().map_or(0, |m| m.seq);
+        self.answer_after_fanout(posted.workers, seq);
+        Ok(posted.stored)
     }
 
     /// `Hub::publish_with_info` (nchan's `/pub/`), noting the record to wait for as
@@ -59,9 +84,70 @@ impl Ctx<'_> {
         draft: Draft,
         origin: Origin,
     ) -> Result<crate::hub::ChannelInfo, HubError> {
-        let (info, lsn) = self.hub.publish_with_info(channel, draft, origin)?;
+        if self.hub.shared_in_redis(channel) {
+            let publisher = self.publisher.get();
+            let info = self
+                .hub
+                .publish_redis_with_info(channel, draft, publisher)?;
+            self.wait_for_redis();
+            return Ok(info);
+        }
+        let (info, lsn, workers) = self.hub.publish_with_info(channel, draft, origin)?;
         self.wait_for(lsn);
+        self.answer_after_fanout(workers, info.last_seq.unwrap_or(0));
         Ok(info)
+    }
+
+    /// A publisher whose own worker holds subscribers of the channel is answered after their
+    /// deliveries, as nchan answers after its fan-out: its answer goes to its worker's
+    /// mailbox behind the deliveries just posted there, so the connection is flushed after
+    /// theirs. A back-to-back publisher then sends its next message once this one is out,
+    /// rather than while the pass is still writing it (issue 12: with 10,000 subscribers,
+    /// answering first made each pass carry a dozen messages and doubled the latency). Not
+    /// with requests pipelined behind it: those are read at once and their messages share
+    /// the subscribers' writes.
+    fn answer_after_fanout(&self, workers: u64, seq: u64) {
+        let Some(p) = self.publisher.get() else {
+            return;
+        };
+        let here = workers & (1 << p.worker) != 0;
+        if !here || !self.may_follow_fanout.get() || self.wait.get() != 0 {
+            return;
+        }
+        let answer = Ok(crate::hub::Answer::Stored { seq });
+        self.hub.send(
+            p.worker,
+            crate::hub::Mail::Synced {
+                token: p.token,
+                result: answer,
+            },
+        );
+        self.after_fanout.set(true);
+    }
+
+    /// With `--redis`, for a request whose answer is Redis's (a QST pull, a comet `sync`):
+    /// the connection waits for it and answers what `then` makes of it. The action to
+    /// reply to return from the handler: a placeholder, never sent.
+    pub fn redis_then(&self, then: Then) -> Reply {
+        self.then.set(Some(then));
+        self.wait.set(1);
+        Reply::new(200, "", Vec::new())
+    }
+
+    /// The connection to answer later, for a request that waits for Redis; `503` when
+    /// there is none (a request not on a connection of its own).
+    pub fn waiting_connection(&self) -> Result<WaiterRef, Reply> {
+        self.publisher
+            .get()
+            .ok_or_else(|| Reply::hub_error(HubError::Redis))
+    }
+
+    /// With `--redis`, the answer waits for Redis's (when there is a connection to give it
+    /// to).
+    fn wait_for_redis(&self) {
+        if self.publisher.get().is_some() {
+            self.wait.set(1);
+        }
     }
 
     /// Under `--fsync always`, the answer waits for the record ending at `lsn` too.
@@ -401,15 +487,21 @@ pub fn handle(ctx: &Ctx<'_>, req: &Request<'_>) -> (Proto, Action) {
             static_file(method, "application/javascript; charset=utf-8", STROPHE_JS)
         }
         b"/health" => match method {
-            Method::Get | Method::Head => Reply::text(200, "ok"),
+            Method::Get | Method::Head => match ctx.hub.redis_up() {
+                // Serving what it can: parked and streaming clients stay, publishes get 503.
+                Some(false) => Reply::text(200, "degraded: Redis is unreachable"),
+                _ => Reply::text(200, "ok"),
+            },
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
         },
         b"/metrics" => match method {
-            Method::Get | Method::Head => Reply::new(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                ctx.metrics.render().into_bytes(),
-            ),
+            Method::Get | Method::Head => {
+                Reply::new(200, "text/plain; version=0.0.4; charset=utf-8", {
+                    let mut text = ctx.metrics.render();
+                    ctx.hub.render_redis_metrics(&mut text);
+                    text.into_bytes()
+                })
+            }
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
         },
         _ => Reply::text(404, "not found"),

@@ -180,6 +180,7 @@ impl Engine {
             o.channel_bytes.to_string().into_bytes(),
             o.queue_capacity.to_string().into_bytes(),
             if queue { b"1".to_vec() } else { b"0".to_vec() },
+            o.channel_ttl_ms.to_string().into_bytes(),
         ];
         for (id, data) in msgs {
             args.push(id.as_bytes().to_vec());
@@ -216,6 +217,37 @@ impl Engine {
     }
 }
 
+/// nchan's `DELETE` of a channel (see `scripts::DELETE`; answer: `parse_deleted`).
+pub fn delete_op(channel: &str) -> Op {
+    script(
+        &scripts::DELETE,
+        channel,
+        2,
+        vec![scripts::topic(channel).into_bytes()],
+    )
+}
+
+/// What a `delete_op` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// The channel's retained messages (this many) were dropped.
+    Messages(u64),
+    /// Redis holds no such channel.
+    Missing,
+    /// A QST queue: refused.
+    Queue,
+}
+
+pub fn parse_deleted(v: Value) -> Result<Removed, Error> {
+    let a = as_array(&v).ok_or_else(|| bad("delete", &v))?;
+    match (a.first().and_then(as_u64), a.get(1).and_then(as_u64)) {
+        (Some(0), Some(n)) => Ok(Removed::Messages(n)),
+        (Some(1), _) => Ok(Removed::Missing),
+        (Some(2), _) => Ok(Removed::Queue),
+        _ => Err(bad("delete", &v)),
+    }
+}
+
 /// The operation behind `Engine::sync_clock` (answer: `parse_clock`).
 pub fn sync_clock_op(channel: &str) -> Op {
     script(&scripts::SYNC_CLOCK, channel, 2, vec![])
@@ -227,7 +259,16 @@ pub fn parse_clock(v: Value) -> Result<u64, Error> {
 
 /// The operation behind `Engine::read_after` (answer: `parse_log`).
 pub fn read_op(channel: &str, after: u64, max: usize) -> Op {
-    let args = vec![after.to_string().into_bytes(), max.to_string().into_bytes()];
+    read_recent_op(channel, after, max, 0)
+}
+
+/// `read_op` that skips messages older than `ttl_ms` (0: none).
+pub fn read_recent_op(channel: &str, after: u64, max: usize, ttl_ms: u64) -> Op {
+    let args = vec![
+        after.to_string().into_bytes(),
+        max.to_string().into_bytes(),
+        ttl_ms.to_string().into_bytes(),
+    ];
     script(&scripts::READ, channel, 2, args)
 }
 

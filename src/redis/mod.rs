@@ -2,7 +2,8 @@
 //! clocks, delivery between nodes, and QST queue state, kept in one Redis so that a message
 //! published on any node has the same `seq` everywhere and reaches every node's subscribers.
 //!
-//! This module is the engine alone; the hub does not use it yet. Its parts:
+//! This module is the engine alone; the hub uses it in `hub/redis.rs` (`--redis`). Its
+//! parts:
 //!
 //! - [`conn`]: the `redis://` URL and one blocking, timed-out connection;
 //! - [`resp`]: commands out and replies in (RESP2), pure code;
@@ -65,6 +66,9 @@ pub struct Options {
     pub channel_bytes: u64,
     /// Pending messages per QST queue before pushes are refused (`--queue-capacity`).
     pub queue_capacity: u64,
+    /// Messages older than this many ms are dropped, and a channel that is not a queue
+    /// expires this long after its last publish (`--channel-ttl`; 0: never).
+    pub channel_ttl_ms: u64,
 }
 
 impl Options {
@@ -78,6 +82,7 @@ impl Options {
             channel_capacity: 1024,
             channel_bytes: 4 << 20,
             queue_capacity: 10_000,
+            channel_ttl_ms: 0,
         }
     }
 }

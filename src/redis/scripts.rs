@@ -101,18 +101,23 @@ local function pending_count(meta, seqs, done)
   return redis.call('ZCOUNT', seqs, '(' .. fmt(acked_of(meta)), '+inf') - redis.call('ZCARD', done)
 end
 
--- Drops the oldest messages while over the count or byte budget; a queue's unacknowledged
--- messages are never dropped.
-local function trim(meta, log, ids, seqs, cap, cap_bytes)
+-- Drops the oldest messages while over the count or byte budget, or older than `ttl` ms
+-- (0: no age limit); a queue's unacknowledged messages are never dropped. A channel that is
+-- not a queue then expires from Redis `ttl` ms after its last publish.
+local function trim(meta, log, ids, seqs, cap, cap_bytes, ttl)
   local queue = is_queue(meta)
   local acked = acked_of(meta)
   local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
   local dropped = nil
+  local oldest_kept = 0
+  if ttl > 0 then oldest_kept = now_ms() - ttl end
   while true do
     local len = redis.call('XLEN', log)
-    if len == 0 or (len <= cap and bytes <= cap_bytes) then break end
+    if len == 0 then break end
+    if len <= cap and bytes <= cap_bytes and ttl == 0 then break end
     local e = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
     local s = seq_of(e[1])
+    if len <= cap and bytes <= cap_bytes and s >= oldest_kept then break end
     if queue and s > acked then break end
     redis.call('XDEL', log, e[1])
     bytes = bytes - #e[2][4]
@@ -124,6 +129,10 @@ local function trim(meta, log, ids, seqs, cap, cap_bytes)
   end
   redis.call('HSET', meta, 'bytes', fmt(bytes))
   if dropped then redis.call('HSET', meta, 'dropped', fmt(dropped)) end
+  if ttl > 0 and not queue then
+    redis.call('PEXPIRE', meta, ttl)
+    redis.call('PEXPIRE', log, ttl)
+  end
 end
 
 -- Moves the cursor to seq s, forgetting per-message state at or below it.
@@ -187,7 +196,8 @@ macro_rules! script {
 }
 
 /// Stores messages: `KEYS` = meta, log, ids, seqs, done; `ARGV` = pubcmd, topic, count cap,
-/// byte cap, queue cap, make-queue (`0`/`1`), then `id, data` pairs.
+/// byte cap, queue cap, make-queue (`0`/`1`), age cap in ms (`0`: none), then `id, data`
+/// pairs.
 ///
 /// Each message gets `seq = max(now_ms, clock + 1)` and is published on `topic` after it
 /// is stored. On a queue, a message whose id the log already holds is not stored again (its
@@ -200,12 +210,13 @@ pub static PUBLISH: Script = script!(
 local meta, log, ids, seqs, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local pubcmd, topic = ARGV[1], ARGV[2]
 local cap, cap_bytes, qcap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ttl = tonumber(ARGV[7])
 if ARGV[6] == '1' and not is_queue(meta) then make_queue(meta, log, ids, seqs) end
 local queue = is_queue(meta)
 if queue then
   local fresh = 0
   local seen = {}
-  for i = 7, #ARGV, 2 do
+  for i = 8, #ARGV, 2 do
     if not seen[ARGV[i]] and not redis.call('HGET', ids, ARGV[i]) then fresh = fresh + 1 end
     seen[ARGV[i]] = true
   end
@@ -216,7 +227,7 @@ local now = now_ms()
 local clock = clock_of(meta, log)
 local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
 local out = {0}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local id, data = ARGV[i], ARGV[i + 1]
   local old = queue and redis.call('HGET', ids, id)
   if old then
@@ -237,7 +248,8 @@ for i = 7, #ARGV, 2 do
   end
 end
 redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes))
-trim(meta, log, ids, seqs, cap, cap_bytes)
+redis.call('HDEL', meta, 'deleted')
+trim(meta, log, ids, seqs, cap, cap_bytes, ttl)
 return out
 "#
 );
@@ -254,7 +266,8 @@ return clock
 "#
 );
 
-/// Catch-up read: `KEYS` = meta, log; `ARGV` = pubcmd, after, max. Answers
+/// Catch-up read: `KEYS` = meta, log; `ARGV` = pubcmd, after, max, and optionally an age
+/// cap in ms (older messages are not read: they expire at the next publish). Answers
 /// `{clock, dropped, last_id, seq1, id1, data1, …}`: the first `max` messages with
 /// `seq > after`, with the channel's clock, the highest seq trimmed away (above `after`: a
 /// gap) and the id of the newest message (empty: none).
@@ -263,6 +276,8 @@ pub static READ: Script = script!(
     r#"
 local meta, log = KEYS[1], KEYS[2]
 local after, max = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4] or '0')
+if ttl > 0 then after = math.max(after, now_ms() - ttl - 1) end
 local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
 local out = {clock_of(meta, log), tonumber(redis.call('HGET', meta, 'dropped') or '0'),
   newest and newest[2][2] or ''}
@@ -351,8 +366,31 @@ return {acked_n, failed_n, pending_count(meta, seqs, done), redis.call('HGET', m
 "#
 );
 
+/// nchan's `DELETE`: `KEYS` = meta, log; `ARGV` = pubcmd, topic. Drops every retained
+/// message of a channel that is not a queue (its clock stays, so seqs keep growing, with
+/// `deleted` set until the next publish) and tells every node with the notification `0 0 `
+/// (seq 0: no message has it). Answers `{0, messages dropped}`, `{1}` for a channel Redis
+/// does not hold or that is deleted already, `{2}` for a queue (its messages leave only by
+/// acknowledgement).
+pub static DELETE: Script = script!(
+    "delete",
+    r#"
+local meta, log = KEYS[1], KEYS[2]
+local pubcmd, topic = ARGV[1], ARGV[2]
+if is_queue(meta) then return {2} end
+if redis.call('EXISTS', meta) == 0 and redis.call('EXISTS', log) == 0 then return {1} end
+if redis.call('HGET', meta, 'deleted') == '1' then return {1} end
+local n = redis.call('XLEN', log)
+local clock = clock_of(meta, log)
+redis.call('DEL', log)
+redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', 0, 'dropped', fmt(clock), 'deleted', 1)
+redis.call(pubcmd, topic, '0 0 ')
+return {0, n}
+"#
+);
+
 /// Every script, for loading them at connect.
-pub static ALL: [&Script; 5] = [&PUBLISH, &SYNC_CLOCK, &READ, &TAKE, &ACK];
+pub static ALL: [&Script; 6] = [&PUBLISH, &SYNC_CLOCK, &READ, &TAKE, &ACK, &DELETE];
 
 /// The keys of channel `name`, in the order the scripts take them: meta, log, ids, seqs,
 /// done, tries.

@@ -133,6 +133,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Sends one inline command and returns the first line of the answer.
+    pub fn command(&self, line: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        while !out.ends_with(b"\r\n") && s.read_exact(&mut b).is_ok() {
+            out.push(b[0]);
+        }
+        String::from_utf8_lossy(&out).trim_end().to_string()
+    }
+
     /// Kills the server at once (`SIGKILL`): nothing is flushed, connections are reset.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

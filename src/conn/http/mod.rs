@@ -311,7 +311,14 @@ impl HttpConn {
                 m.long_poll_timeouts.inc();
                 self.unpark(w, true)
             }
-            Phase::Syncing(_) => self.synced(false, w), // not on disk in time: 503
+            // Not stored in time (disk or Redis): 503.
+            Phase::Syncing(_) => {
+                let e = match w.shared.hub.redis_mode() {
+                    true => HubError::Redis,
+                    false => HubError::Storage,
+                };
+                self.synced(Err(e), w)
+            }
             Phase::Forwarded(_) => {
                 // The session never answered (it ended as the request went to it).
                 let body = proto::xmpp::bosh::terminate(Some("item-not-found"), b"");
@@ -446,7 +453,8 @@ impl HttpConn {
                 } else {
                     &buf[body_range]
                 };
-                let next = self.answer(&head, buf, body, w);
+                let pipelined = buf.len() > consumed;
+                let next = self.answer(&head, buf, body, pipelined, w);
                 buf.head = None;
                 buf.chunked.reset();
                 buf.consume(consumed);
@@ -481,7 +489,15 @@ impl HttpConn {
     }
 
     /// Routes one complete request and queues its answer.
-    fn answer(&mut self, head: &http::Head, buf: &[u8], body: &[u8], w: &mut Worker) -> Next {
+    /// `pipelined`: another request follows in the buffer.
+    fn answer(
+        &mut self,
+        head: &http::Head,
+        buf: &[u8],
+        body: &[u8],
+        pipelined: bool,
+        w: &mut Worker,
+    ) -> Next {
         let shared = w.shared.clone();
         if self.restricted && !matches!(head.path.of(buf), b"/health" | b"/metrics") {
             // A connection of the admin reserve: the server is full for everything else.
@@ -495,6 +511,11 @@ impl HttpConn {
             return Next::Keep;
         }
         let ctx = shared.ctx();
+        ctx.publisher.set(Some(WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        }));
+        ctx.may_follow_fanout.set(!pipelined);
         let req = Request {
             head,
             buf,
@@ -506,12 +527,25 @@ impl HttpConn {
         let mut next = Next::Keep;
         let wait = ctx.wait.get();
         let reply_now = match action {
+            Action::Reply(reply) if ctx.after_fanout.get() => {
+                // Answered by the mail behind its worker's deliveries (`synced`).
+                let (method, minor) = (head.method, head.minor);
+                self.phase =
+                    Phase::Syncing(Syncing::new(reply, None, proto, method, minor, keep_alive));
+                let t = w.after(shared.config.long_poll_timeout);
+                self.link.set_deadline(t, w);
+                return Next::Keep;
+            }
             Action::Reply(reply) if wait > 0 && reply.status < 300 => {
                 match shared.hub.await_durable(wait, w.id, self.link.token()) {
                     SyncState::Durable => Some(reply),
                     SyncState::Failed => Some(Reply::hub_error(HubError::Storage)),
                     SyncState::Pending => {
-                        self.phase = Phase::Syncing(Syncing::new(reply, proto, head, keep_alive));
+                        let then = ctx.then.take();
+                        let (method, minor) = (head.method, head.minor);
+                        self.phase = Phase::Syncing(Syncing::new(
+                            reply, then, proto, method, minor, keep_alive,
+                        ));
                         let t = w.after(shared.config.long_poll_timeout);
                         self.link.set_deadline(t, w);
                         return Next::Keep;
@@ -531,13 +565,7 @@ impl HttpConn {
                 None
             }
             Action::Park(park) => {
-                let parked = Parked {
-                    channel: Arc::from(""),
-                    park,
-                    method: head.method,
-                    minor: head.minor,
-                    keep_alive,
-                };
+                let parked = Parked::new(park, head.method, head.minor, keep_alive);
                 match self.park(parked, w) {
                     Ok(()) => {
                         // Answered at once if a message slipped in before the subscription.
@@ -593,6 +621,9 @@ impl HttpConn {
         let Phase::Parked(p) = &self.phase else {
             return Next::Keep;
         };
+        if matches!(p.park.kind, ParkKind::Qst(_)) && shared.hub.shared_in_redis(&p.park.channel) {
+            return self.pull_again_via_redis(w, timed_out);
+        }
         let Some(reply) = w.wake_cache.resume(&shared.ctx(), &p.park, timed_out) else {
             return Next::Keep;
         };
@@ -605,15 +636,77 @@ impl HttpConn {
         self.answer_parked(reply, w)
     }
 
-    /// The held push's record is durable (`ok`) or failed (`503`): answer it (`answer_held`).
-    pub fn synced(&mut self, ok: bool, w: &mut Worker) -> Next {
+    /// With `--redis`, a parked QST pull woken or timed out: it leaves its channel and waits
+    /// for Redis's answer to a new pull (`synced`), which may park it again.
+    fn pull_again_via_redis(&mut self, w: &mut Worker, timed_out: bool) -> Next {
+        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return Next::Keep;
+        };
+        w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
+        w.shared.metrics.parked.dec();
+        let shared = w.shared.clone();
+        let ctx = shared.ctx();
+        ctx.publisher.set(Some(WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        }));
+        let Parked {
+            park,
+            method,
+            minor,
+            keep_alive,
+            ..
+        } = *p;
+        match proto::qst::resume_redis(&ctx, park, timed_out) {
+            Ok(then) => {
+                let placeholder = Reply::new(200, "", Vec::new());
+                self.phase = Phase::Syncing(Syncing::new(
+                    placeholder,
+                    Some(then),
+                    Proto::Qst,
+                    method,
+                    minor,
+                    keep_alive,
+                ));
+                let t = w.after(shared.config.long_poll_timeout);
+                self.link.set_deadline(t, w);
+                Next::Keep
+            }
+            Err(reply) => {
+                shared.metrics.request(Proto::Qst, reply.status);
+                self.answer_held(reply, method, minor, keep_alive, w)
+            }
+        }
+    }
+
+    /// The held push is stored (its record durable, or Redis's answer with its last `seq`)
+    /// or failed (`503`): answer it (`answer_held`).
+    pub fn synced(&mut self, result: Result<crate::hub::Answer, HubError>, w: &mut Worker) -> Next {
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.websocket_published(result, w);
+        }
+        if !matches!(self.phase, Phase::Syncing(_)) {
+            return Next::Keep;
+        }
         let Phase::Syncing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return Next::Keep;
         };
-        let reply = if ok {
-            s.reply
-        } else {
-            Reply::hub_error(HubError::Storage)
+        let reply = match (result, s.then) {
+            (Ok(answer), Some(then)) => match then(answer) {
+                Action::Reply(reply) => reply,
+                Action::Park(park) => {
+                    let parked = Parked::new(park, s.method, s.minor, s.keep_alive);
+                    // Not re-checked at once (Redis was just asked): the channel's news wakes
+                    // it, or its timeout.
+                    return match self.park(parked, w) {
+                        Ok(()) => Next::Keep,
+                        Err(reply) => self.answer_held(reply, s.method, s.minor, s.keep_alive, w),
+                    };
+                }
+                _ => Reply::text(500, "internal error: an answer from Redis opened a stream"),
+            },
+            (Ok(_), None) => s.reply,
+            (Err(e), _) => Reply::hub_error(e),
         };
         w.shared.metrics.request(s.proto, reply.status);
         self.answer_held(reply, s.method, s.minor, s.keep_alive, w)

@@ -12,7 +12,7 @@ use super::super::Next;
 use super::{HttpConn, Phase};
 use crate::debug;
 use crate::http::Seg;
-use crate::hub::{Message, Subscribe};
+use crate::hub::{Message, Subscribe, WaiterRef};
 use crate::metrics::Proto;
 use crate::proto::stream::HeadEnv;
 use crate::proto::{self, ParkKind, Reply, StreamStart};
@@ -145,7 +145,12 @@ impl HttpConn {
             return Next::Keep;
         };
         let mut answer = Vec::new();
-        let read = ws.input(&shared.ctx(), &s.channel, &mut buf, &mut answer);
+        let ctx = shared.ctx();
+        ctx.publisher.set(Some(WaiterRef {
+            worker: w.id,
+            token: self.link.token(),
+        }));
+        let read = ws.input(&ctx, &s.channel, &mut buf, &mut answer);
         buf.consume(read.consumed);
         if !answer.is_empty() {
             self.out.push(Seg::Owned(answer));
@@ -172,6 +177,30 @@ impl HttpConn {
             SocketResult::Full => Next::Close,
             _ => Next::Keep,
         }
+    }
+
+    /// With `--redis`: Redis answered a WebSocket publisher's oldest message.
+    pub(super) fn websocket_published(
+        &mut self,
+        result: Result<crate::hub::Answer, crate::hub::HubError>,
+        w: &mut Worker,
+    ) -> Next {
+        let shared = w.shared.clone();
+        let Phase::Streaming(s) = &mut self.phase else {
+            return Next::Keep;
+        };
+        let Some(ws) = s.kind.websocket() else {
+            return Next::Keep;
+        };
+        let mut answer = Vec::new();
+        let end = ws.published(&shared.ctx(), &s.channel, result, &mut answer);
+        if end {
+            self.end_stream_with(answer, w);
+            return Next::Keep;
+        }
+        self.out.push(Seg::Owned(answer));
+        self.link.mark_pending(w);
+        Next::Keep
     }
 
     /// The channel was deleted (nchan's `DELETE /pub/…`): an nchan subscriber ends with its

@@ -17,8 +17,9 @@ use super::stream::StreamKind;
 use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request, StreamStart};
 use crate::config::FirstMessage;
 use crate::http::{self, Method};
-use crate::hub::{ChannelInfo, Deleted, Draft, Message, Origin};
+use crate::hub::{Answer, ChannelInfo, Deleted, Draft, Message, Origin};
 use crate::proto::websocket::{upgrade as websocket_upgrade, Upgrade};
+use crate::redis::engine::Removed;
 use streams::{EventSourceStream, PlainStream, Transport};
 use websocket::WsStream;
 
@@ -191,6 +192,46 @@ fn preflight(ctx: &Ctx<'_>, publisher: bool, origin: Option<&str>) -> Reply {
     with_cors(r, ctx, origin)
 }
 
+/// `DELETE` with `--redis`: Redis drops the messages and tells every node, whose nchan
+/// subscribers end; the answer says how many this node had.
+fn delete_in_redis(ctx: &Ctx<'_>, channel: &str, accept: Option<&[u8]>) -> Reply {
+    let asked = ctx
+        .waiting_connection()
+        .and_then(|to| ctx.hub.delete_redis(channel, to).map_err(Reply::hub_error));
+    if let Err(r) = asked {
+        return r;
+    }
+    let here = ctx.hub.info(channel);
+    let subscribers = here.as_ref().map_or(0, |i| i.subscribers);
+    let last_seq = here.and_then(|i| i.last_seq);
+    let format = info_format(accept);
+    ctx.redis_then(Box::new(move |answer| {
+        Action::Reply(match answer {
+            Answer::Removed(Removed::Messages(_)) => {
+                let info = ChannelInfo {
+                    messages: 0,
+                    subscribers,
+                    requested: None,
+                    last_seq,
+                };
+                let (content_type, body) = info_body(&info, format);
+                Reply::new(200, content_type, body.into_bytes())
+            }
+            Answer::Removed(Removed::Missing) => Reply::new(404, "", Vec::new()),
+            Answer::Removed(Removed::Queue) => queue_not_deleted(),
+            _ => Reply::text(500, "internal error: not a delete"),
+        })
+    }))
+}
+
+/// The `409` of a `DELETE` on a QST queue.
+fn queue_not_deleted() -> Reply {
+    Reply::text(
+        409,
+        "the channel is a QST queue: its messages leave by acknowledgement",
+    )
+}
+
 /// The publisher: `POST`/`PUT` publish, `GET` reports, `DELETE` deletes.
 fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>) -> Action {
     let accept = req.header("accept");
@@ -235,6 +276,18 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                     Err(e) => Reply::hub_error(e),
                     Ok(info) => {
                         let status = if info.subscribers > 0 { 201 } else { 202 };
+                        if ctx.hub.shared_in_redis(channel) {
+                            // The message's id is Redis's answer.
+                            let format = info_format(accept);
+                            ctx.then.set(Some(Box::new(move |answer| {
+                                let info = ChannelInfo {
+                                    last_seq: Some(answer.seq()),
+                                    ..info
+                                };
+                                let (content_type, body) = info_body(&info, format);
+                                Action::Reply(Reply::new(status, content_type, body.into_bytes()))
+                            })));
+                        }
                         info_reply(status, &info, accept)
                     }
                 }
@@ -244,6 +297,7 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
             Some(info) => info_reply(200, &info, accept),
             None => Reply::new(404, "", Vec::new()),
         },
+        Method::Delete if ctx.hub.shared_in_redis(channel) => delete_in_redis(ctx, channel, accept),
         Method::Delete => match ctx.hub.delete(channel) {
             Deleted::Done(info) => {
                 let info = ChannelInfo {
@@ -253,10 +307,7 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                 info_reply(200, &info, accept)
             }
             Deleted::Missing => Reply::new(404, "", Vec::new()),
-            Deleted::Queue => Reply::text(
-                409,
-                "the channel is a QST queue: its messages leave by acknowledgement",
-            ),
+            Deleted::Queue => queue_not_deleted(),
         },
         _ => forbidden(),
     };
@@ -390,7 +441,7 @@ fn subscribe_poll(
     let cursor = match since {
         Some(c) => c,
         // Now: only what is published from here on.
-        None => ctx.hub.read(&channel, u64::MAX, 0).clock,
+        None => ctx.hub.clock_now(&channel),
     };
     let timeout = match ctx.config.nchan_subscriber_timeout {
         Duration::ZERO => Duration::MAX,

@@ -38,6 +38,44 @@ pub struct WsStream {
     publisher: Option<Box<Publisher>>,
 }
 
+impl WsStream {
+    /// With `--redis`: Redis stored this publisher's oldest message (its `seq`), or did not.
+    /// Writes the channel's info (as this node knows it, with the message's id), or the
+    /// close that ends the stream (then `true`).
+    pub fn published(
+        &self,
+        ctx: &Ctx<'_>,
+        channel: &str,
+        result: Result<crate::hub::Answer, crate::hub::HubError>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(p) = &self.publisher else {
+            return false;
+        };
+        match result {
+            Ok(answer) => {
+                let info = ctx.hub.info(channel).unwrap_or(crate::hub::ChannelInfo {
+                    messages: 1,
+                    subscribers: 0,
+                    requested: None,
+                    last_seq: None,
+                });
+                let info = crate::hub::ChannelInfo {
+                    last_seq: Some(answer.seq()),
+                    ..info
+                };
+                let (_, text) = info_body(&info, p.info);
+                encode_frame(Opcode::Text, text.as_bytes(), out);
+                false
+            }
+            Err(e) => {
+                encode_close(INTERNAL, &e.to_string(), out);
+                true
+            }
+        }
+    }
+}
+
 /// What the client's bytes came to.
 pub struct Read {
     /// Bytes of the buffer done with.
@@ -205,6 +243,18 @@ fn message(
             content_type,
             ..Draft::with_body(body)
         };
+        if ctx.hub.shared_in_redis(channel) {
+            // Answered with the info once Redis stored it (`published`).
+            let to = ctx.publisher.get();
+            if let Err(e) = ctx
+                .hub
+                .publish_redis(channel, vec![draft], Origin::Nchan, false, to)
+            {
+                encode_close(INTERNAL, &e.to_string(), out);
+                return true;
+            }
+            return false;
+        }
         if let Err(e) = ctx.hub.publish(channel, vec![draft], Origin::Nchan, false) {
             encode_close(INTERNAL, &e.to_string(), out);
             return true;

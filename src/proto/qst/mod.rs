@@ -67,9 +67,9 @@ pub(crate) mod fixtures {
 
 use std::borrow::Cow;
 
-use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request};
+use super::{channel_name, Action, Ctx, Park, ParkKind, Reply, Request, Then};
 use crate::http::{self, Method};
-use crate::hub::{Ack, HubError, Origin, Pulled};
+use crate::hub::{Ack, Answer, HubError, Origin, Pulled};
 
 /// Most messages one pull may ask for (`max`).
 pub const MAX_PULL: usize = 1000;
@@ -84,7 +84,7 @@ pub enum Format {
 }
 
 /// A pull held by `long-polling=true`, answered by `resume`.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Pull {
     pub max: usize,
     pub format: Format,
@@ -233,8 +233,24 @@ fn last_id(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str) -> Reply {
     if let Err(r) = ctx.authorize(channel, req) {
         return r;
     }
-    let id = ctx.hub.last_id(channel).unwrap_or_default();
-    Reply::new(200, "text/plain; charset=utf-8", Vec::new()).header("ETag", id)
+    let answer =
+        |id: String| Reply::new(200, "text/plain; charset=utf-8", Vec::new()).header("ETag", id);
+    if ctx.hub.shared_in_redis(channel) {
+        let asked = ctx
+            .waiting_connection()
+            .and_then(|to| ctx.hub.last_id_redis(channel, to).map_err(Reply::hub_error));
+        return match asked {
+            Ok(()) => {
+                let then: Then = Box::new(move |a| match a {
+                    Answer::LastId(id) => Action::Reply(answer(id)),
+                    _ => Action::Reply(Reply::text(500, "internal error: not an id")),
+                });
+                ctx.redis_then(then)
+            }
+            Err(r) => r,
+        };
+    }
+    answer(ctx.hub.last_id(channel).unwrap_or_default())
 }
 
 /// An entity tag as clients send it back: bare, quoted or weak (`W/"…"`).
@@ -322,11 +338,23 @@ fn decide_pull(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, v1: bool) -> Res
         confirmed: &confirmed,
         failed: &failed,
     };
+    let pull = Pull { max, format, v1 };
+    if ctx.hub.shared_in_redis(channel) {
+        let to = ctx.waiting_connection()?;
+        ctx.hub
+            .qst_pull_redis(channel, Some(&ack), max, to)
+            .map_err(Reply::hub_error)?;
+        let park = long_poll.then(|| Park {
+            channel: channel.to_string(),
+            timeout: ctx.config.long_poll_timeout,
+            kind: ParkKind::Qst(pull),
+        });
+        return Ok(Action::Reply(ctx.redis_then(pulled_from_redis(park, pull))));
+    }
     let pulled = ctx
         .hub
         .qst_pull(channel, Some(&ack), max)
         .map_err(Reply::hub_error)?;
-    let pull = Pull { max, format, v1 };
     if pulled.messages.is_empty() && long_poll {
         let kind = ParkKind::Qst(pull);
         return Ok(Action::Park(Park {
@@ -355,6 +383,37 @@ fn reply(pulled: &Pulled, pull: &Pull) -> Reply {
     Reply::new(200, content_type, body)
         .header("ETag", pulled.etag.clone().unwrap_or_default())
         .header("Cache-Control", "no-cache")
+}
+
+/// What a pull through Redis answers: the messages, or, when there are none and `park` is
+/// given (a long-poll), a park until the channel has news.
+fn pulled_from_redis(park: Option<Park>, pull: Pull) -> Then {
+    Box::new(move |answer| match answer {
+        Answer::Pulled(pulled) => match park {
+            Some(park) if pulled.messages.is_empty() => Action::Park(park),
+            _ => Action::Reply(reply(&pulled, &pull)),
+        },
+        _ => Action::Reply(Reply::text(500, "internal error: not a pull")),
+    })
+}
+
+/// With `--redis`: a parked long-poll woken (its channel has news) or timed out pulls
+/// again through Redis; the connection waits for that answer (`Then`). Woken and still
+/// empty (another gateway took the messages), it parks again.
+pub fn resume_redis(ctx: &Ctx<'_>, park: Park, timed_out: bool) -> Result<Then, Reply> {
+    let ParkKind::Qst(pull) = park.kind else {
+        return Err(Reply::text(500, "internal error: not a QST pull"));
+    };
+    let to = ctx.waiting_connection()?;
+    ctx.hub
+        .qst_pull_redis(&park.channel, None, pull.max, to)
+        .map_err(Reply::hub_error)?;
+    let again = (!timed_out).then_some(Park {
+        channel: park.channel,
+        timeout: park.timeout,
+        kind: ParkKind::Qst(pull),
+    });
+    Ok(pulled_from_redis(again, pull))
 }
 
 /// A parked long-poll: answers once the queue has messages, or empty at the timeout.

@@ -65,6 +65,13 @@ pub trait Env {
         let _ = (user, from, node, id, payload);
         Err(PubSubError::Unavailable)
     }
+    /// Answers the publish just made: `stored` now, or, if the item is still being stored
+    /// (`--redis`), once it is (`failed` if it could not be). Answers keep the order of
+    /// their publishes.
+    fn answer_published(&mut self, stored: String, failed: String, out: &mut String) {
+        let _ = failed;
+        out.push_str(&stored);
+    }
     /// The last `max` retained messages of `node` as `<item>` elements.
     fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {
         let _ = (user, node, max);
@@ -592,14 +599,18 @@ impl Session {
                 let payload = item.map(|i| inner_xml(i, raw)).unwrap_or_default();
                 match env.publish(&user, &bare, node, item_id, &payload) {
                     Ok(stored) => {
-                        open(out);
+                        let mut answer = String::new();
+                        open(&mut answer);
                         write!(
-                            out,
+                            answer,
                             "<publish node='{}'><item id='{}'/></publish></pubsub></iq>",
                             escape(node),
                             escape(&stored)
                         )
                         .ok();
+                        let mut failed = String::new();
+                        refuse(&mut failed, PubSubError::Refused("not stored".into()));
+                        env.answer_published(answer, failed, out);
                     }
                     Err(e) => refuse(out, e),
                 }
