@@ -164,7 +164,10 @@ fn run_nodes(s: &Settings) -> Result<i32, String> {
     // every subscriber gets this stored message first, from whichever node it is on
     let r = timed_request(pub_server, &pub_api_request(&s.channel, b"noop"), |_| {})?;
     if !(200..300).contains(&r.reply.status) {
-        return Err(format!("publish of the first noop: status {}", r.reply.status));
+        return Err(format!(
+            "publish of the first noop: status {}",
+            r.reply.status
+        ));
     }
 
     let extra = [
@@ -178,7 +181,8 @@ fn run_nodes(s: &Settings) -> Result<i32, String> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, f) in s.fleets.iter().enumerate() {
         println!("node {i} ({}): {} subscribers", f.server, f.n);
-        let (workers, rx, st) = bring_up(f, "worker", "--streams", &extra, "streams", "connecting")?;
+        let (workers, rx, st) =
+            bring_up(f, "worker", "--streams", &extra, "streams", "connecting")?;
         nodes.push(Node {
             up: st.up,
             failed: st.failed,

@@ -4,7 +4,7 @@
 set -u
 here=/work/wt-rload/loadtest/bench
 . $here/lib.sh
-WORK=/work/rload-out/probe; OUTP=$WORK/${KIND:-tidings}-${MODE:-plain}
+WORK=/work/rload-out/probe; OUTP=$WORK/${TAG:-}${KIND:-tidings}-${MODE:-plain}
 mkdir -p $OUTP
 WORKERS=1 NGINX_WORKERS=1 START_WAIT=0.5 STOP_WAIT=0.5 PIN="taskset -c 0"
 next_port=33700
@@ -13,7 +13,7 @@ taskset -c 0 redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly 
 sleep 0.5; redis-cli -p $RPORT flushall >/dev/null
 printf 'wrk.method = "POST"\nwrk.body = "hello"\nwrk.headers["Content-Type"] = "text/plain"\n' > $WORK/post.lua
 if [ "${KIND:-tidings}" = tidings ]; then
-  TIDINGS=/work/bin-redis/tidings start_server --redis redis://127.0.0.1:$RPORT/0; SP=$PID
+  TIDINGS=${TBIN:-/work/bin-redis/tidings} start_server --redis redis://127.0.0.1:$RPORT/0 ${TFLAGS:-}; SP=$PID
 else
   NCHAN_REDIS=redis://127.0.0.1:$RPORT nginx_conf $WORK/ngx $PORT nchan; start_nginx $WORK/ngx $PORT; SP=$(pgrep -P $NPID)
 fi
