@@ -7,7 +7,9 @@
 # Settings (environment, with defaults): TIDINGS (the server binary,
 # $BIN/tidings), PORT, WORKERS (2: tidings --workers), NGINX_WORKERS (2:
 # worker_processes), PIN ("": a command prefix for the servers, e.g.
-# "taskset -c 0"), START_WAIT (1 s after a start), STOP_WAIT (2 s after a stop).
+# "taskset -c 0"), START_WAIT (1 s after a start), STOP_WAIT (2 s after a stop),
+# NCHAN_REDIS ("": a redis://HOST:PORT URL; nginx_conf's nchan then keeps its
+# channels in that Redis, shared by every nginx given the same URL).
 
 LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -90,21 +92,28 @@ EOF
             # --dialect nchan); /pull: http-chunked streams (talk-idle --dialect nchan);
             # /pub/C and /sub/C: nchan's API (nchan-sub, every transport);
             # /health: a 3-byte answer from nginx itself (pipeline).
+            # with NCHAN_REDIS: nchan's Redis mode (distributed storage) in every location
+            # (nchan_redis_pass at server level is not inherited by them: nothing reached Redis)
+            local rp=""
+            if [ -n "${NCHAN_REDIS:-}" ]; then
+                echo "    upstream nchan_redis { nchan_redis_server \"$NCHAN_REDIS\"; }"
+                rp=" nchan_redis_pass nchan_redis;"
+            fi
             cat <<EOF
     nchan_shared_memory_size 128m;
     server {
         listen 127.0.0.1:$port reuseport;
-        location = /pub { nchan_publisher; nchan_channel_id \$arg_channel;
+        location = /pub { nchan_publisher; nchan_channel_id \$arg_channel;$rp
                           nchan_message_buffer_length 1024; nchan_message_timeout 10m; }
-        location = /sub { nchan_subscriber longpoll; nchan_channel_id \$arg_channel;
+        location = /sub { nchan_subscriber longpoll; nchan_channel_id \$arg_channel;$rp
                           nchan_subscriber_first_message newest; nchan_subscriber_timeout 25s; }
-        location = /pull { nchan_subscriber http-chunked; nchan_channel_id \$arg_channel;
+        location = /pull { nchan_subscriber http-chunked; nchan_channel_id \$arg_channel;$rp
                            nchan_subscriber_first_message oldest; }
         location = /health { default_type text/plain; return 200 "ok\n"; }
         # nchan's own API, which tidings serves too (NCHAN.md 1): nchan-sub and wrk on /pub/
-        location ~ ^/pub/(.+)$ { nchan_publisher; nchan_channel_id \$1;
+        location ~ ^/pub/(.+)$ { nchan_publisher; nchan_channel_id \$1;$rp
                                  nchan_message_buffer_length 1024; nchan_message_timeout 10m; }
-        location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1;
+        location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1;$rp
                                  nchan_subscriber_first_message oldest; }
     }
 }

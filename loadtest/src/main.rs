@@ -27,6 +27,7 @@ mod idle;
 mod json;
 mod measure;
 mod nchan_sub;
+mod nodes;
 mod pipeline;
 mod qst;
 mod series;
@@ -47,6 +48,9 @@ scenarios:
                    server's RSS per stream and the fan-out latency of K pushes
   nchan-sub        the same over N subscribers of nchan's API (/sub/C, --transport
                    eventsource|websocket|longpoll), tidings or nginx + nchan alike
+  nchan-nodes      nchan-sub over several nodes sharing one store (tidings --redis, nchan
+                   with Redis): subscribers spread over them, publishes on one; per node
+                   fan-out latency, deliveries and CPU per delivery
   talk-echo-check  two streams and two pushes, checked byte for byte
   qst              P producers push B batches of S messages to a QST queue while one
                    consumer long-polls and acknowledges; checks loss and duplicates
@@ -113,6 +117,7 @@ fn main() {
     let code = match argv.first().map(String::as_str) {
         Some("talk-idle") => idle::run(&argv[1..]),
         Some("nchan-sub") => idle::run_sub(&argv[1..]),
+        Some("nchan-nodes") => nodes::run(&argv[1..]),
         Some("talk-echo-check") => echo::run(&argv[1..]),
         Some("worker") => worker::run(&argv[1..]),
         Some("qst") => qst::run(&argv[1..]),
