@@ -218,7 +218,7 @@ local cap, cap_bytes, qcap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV
 local ttl = tonumber(ARGV[7])
 -- Every field of the channel this needs, in one call (each call costs about as much as
 -- the work it does: this script is the price of a publish).
-local h = redis.call('HMGET', meta, 'q', 'clock', 'bytes', 'acked', 'deleted')
+local h = redis.call('HMGET', meta, 'q', 'clock', 'bytes', 'acked', 'deleted', 'aged')
 local queue = h[1] ~= false
 if ARGV[6] == '1' and not queue then
   make_queue(meta, log, ids, seqs)
@@ -259,16 +259,29 @@ for i = 8, #ARGV, 2 do
   end
 end
 local acked = tonumber(h[4] or '0')
+-- The age cap is applied (and the channel's expiry pushed back) at most every tenth of it,
+-- and at most every second: not at every publish of a busy channel, where it would cost an
+-- `XRANGE` and two `PEXPIRE`s each time. So a message may outlive the cap, and a channel
+-- expire before it, by that much (readers skip what is older: `READ`).
+local aged = tonumber(h[6] or '0')
+local age_now = ttl > 0 and now - aged >= math.min(1000, math.floor(ttl / 10))
+local age_cap = 0
+if age_now then age_cap = ttl end
 local dropped
-bytes, dropped = trim(log, ids, seqs, cap, cap_bytes, ttl, now, queue, acked, bytes)
+bytes, dropped = trim(log, ids, seqs, cap, cap_bytes, age_cap, now, queue, acked, bytes)
+local fields = {'clock', fmt(clock), 'bytes', fmt(bytes)}
 if dropped then
-  redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes), 'dropped', fmt(dropped))
-else
-  redis.call('HSET', meta, 'clock', fmt(clock), 'bytes', fmt(bytes))
+  fields[#fields + 1] = 'dropped'
+  fields[#fields + 1] = fmt(dropped)
 end
+if age_now then
+  fields[#fields + 1] = 'aged'
+  fields[#fields + 1] = fmt(now)
+end
+redis.call('HSET', meta, unpack(fields))
 if h[5] then redis.call('HDEL', meta, 'deleted') end
 -- A channel that is not a queue expires with its last message.
-if ttl > 0 and not queue then
+if age_now and not queue then
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', log, ttl)
 end
