@@ -198,8 +198,10 @@ impl HttpConn {
             self.end_stream_with(answer, w);
             return Next::Keep;
         }
-        self.out.push(Seg::Owned(answer));
-        self.link.mark_pending(w);
+        if !answer.is_empty() {
+            self.out.push(Seg::Owned(answer));
+            self.link.mark_pending(w);
+        }
         Next::Keep
     }
 
