@@ -61,9 +61,6 @@ PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
 next_port=${PORT_BASE:-29700}
 
-# put ROW SERVER ROUND METRIC VALUE
-put() { [ -n "$5" ] && [ "$5" != na ] && printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 # start SERVER: a fresh tidings or nginx + nchan on a new port; sets P and SPIDS
 start() {

@@ -1,4 +1,4 @@
-# Shared by run-results.sh and compare.sh (source it; it runs nothing itself):
+# Shared by the bench scripts (source it; it runs nothing itself):
 # port checks, the quiet-machine wait, starting and stopping tidings and
 # nginx (+ nchan) by PID, the nginx configurations, server CPU time.
 #
@@ -241,4 +241,16 @@ find_binaries() {
     for b in "$TIDINGS" "$LOAD"; do
         [ -x "$b" ] || { echo "$b: not an executable" >&2; exit 2; }
     done
+}
+
+# For the scripts that collect a results.tsv (nchanapi, backtoback, redis): `put ROW SERVER
+# ROUND METRIC VALUE` appends a row to $TSV (a missing or `na` value is left out);
+# `summary LOG KEY` reads KEY=… from a tidings-load log's SUMMARY line; `loadavg` is the
+# 1-minute load average; `post_lua FILE` writes wrk's script for `POST /pub/…` (a 5-byte
+# text/plain body).
+put() { [ -n "$5" ] && [ "$5" != na ] && printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
+summary() { grep -m1 '^SUMMARY' "$1" | grep -o "\b$2=[^ ]*" | cut -d= -f2; }
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+post_lua() {
+    printf 'wrk.method = "POST"\nwrk.body = "hello"\nwrk.headers["Content-Type"] = "text/plain"\n' > "$1"
 }

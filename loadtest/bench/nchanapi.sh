@@ -56,12 +56,8 @@ WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=${NGINX_CONNECTIONS:-25000} START_WA
 PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
 next_port=${PORT_BASE:-29600}
-printf 'wrk.method = "POST"\nwrk.body = "hello"\nwrk.headers["Content-Type"] = "text/plain"\n' > "$WORK/post.lua"
+post_lua "$WORK/post.lua"
 
-# put ROW SERVER ROUND METRIC VALUE
-put() { [ -n "$5" ] && [ "$5" != na ] && printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
-summary() { grep -m1 '^SUMMARY' "$1" | grep -o "\b$2=[^ ]*" | cut -d= -f2; }
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 # start SERVER: a fresh tidings or nginx + nchan on a new port; sets P and SPIDS
 start() {

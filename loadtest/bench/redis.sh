@@ -70,11 +70,8 @@ WORKERS=1 NGINX_WORKERS=1 NGINX_CONNECTIONS=${NGINX_CONNECTIONS:-25000} START_WA
 PIN="taskset -c $SERVER_CPU"
 CL="taskset -c $CLIENT_CPU"
 next_port=${PORT_BASE:-31700}
-printf 'wrk.method = "POST"\nwrk.body = "hello"\nwrk.headers["Content-Type"] = "text/plain"\n' > "$WORK/post.lua"
+post_lua "$WORK/post.lua"
 
-# put ROW SERVER ROUND METRIC VALUE
-put() { [ -n "$5" ] && [ "$5" != na ] && printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$TSV"; }
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 # start_redis: a fresh redis-server (no persistence) on a new port, FLUSHALL'd; sets RPORT, RPID
 start_redis() {
