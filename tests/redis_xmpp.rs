@@ -60,3 +60,27 @@ fn an_xmpp_publish_is_answered_once_redis_stored_it() {
     );
     talk_b.expect_no_message(Duration::from_millis(100));
 }
+
+#[test]
+fn items_on_a_node_that_never_held_the_channel_come_from_redis() {
+    let Some(redis) = RedisServer::start("xmpp_items") else {
+        return;
+    };
+    let url = tidings::redis::Url::parse(&redis.url()).unwrap();
+    let a = xmpp(|c| c.redis = Some(url.clone()));
+    let b = xmpp(|c| c.redis = Some(url));
+    assert!(wait_for(TIMEOUT, || b.get("/health").text().trim() == "ok"));
+    let mut publisher = session(&a, "user", "secret", "pub");
+    for id in ["n1", "n2", "n3"] {
+        publisher.send(&publish_iq(id, "news", id));
+        let answer = text(publisher.read_until(b"</iq>", TIMEOUT));
+        assert!(answer.starts_with("<iq type='result'"), "{answer}");
+    }
+    // B has no subscriber of the channel and so holds none of it: Redis answers.
+    let mut reader = session(&b, "user", "secret", "read");
+    reader.send(format!("<iq type='get' to='localhost' id='i1'><pubsub xmlns='{PUBSUB}'><items node='news' max_items='2'/></pubsub></iq>").as_bytes());
+    assert_eq!(
+        text(reader.read_until(b"</iq>", TIMEOUT)),
+        format!("<iq type='result' id='i1' from='localhost'><pubsub xmlns='{PUBSUB}'><items node='news'><item id='n2'><entry xmlns='urn:x'>n2</entry></item><item id='n3'><entry xmlns='urn:x'>n3</entry></item></items></pubsub></iq>")
+    );
+}

@@ -9,11 +9,11 @@ use super::out::{Out, Seg};
 use super::readbuf::ReadBuf;
 use super::socket::SocketResult;
 use super::{Link, Next};
-use crate::hub::{Draft, Message, Origin, Subscribe, WaiterRef};
+use crate::hub::{Draft, Mail, Message, Origin, Subscribe, WaiterRef};
 use crate::proto;
 use crate::proto::xmpp::pubsub;
 use crate::proto::xmpp::sasl::Users;
-use crate::proto::xmpp::session::{Env, Fed, PubSubError, Session};
+use crate::proto::xmpp::session::{Env, Fed, ItemsIq, PubSubError, Session};
 use crate::proto::xmpp::stanza::Element;
 use crate::worker::{Shared, Worker};
 
@@ -268,6 +268,47 @@ impl Env for ConnEnv<'_> {
             true => self.held.push_back((stored, failed)),
             false => out.push_str(&stored),
         }
+    }
+
+    fn items_later(
+        &mut self,
+        user: &str,
+        node: &str,
+        max: usize,
+        answer: ItemsIq,
+        out: &mut String,
+    ) -> Option<ItemsIq> {
+        let shared = self.shared;
+        if !shared.hub.shared_in_redis(node) || node_allowed(shared, user, node).is_err() {
+            return Some(answer);
+        }
+        // The answer goes to this session as a stanza, like a routed one.
+        let me = self.me;
+        let render = answer.clone();
+        let asked = shared.hub.read_redis(node, move |hub, read| {
+            let items = read
+                .map(|messages| {
+                    let skip = messages.len().saturating_sub(max);
+                    let mut items = String::new();
+                    for m in &messages[skip..] {
+                        pubsub::item(m, &mut items);
+                    }
+                    items
+                })
+                .map_err(|e| PubSubError::Refused(e.to_string()));
+            let stanza: Arc<[u8]> = Arc::from(render.render(items).into_bytes());
+            hub.send(
+                me.worker,
+                Mail::Stanza {
+                    token: me.token,
+                    stanza,
+                },
+            );
+        });
+        if let Err(e) = asked {
+            out.push_str(&answer.render(Err(PubSubError::Refused(e.to_string()))));
+        }
+        None
     }
 
     fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {

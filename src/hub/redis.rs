@@ -26,8 +26,9 @@
 //!   last id; nchan's `DELETE` runs there and every node deletes its copy on the notice.
 //! - A request whose answer is Redis's gets it as `Mail::Synced` with an `Answer`.
 //!
-//! Not shared (each node's own): the channel counts of nchan's `GET /pub/` and of its
-//! `201`/`202`, v1 addresses, and XMPP `items` (the node's cache).
+//! XMPP PubSub `items` are read from Redis (`read_redis`): a node's cache may not hold
+//! the channel yet. Not shared (each node's own): the channel counts of nchan's `GET /pub/`
+//! and of its `201`/`202`, and v1 addresses.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -258,14 +259,13 @@ impl Hub {
         );
     }
 
-    /// Runs `op` in Redis and answers `to` with what `then` makes of the reply; a failure
-    /// is answered `HubError::Redis` (and counted).
-    fn ask_redis<T: 'static>(
+    /// Runs `op` in Redis; `done` gets the parsed reply on the engine thread (if the hub
+    /// still exists). `Err(Redis)` at once, counted, when Redis is down.
+    fn submit_redis<T: 'static>(
         &self,
         op: crate::redis::Op,
         parse: fn(crate::redis::resp::Value) -> Result<T, Error>,
-        to: WaiterRef,
-        then: impl FnOnce(&Hub, T) -> Answer + Send + 'static,
+        done: impl FnOnce(&Hub, Result<T, Error>) + Send + 'static,
     ) -> Result<(), HubError> {
         let Some(link) = &self.redis else {
             return Err(HubError::Redis);
@@ -276,11 +276,25 @@ impl Hub {
         }
         let hub = link.hub.get().cloned();
         link.engine.submit_with(op, parse, move |answer| {
-            let Some(hub) = hub.as_ref().and_then(Weak::upgrade) else {
-                return;
-            };
+            if let Some(hub) = hub.as_ref().and_then(Weak::upgrade) {
+                done(&hub, answer);
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs `op` in Redis and answers `to` with what `then` makes of the reply; a failure
+    /// is answered `HubError::Redis` (and counted).
+    fn ask_redis<T: 'static>(
+        &self,
+        op: crate::redis::Op,
+        parse: fn(crate::redis::resp::Value) -> Result<T, Error>,
+        to: WaiterRef,
+        then: impl FnOnce(&Hub, T) -> Answer + Send + 'static,
+    ) -> Result<(), HubError> {
+        self.submit_redis(op, parse, move |hub, answer| {
             let result = match answer {
-                Ok(v) => Ok(then(&hub, v)),
+                Ok(v) => Ok(then(hub, v)),
                 Err(e) => {
                     warn!("a Redis request failed: {e}");
                     hub.metrics.redis_refusals.inc();
@@ -288,8 +302,7 @@ impl Hub {
                 }
             };
             hub.answer(to, result);
-        });
-        Ok(())
+        })
     }
 
     /// A QST pull through Redis (the queue's cursor, tries and v1 done-set live there, so
@@ -349,6 +362,29 @@ impl Hub {
     pub fn delete_redis(&self, channel: &str, to: WaiterRef) -> Result<(), HubError> {
         let op = engine::delete_op(channel);
         self.ask_redis(op, engine::parse_deleted, to, |_, r| Answer::Removed(r))
+    }
+
+    /// The channel's retained messages as Redis holds them, oldest first, for `done` (on the
+    /// engine thread): XMPP PubSub `items`, which a node that does not hold the channel (or
+    /// has not caught up yet) cannot answer from its cache. `Err(Redis)` at once when Redis
+    /// is down.
+    pub fn read_redis(
+        &self,
+        channel: &str,
+        done: impl FnOnce(&Hub, Result<Vec<Message>, HubError>) + Send + 'static,
+    ) -> Result<(), HubError> {
+        let ttl = self.limits.channel_ttl.as_millis() as u64;
+        let all = self.limits.channel_capacity;
+        let op = engine::read_recent_op(channel, 0, all, ttl);
+        self.submit_redis(op, engine::parse_log, move |hub, answer| {
+            let read = answer
+                .map(|log| log.entries.iter().filter_map(decode).collect())
+                .map_err(|e| {
+                    warn!("reading from Redis failed: {e}");
+                    HubError::Redis
+                });
+            done(hub, read);
+        })
     }
 
     /// QST `HEAD`: the id of the newest message in Redis (`Answer::LastId`, empty: none).

@@ -72,10 +72,76 @@ pub trait Env {
         let _ = failed;
         out.push_str(&stored);
     }
+    /// Answers an `items` request later (`--redis`: the items are Redis's): takes `answer`
+    /// and returns `None`, writing to `out` only if it cannot even ask; or gives `answer`
+    /// back for `items` to answer now.
+    fn items_later(
+        &mut self,
+        user: &str,
+        node: &str,
+        max: usize,
+        answer: ItemsIq,
+        out: &mut String,
+    ) -> Option<ItemsIq> {
+        let _ = (user, node, max, out);
+        Some(answer)
+    }
     /// The last `max` retained messages of `node` as `<item>` elements.
     fn items(&mut self, user: &str, node: &str, max: usize) -> Result<String, PubSubError> {
         let _ = (user, node, max);
         Err(PubSubError::Unavailable)
+    }
+}
+
+/// The answer to a PubSub `items` request, rendered once its items are known (now, or when
+/// Redis answers: `Env::items_later`).
+#[derive(Debug, Clone)]
+pub struct ItemsIq {
+    id: String,
+    domain: String,
+    node: String,
+}
+
+impl ItemsIq {
+    /// The whole `<iq>`: the items (`<item>` elements), or the refusal.
+    pub fn render(&self, items: Result<String, PubSubError>) -> String {
+        let mut out = String::new();
+        match items {
+            Ok(items) => {
+                write!(
+                    out,
+                    "<iq type='result' id='{}' from='{}'><pubsub xmlns='{NS_PUBSUB}'><items node='{}'>{items}</items></pubsub></iq>",
+                    escape(&self.id),
+                    escape(&self.domain),
+                    escape(&self.node)
+                )
+                .ok();
+            }
+            Err(e) => pubsub_refusal(&mut out, &self.id, &self.domain, e),
+        }
+        out
+    }
+}
+
+/// The `<iq type='error'>` of a refused PubSub request.
+fn pubsub_refusal(out: &mut String, id: &str, domain: &str, e: PubSubError) {
+    match e {
+        PubSubError::Forbidden => iq_error(out, id, domain, "", "auth", "forbidden", None),
+        PubSubError::BadNode(why) => {
+            iq_error(out, id, domain, "", "modify", "bad-request", Some(&why))
+        }
+        PubSubError::Refused(why) => iq_error(
+            out,
+            id,
+            domain,
+            "",
+            "wait",
+            "resource-constraint",
+            Some(&why),
+        ),
+        PubSubError::Unavailable => {
+            iq_error(out, id, domain, "", "cancel", "service-unavailable", None)
+        }
     }
 }
 
@@ -525,24 +591,7 @@ impl Session {
             return;
         };
         let node = op.attr("node").unwrap_or("");
-        let refuse = |out: &mut String, e: PubSubError| match e {
-            PubSubError::Forbidden => iq_error(out, id, domain, "", "auth", "forbidden", None),
-            PubSubError::BadNode(why) => {
-                iq_error(out, id, domain, "", "modify", "bad-request", Some(&why))
-            }
-            PubSubError::Refused(why) => iq_error(
-                out,
-                id,
-                domain,
-                "",
-                "wait",
-                "resource-constraint",
-                Some(&why),
-            ),
-            PubSubError::Unavailable => {
-                iq_error(out, id, domain, "", "cancel", "service-unavailable", None)
-            }
-        };
+        let refuse = |out: &mut String, e: PubSubError| pubsub_refusal(out, id, domain, e);
         let open = |out: &mut String| {
             write!(
                 out,
@@ -620,17 +669,13 @@ impl Session {
                     .attr("max_items")
                     .and_then(|m| m.parse::<usize>().ok())
                     .unwrap_or(usize::MAX);
-                match env.items(&user, node, max) {
-                    Ok(items) => {
-                        open(out);
-                        write!(
-                            out,
-                            "<items node='{}'>{items}</items></pubsub></iq>",
-                            escape(node)
-                        )
-                        .ok();
-                    }
-                    Err(e) => refuse(out, e),
+                let answer = ItemsIq {
+                    id: id.to_string(),
+                    domain: domain.to_string(),
+                    node: node.to_string(),
+                };
+                if let Some(answer) = env.items_later(&user, node, max, answer, out) {
+                    out.push_str(&answer.render(env.items(&user, node, max)));
                 }
             }
             _ => iq_error(
