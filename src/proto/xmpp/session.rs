@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 
+pub use super::pubsub::{ItemsIq, PubSubError};
 use super::sasl::{self, Exchange, Step};
 use super::stanza::{self, escape, Element};
 use super::tokenizer::{Token, Tokenizer, XmlError};
@@ -91,71 +92,6 @@ pub trait Env {
         let _ = (user, node, max);
         Err(PubSubError::Unavailable)
     }
-}
-
-/// The answer to a PubSub `items` request, rendered once its items are known (now, or when
-/// Redis answers: `Env::items_later`).
-#[derive(Debug, Clone)]
-pub struct ItemsIq {
-    id: String,
-    domain: String,
-    node: String,
-}
-
-impl ItemsIq {
-    /// The whole `<iq>`: the items (`<item>` elements), or the refusal.
-    pub fn render(&self, items: Result<String, PubSubError>) -> String {
-        let mut out = String::new();
-        match items {
-            Ok(items) => {
-                write!(
-                    out,
-                    "<iq type='result' id='{}' from='{}'><pubsub xmlns='{NS_PUBSUB}'><items node='{}'>{items}</items></pubsub></iq>",
-                    escape(&self.id),
-                    escape(&self.domain),
-                    escape(&self.node)
-                )
-                .ok();
-            }
-            Err(e) => pubsub_refusal(&mut out, &self.id, &self.domain, e),
-        }
-        out
-    }
-}
-
-/// The `<iq type='error'>` of a refused PubSub request.
-fn pubsub_refusal(out: &mut String, id: &str, domain: &str, e: PubSubError) {
-    match e {
-        PubSubError::Forbidden => iq_error(out, id, domain, "", "auth", "forbidden", None),
-        PubSubError::BadNode(why) => {
-            iq_error(out, id, domain, "", "modify", "bad-request", Some(&why))
-        }
-        PubSubError::Refused(why) => iq_error(
-            out,
-            id,
-            domain,
-            "",
-            "wait",
-            "resource-constraint",
-            Some(&why),
-        ),
-        PubSubError::Unavailable => {
-            iq_error(out, id, domain, "", "cancel", "service-unavailable", None)
-        }
-    }
-}
-
-/// Why a PubSub request was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PubSubError {
-    /// The credentials patterns guard the node from this user: `auth`/`forbidden`.
-    Forbidden,
-    /// Not a channel name (or no node): `modify`/`bad-request`.
-    BadNode(String),
-    /// The hub refused (limits): `wait`/`resource-constraint`.
-    Refused(String),
-    /// Not served here: `cancel`/`service-unavailable`.
-    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -557,7 +493,10 @@ impl Session {
                 )
                 .ok();
             }
-            (_, "pubsub", NS_PUBSUB) => self.on_pubsub(kind, id, child, raw, domain, out, env),
+            (_, "pubsub", NS_PUBSUB) => {
+                let who = (self.user.clone(), self.jid.clone());
+                super::pubsub::request(kind, id, child, raw, domain, who, out, env)
+            }
             (_, _, NS_URN_M) => {
                 let user = self.user.clone().unwrap_or_default();
                 match env.urn_m(&user, iq, raw) {
@@ -566,127 +505,6 @@ impl Session {
                 }
             }
             _ => iq_error(out, id, domain, "", "cancel", "service-unavailable", None),
-        }
-    }
-
-    /// A PubSub request (PROTOCOLS.md 4.4) to the service at the domain.
-    #[allow(clippy::too_many_arguments)]
-    fn on_pubsub(
-        &mut self,
-        kind: &str,
-        id: &str,
-        pubsub: &Element,
-        raw: &[u8],
-        domain: &str,
-        out: &mut String,
-        env: &mut dyn Env,
-    ) {
-        let (Some(user), Some(jid)) = (self.user.clone(), self.jid.clone()) else {
-            iq_error(out, id, domain, "", "cancel", "not-allowed", None);
-            return;
-        };
-        let bare = jid.split('/').next().unwrap_or("").to_string();
-        let Some(op) = pubsub.first_child() else {
-            iq_error(out, id, domain, "", "modify", "bad-request", None);
-            return;
-        };
-        let node = op.attr("node").unwrap_or("");
-        let refuse = |out: &mut String, e: PubSubError| pubsub_refusal(out, id, domain, e);
-        let open = |out: &mut String| {
-            write!(
-                out,
-                "<iq type='result' id='{}' from='{}'><pubsub xmlns='{NS_PUBSUB}'>",
-                escape(id),
-                escape(domain)
-            )
-            .ok();
-        };
-        match (kind, op.local_name()) {
-            ("set", "subscribe") => {
-                let asked = op.attr("jid").unwrap_or("");
-                if asked.split('/').next() != Some(bare.as_str()) {
-                    write!(
-                        out,
-                        "<iq type='error' id='{}' from='{}'><error type='modify'><bad-request xmlns='{NS_STANZAS}'/><invalid-jid xmlns='{}'/></error></iq>",
-                        escape(id),
-                        escape(domain),
-                        super::pubsub::NS_PUBSUB_ERRORS
-                    )
-                    .ok();
-                    return;
-                }
-                match env.subscribe(&user, node) {
-                    Ok(subid) => {
-                        open(out);
-                        write!(
-                            out,
-                            "<subscription node='{}' jid='{}' subid='{}' subscription='subscribed'/></pubsub></iq>",
-                            escape(node),
-                            escape(asked),
-                            escape(&subid)
-                        )
-                        .ok();
-                    }
-                    Err(e) => refuse(out, e),
-                }
-            }
-            ("set", "unsubscribe") => match env.unsubscribe(node) {
-                Ok(()) => {
-                    write!(
-                        out,
-                        "<iq type='result' id='{}' from='{}'/>",
-                        escape(id),
-                        escape(domain)
-                    )
-                    .ok();
-                }
-                Err(e) => refuse(out, e),
-            },
-            ("set", "publish") => {
-                let item = op.children.iter().find(|c| c.local_name() == "item");
-                let item_id = item.and_then(|i| i.attr("id"));
-                let payload = item.map(|i| inner_xml(i, raw)).unwrap_or_default();
-                match env.publish(&user, &bare, node, item_id, &payload) {
-                    Ok(stored) => {
-                        let mut answer = String::new();
-                        open(&mut answer);
-                        write!(
-                            answer,
-                            "<publish node='{}'><item id='{}'/></publish></pubsub></iq>",
-                            escape(node),
-                            escape(&stored)
-                        )
-                        .ok();
-                        let mut failed = String::new();
-                        refuse(&mut failed, PubSubError::Refused("not stored".into()));
-                        env.answer_published(answer, failed, out);
-                    }
-                    Err(e) => refuse(out, e),
-                }
-            }
-            ("get", "items") => {
-                let max = op
-                    .attr("max_items")
-                    .and_then(|m| m.parse::<usize>().ok())
-                    .unwrap_or(usize::MAX);
-                let answer = ItemsIq {
-                    id: id.to_string(),
-                    domain: domain.to_string(),
-                    node: node.to_string(),
-                };
-                if let Some(answer) = env.items_later(&user, node, max, answer, out) {
-                    out.push_str(&answer.render(env.items(&user, node, max)));
-                }
-            }
-            _ => iq_error(
-                out,
-                id,
-                domain,
-                "",
-                "cancel",
-                "feature-not-implemented",
-                None,
-            ),
         }
     }
 
@@ -727,7 +545,7 @@ impl Session {
 
 /// What an element holds, as XML: its child elements' bytes as they arrived (from the first
 /// child's start to the last one's end), or its text escaped when it has no child.
-fn inner_xml(el: &Element, raw: &[u8]) -> String {
+pub(super) fn inner_xml(el: &Element, raw: &[u8]) -> String {
     match (el.children.first(), el.children.last()) {
         (Some(first), Some(last)) => raw
             .get(first.span.start..last.span.end)
