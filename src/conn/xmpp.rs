@@ -285,12 +285,11 @@ impl Env for ConnEnv<'_> {
         // The answer goes to this session as a stanza, like a routed one.
         let me = self.me;
         let render = answer.clone();
-        let asked = shared.hub.read_redis(node, move |hub, read| {
+        let asked = shared.hub.read_redis(node, max, move |hub, read| {
             let items = read
                 .map(|messages| {
-                    let skip = messages.len().saturating_sub(max);
                     let mut items = String::new();
-                    for m in &messages[skip..] {
+                    for m in &messages {
                         pubsub::item(m, &mut items);
                     }
                     items

@@ -200,13 +200,10 @@ impl Hub {
             return Err(HubError::Redis);
         }
         let prepared = self.prepare(drafts, origin);
-        let data: Vec<Vec<u8>> = prepared.iter().map(encode).collect();
-        let msgs: Vec<(&str, &[u8])> = prepared
+        let msgs = prepared
             .iter()
-            .zip(&data)
-            .map(|(m, d)| (&*m.id, d.as_slice()))
-            .collect();
-        let op = link.engine.publish_op(channel, &msgs, queue);
+            .map(|m| (m.id.as_bytes().to_vec(), encode(m)));
+        let op = link.engine.publish_op_owned(channel, msgs, queue);
         Ok((prepared, op))
     }
 
@@ -260,7 +257,7 @@ impl Hub {
     }
 
     /// Runs `op` in Redis; `done` gets the parsed reply on the engine thread (if the hub
-    /// still exists). `Err(Redis)` at once, counted, when Redis is down.
+    /// still exists). `Err(Redis)` at once when Redis is down.
     fn submit_redis<T: 'static>(
         &self,
         op: crate::redis::Op,
@@ -271,7 +268,6 @@ impl Hub {
             return Err(HubError::Redis);
         };
         if !link.engine.status().up {
-            self.metrics.redis_refusals.inc();
             return Err(HubError::Redis);
         }
         let hub = link.hub.get().cloned();
@@ -303,6 +299,7 @@ impl Hub {
             };
             hub.answer(to, result);
         })
+        .inspect_err(|_| self.metrics.redis_refusals.inc())
     }
 
     /// A QST pull through Redis (the queue's cursor, tries and v1 done-set live there, so
@@ -364,13 +361,14 @@ impl Hub {
         self.ask_redis(op, engine::parse_deleted, to, |_, r| Answer::Removed(r))
     }
 
-    /// The channel's retained messages as Redis holds them, oldest first, for `done` (on the
+    /// The channel's `last` retained messages as Redis holds them, oldest first, for `done` (on the
     /// engine thread): XMPP PubSub `items`, which a node that does not hold the channel (or
     /// has not caught up yet) cannot answer from its cache. `Err(Redis)` at once when Redis
     /// is down.
     pub fn read_redis(
         &self,
         channel: &str,
+        last: usize,
         done: impl FnOnce(&Hub, Result<Vec<Message>, HubError>) + Send + 'static,
     ) -> Result<(), HubError> {
         let ttl = self.limits.channel_ttl.as_millis() as u64;
@@ -378,13 +376,17 @@ impl Hub {
         let op = engine::read_recent_op(channel, 0, all, ttl);
         self.submit_redis(op, engine::parse_log, move |hub, answer| {
             let read = answer
-                .map(|log| log.entries.iter().filter_map(decode).collect())
+                .map(|log| {
+                    let skip = log.entries.len().saturating_sub(last);
+                    log.entries[skip..].iter().filter_map(decode).collect()
+                })
                 .map_err(|e| {
                     warn!("reading from Redis failed: {e}");
                     HubError::Redis
                 });
             done(hub, read);
         })
+        .inspect_err(|_| self.metrics.redis_refusals.inc())
     }
 
     /// QST `HEAD`: the id of the newest message in Redis (`Answer::LastId`, empty: none).
@@ -477,47 +479,48 @@ impl Hub {
     /// Reads the channel's log after the last `seq` this node holds, page by page, into
     /// the local store and on to its waiters.
     fn catch_up(&self, channel: String) {
-        let Some(link) = &self.redis else { return };
         let Some(after) = self.with_existing(&channel, |ch| ch.store.clock()) else {
             return; // the channel left this node meanwhile
         };
         let ttl = self.limits.channel_ttl.as_millis() as u64;
         let op = engine::read_recent_op(&channel, after, CATCH_UP_PAGE, ttl);
-        let hub = link.hub.get().cloned();
-        link.engine
-            .submit_with(op, engine::parse_log, move |answer| {
-                let Some(hub) = hub.as_ref().and_then(Weak::upgrade) else {
-                    return;
-                };
-                match answer {
-                    Ok(log) => {
-                        let more = log.entries.len() >= CATCH_UP_PAGE;
-                        let Log {
-                            clock,
-                            entries,
-                            dropped,
-                            ..
-                        } = log;
-                        // Dropped in Redis while this node was not listening (trimmed, or
-                        // deleted): dropped here too.
-                        hub.with_existing(&channel, |ch| {
-                            let before = ch.store.footprint();
-                            ch.store.expire(dropped.saturating_add(1));
-                            hub.account(before, ch.store.footprint());
-                        });
-                        hub.insert_from_redis(&channel, entries, true, (!more).then_some(clock));
-                        if more {
-                            hub.catch_up(channel);
-                        }
-                    }
-                    Err(e) => {
-                        warn!("catching up {channel:?} from Redis failed ({e}): retrying");
-                        if let Some(link) = &hub.redis {
-                            lock(&link.retry).insert(channel);
-                        }
-                    }
+        let name = channel.clone();
+        let asked = self.submit_redis(op, engine::parse_log, move |hub, answer| match answer {
+            Ok(log) => {
+                let more = log.entries.len() >= CATCH_UP_PAGE;
+                let Log {
+                    clock,
+                    entries,
+                    dropped,
+                    ..
+                } = log;
+                // Dropped in Redis while this node was not listening (trimmed, or deleted):
+                // dropped here too.
+                hub.with_existing(&channel, |ch| {
+                    let before = ch.store.footprint();
+                    ch.store.expire(dropped.saturating_add(1));
+                    hub.account(before, ch.store.footprint());
+                });
+                hub.insert_from_redis(&channel, entries, true, (!more).then_some(clock));
+                if more {
+                    hub.catch_up(channel);
                 }
-            });
+            }
+            Err(e) => {
+                warn!("catching up {channel:?} from Redis failed ({e}): retrying");
+                hub.retry_catch_up_later(channel);
+            }
+        });
+        if asked.is_err() {
+            self.retry_catch_up_later(name);
+        }
+    }
+
+    /// A catch-up that could not be made: the sweep tries it again once Redis answers.
+    fn retry_catch_up_later(&self, channel: String) {
+        if let Some(link) = &self.redis {
+            lock(&link.retry).insert(channel);
+        }
     }
 
     /// Catch-ups that failed, tried again (from `sweep`) once Redis answers.

@@ -173,6 +173,20 @@ impl Engine {
 
     /// The operation behind `publish` (answer: `parse_published`).
     pub fn publish_op(&self, channel: &str, msgs: &[(&str, &[u8])], queue: bool) -> Op {
+        let owned = msgs
+            .iter()
+            .map(|(id, data)| (id.as_bytes().to_vec(), data.to_vec()));
+        self.publish_op_owned(channel, owned, queue)
+    }
+
+    /// `publish_op` taking the ids and data it sends (the hub's encoded messages are moved
+    /// into the command, not copied).
+    pub fn publish_op_owned(
+        &self,
+        channel: &str,
+        msgs: impl ExactSizeIterator<Item = (Vec<u8>, Vec<u8>)>,
+        queue: bool,
+    ) -> Op {
         let o = &self.opts;
         let mut args: Vec<Vec<u8>> = vec![
             scripts::topic(channel).into_bytes(),
@@ -182,9 +196,10 @@ impl Engine {
             if queue { b"1".to_vec() } else { b"0".to_vec() },
             o.channel_ttl_ms.to_string().into_bytes(),
         ];
+        args.reserve(2 * msgs.len());
         for (id, data) in msgs {
-            args.push(id.as_bytes().to_vec());
-            args.push(data.to_vec());
+            args.push(id);
+            args.push(data);
         }
         script(&scripts::PUBLISH, channel, 5, args)
     }
