@@ -48,7 +48,7 @@ impl Shared {
             publisher: Default::default(),
             then: Default::default(),
             may_follow_fanout: Default::default(),
-            after_fanout: Default::default(),
+            by_mail: Default::default(),
         }
     }
 }

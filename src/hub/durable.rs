@@ -330,10 +330,6 @@ impl Hub {
     /// A publisher on `worker` (connection `token`) waits for the record ending at `lsn`:
     /// `Pending` means it will get `Mail::Synced`; otherwise the outcome is known now.
     pub fn await_durable(&self, lsn: Lsn, worker: usize, token: usize) -> SyncState {
-        if self.redis_mode() {
-            // A publish through Redis named its publisher: the answer comes as mail.
-            return SyncState::Pending;
-        }
         let mut waits = lock(&self.sync_waits);
         let state = self.storage.sync(lsn);
         if state == SyncState::Pending {

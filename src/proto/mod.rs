@@ -42,8 +42,10 @@ pub struct Ctx<'a> {
     /// (no request is pipelined behind it, whose messages would then go out one pass each
     /// instead of together).
     pub may_follow_fanout: Cell<bool>,
-    /// The answer waits behind the deliveries of its own worker (`answer_after_fanout`).
-    pub after_fanout: Cell<bool>,
+    /// The answer comes as `Mail::Synced` (Redis's answer, or the mail behind the worker's
+    /// deliveries: `answer_after_fanout`): the connection holds the reply (or `then`) until
+    /// it does.
+    pub by_mail: Cell<bool>,
 }
 
 /// What a request waiting for Redis does with its answer: reply, or park (a QST
@@ -122,7 +124,7 @@ impl Ctx<'_> {
                 result: answer,
             },
         );
-        self.after_fanout.set(true);
+        self.by_mail.set(true);
     }
 
     /// With `--redis`, for a request whose answer is Redis's (a QST pull, a comet `sync`):
@@ -130,7 +132,7 @@ impl Ctx<'_> {
     /// reply to return from the handler: a placeholder, never sent.
     pub fn redis_then(&self, then: Then) -> Reply {
         self.then.set(Some(then));
-        self.wait.set(1);
+        self.by_mail.set(true);
         Reply::new(200, "", Vec::new())
     }
 
@@ -146,7 +148,7 @@ impl Ctx<'_> {
     /// to).
     fn wait_for_redis(&self) {
         if self.publisher.get().is_some() {
-            self.wait.set(1);
+            self.by_mail.set(true);
         }
     }
 

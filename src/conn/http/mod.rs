@@ -527,13 +527,10 @@ impl HttpConn {
         let mut next = Next::Keep;
         let wait = ctx.wait.get();
         let reply_now = match action {
-            Action::Reply(reply) if ctx.after_fanout.get() => {
-                // Answered by the mail behind its worker's deliveries (`synced`).
-                let (method, minor) = (head.method, head.minor);
-                self.phase =
-                    Phase::Syncing(Syncing::new(reply, None, proto, method, minor, keep_alive));
-                let t = w.after(shared.config.long_poll_timeout);
-                self.link.set_deadline(t, w);
+            Action::Reply(reply) if ctx.by_mail.get() => {
+                // Answered when its mail comes (`synced`).
+                let then = ctx.then.take();
+                self.hold(reply, then, proto, (head.method, head.minor), keep_alive, w);
                 return Next::Keep;
             }
             Action::Reply(reply) if wait > 0 && reply.status < 300 => {
@@ -541,13 +538,7 @@ impl HttpConn {
                     SyncState::Durable => Some(reply),
                     SyncState::Failed => Some(Reply::hub_error(HubError::Storage)),
                     SyncState::Pending => {
-                        let then = ctx.then.take();
-                        let (method, minor) = (head.method, head.minor);
-                        self.phase = Phase::Syncing(Syncing::new(
-                            reply, then, proto, method, minor, keep_alive,
-                        ));
-                        let t = w.after(shared.config.long_poll_timeout);
-                        self.link.set_deadline(t, w);
+                        self.hold(reply, None, proto, (head.method, head.minor), keep_alive, w);
                         return Next::Keep;
                     }
                 }
@@ -588,6 +579,21 @@ impl HttpConn {
         }
         self.link.mark_pending(w);
         next
+    }
+
+    /// Holds a request's answer until its `Mail::Synced` (`synced`), or the long-poll timeout.
+    fn hold(
+        &mut self,
+        reply: Reply,
+        then: Option<proto::Then>,
+        proto: Proto,
+        (method, minor): (Method, u8),
+        keep_alive: bool,
+        w: &mut Worker,
+    ) {
+        self.phase = Phase::Syncing(Syncing::new(reply, then, proto, method, minor, keep_alive));
+        let t = w.after(w.shared.config.long_poll_timeout);
+        self.link.set_deadline(t, w);
     }
 
     /// Subscribes a held request to its channel and parks the connection.
@@ -660,16 +666,8 @@ impl HttpConn {
         match proto::qst::resume_redis(&ctx, park, timed_out) {
             Ok(then) => {
                 let placeholder = Reply::new(200, "", Vec::new());
-                self.phase = Phase::Syncing(Syncing::new(
-                    placeholder,
-                    Some(then),
-                    Proto::Qst,
-                    method,
-                    minor,
-                    keep_alive,
-                ));
-                let t = w.after(shared.config.long_poll_timeout);
-                self.link.set_deadline(t, w);
+                let asked = (method, minor);
+                self.hold(placeholder, Some(then), Proto::Qst, asked, keep_alive, w);
                 Next::Keep
             }
             Err(reply) => {
