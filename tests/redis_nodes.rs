@@ -16,7 +16,13 @@ use redis_support::RedisServer;
 /// A node of the cluster: a server with `--redis` pointing at `redis`.
 fn node(redis: &RedisServer) -> TestServer {
     let url = tidings::redis::Url::parse(&redis.url()).unwrap();
-    start_with(|c| c.redis = Some(url))
+    let node = start_with(|c| c.redis = Some(url));
+    // Connected to Redis (both connections), so that its first request is not a 503.
+    assert!(
+        wait_for(TIMEOUT, || node.get("/health").text().trim() == "ok"),
+        "the node did not reach Redis"
+    );
+    node
 }
 
 /// Publishes on nchan's `/pub/` until a node takes it (its subscription and Redis may still

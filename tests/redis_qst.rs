@@ -15,7 +15,13 @@ use redis_support::RedisServer;
 
 fn node(redis: &RedisServer) -> TestServer {
     let url = tidings::redis::Url::parse(&redis.url()).unwrap();
-    start_with(|c| c.redis = Some(url))
+    let node = start_with(|c| c.redis = Some(url));
+    // Connected to Redis (both connections), so that its first request is not a 503.
+    assert!(
+        wait_for(TIMEOUT, || node.get("/health").text().trim() == "ok"),
+        "the node did not reach Redis"
+    );
+    node
 }
 
 /// Pushes until a node takes the batch (Redis may still be connecting), bounded.

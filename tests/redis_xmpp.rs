@@ -69,7 +69,9 @@ fn items_on_a_node_that_never_held_the_channel_come_from_redis() {
     let url = tidings::redis::Url::parse(&redis.url()).unwrap();
     let a = xmpp(|c| c.redis = Some(url.clone()));
     let b = xmpp(|c| c.redis = Some(url));
-    assert!(wait_for(TIMEOUT, || b.get("/health").text().trim() == "ok"));
+    for node in [&a, &b] {
+        assert!(wait_for(TIMEOUT, || node.get("/health").text().trim() == "ok"));
+    }
     let mut publisher = session(&a, "user", "secret", "pub");
     for id in ["n1", "n2", "n3"] {
         publisher.send(&publish_iq(id, "news", id));
