@@ -98,6 +98,9 @@ pub struct Link {
     armed: u64,
     /// On the worker's pending-write list already.
     queued: bool,
+    /// A delivery answered this connection's parked request, and it has not been read
+    /// since: its next request (a long-poll's re-poll) waits for the fan-out's writes.
+    pub answered_by_delivery: bool,
 }
 
 impl Link {
@@ -108,6 +111,7 @@ impl Link {
             deadline: 0,
             armed: 0,
             queued: false,
+            answered_by_delivery: false,
         }
     }
 
@@ -315,8 +319,17 @@ impl Conn {
         }
     }
 
+    /// A delivery answered this connection's parked request and its socket has not been
+    /// read since: the reactor reads its next request once the fan-out's writes are done.
+    pub fn answered_by_delivery(&self) -> bool {
+        matches!(&self.machine, Machine::Http(m) if m.link.answered_by_delivery)
+    }
+
     /// The socket is readable (or its peer hung up).
     pub fn on_readable(&mut self, w: &mut Worker) -> Next {
+        if let Machine::Http(m) = &mut self.machine {
+            m.link.answered_by_delivery = false;
+        }
         let (Some(sock), Some(m)) = (
             self.sock.as_mut(),
             match &mut self.machine {
@@ -349,6 +362,9 @@ impl Conn {
             (_, Machine::Bosh(m)) => return m.flush(w),
             (None, _) => return Next::Keep,
             (Some(sock), Machine::Http(m)) => {
+                if m.answer_woken(w) == Next::Close {
+                    return Next::Close;
+                }
                 if m.take_stream_started() {
                     // What a reader that stopped reading can park in the kernel is bounded too.
                     let size = w.shared.config.stream_send_buffer;

@@ -72,6 +72,11 @@ pub struct Head {
     pub content_type: Option<Span>,
     pub if_none_match: Option<Span>,
     pub request_headers: Option<Span>,
+    /// nchan's `/pub/` and `/sub/` read these on every request: kept here rather than
+    /// scanned for (`header`).
+    pub accept: Option<Span>,
+    pub origin: Option<Span>,
+    pub eventsource_event: Option<Span>,
 }
 
 /// A request the server will not serve, with the answer it gets.
@@ -186,6 +191,9 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
         content_type: None,
         if_none_match: None,
         request_headers: None,
+        accept: None,
+        origin: None,
+        eventsource_event: None,
     };
     let mut transfer_encoding = false;
     for h in req.headers.iter() {
@@ -232,6 +240,13 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, HttpError
             head.if_none_match = Some(Span::within(buf, value));
         } else if eq_ignore_case(name, "access-control-request-headers") {
             head.request_headers = Some(Span::within(buf, value));
+        } else if eq_ignore_case(name, "accept") {
+            head.accept.get_or_insert(Span::within(buf, value));
+        } else if eq_ignore_case(name, "origin") {
+            head.origin.get_or_insert(Span::within(buf, value));
+        } else if eq_ignore_case(name, "x-eventsource-event") {
+            head.eventsource_event
+                .get_or_insert(Span::within(buf, value));
         }
     }
     if transfer_encoding && head.content_length.is_some() {

@@ -354,9 +354,14 @@ pub struct Message {
 impl Message {
     /// Makes a stored message from a draft whose `id` and `when` are already decided.
     pub fn new(seq: u64, id: String, when: i64, origin: Origin, draft: Draft) -> Message {
+        Message::with_id(seq, Id::from(id), when, origin, draft)
+    }
+
+    /// `new` with the id already in the form a message holds.
+    pub fn with_id(seq: u64, id: Id, when: i64, origin: Origin, draft: Draft) -> Message {
         Message {
             seq,
-            id: Id::from(id),
+            id,
             from: Address::from(draft.from),
             to: Address::from(draft.to),
             when,

@@ -422,21 +422,20 @@ impl Hub {
         &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS]
     }
 
-    /// A new globally unique message id, UUID-shaped.
+    /// A fresh message id, UUID-shaped (version 4 layout): the server's random prefix and a
+    /// counter, mixed.
     pub fn new_id(&self) -> String {
+        self.new_message_id().to_string()
+    }
+
+    /// `new_id` as a message holds it: written digit by digit, without an allocation, as
+    /// every publish without an id of its own makes one.
+    fn new_message_id(&self) -> Id {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
         let mut h = DefaultHasher::new();
         (self.id_prefix, n).hash(&mut h);
-        let r = h.finish();
-        let p = self.id_prefix;
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            (p >> 32) as u32,
-            (p >> 16) as u16,
-            (p & 0xfff) as u16,
-            0x8000 | ((r >> 48) as u16 & 0x3fff),
-            (n ^ (r << 24)) & 0xffff_ffff_ffff
-        )
+        let id = uuid_shaped(self.id_prefix, n, h.finish());
+        Id::new(std::str::from_utf8(&id).unwrap_or_default())
     }
 
     /// Runs `f` on the channel, creating it if needed.
@@ -474,9 +473,9 @@ impl Hub {
         drafts
             .into_iter()
             .map(|mut d| {
-                let id = d.id.take().unwrap_or_else(|| self.new_id());
+                let id = d.id.take().map_or_else(|| self.new_message_id(), Id::from);
                 let when = d.when.unwrap_or(now_secs);
-                Message::new(0, id, when, origin, d)
+                Message::with_id(0, id, when, origin, d)
             })
             .collect()
     }
@@ -981,3 +980,22 @@ impl Hub {
 mod durable_tests;
 #[cfg(test)]
 mod tests;
+
+/// The 36 bytes of `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx` (lower-case hex) for the id prefix
+/// `p`, counter `n` and hash `r`: `p`'s bits first, the variant bits, then `n` mixed with `r`.
+fn uuid_shaped(p: u64, n: u64, r: u64) -> [u8; 36] {
+    fn hex(out: &mut [u8], mut v: u64) {
+        for d in out.iter_mut().rev() {
+            *d = b"0123456789abcdef"[(v & 15) as usize];
+            v >>= 4;
+        }
+    }
+    let mut b = [b'-'; 36];
+    hex(&mut b[0..8], p >> 32);
+    hex(&mut b[9..13], (p >> 16) & 0xffff);
+    b[14] = b'4';
+    hex(&mut b[15..18], p & 0xfff);
+    hex(&mut b[19..23], 0x8000 | ((r >> 48) & 0x3fff));
+    hex(&mut b[24..36], (n ^ (r << 24)) & 0xffff_ffff_ffff);
+    b
+}

@@ -622,6 +622,20 @@ impl HttpConn {
 
     /// Re-checks a parked request (its channel changed, or it timed out) and answers it
     /// when there is something to say.
+    /// A parked request a delivery woke (`deliver`) is answered now, as its connection is
+    /// flushed; the client's next request then waits for the pass (`answered_by_delivery`).
+    pub fn answer_woken(&mut self, w: &mut Worker) -> Next {
+        if !matches!(&self.phase, Phase::Parked(p) if p.woken) {
+            return Next::Keep;
+        }
+        let next = self.unpark(w, false);
+        match &mut self.phase {
+            Phase::Parked(p) => p.woken = false,
+            _ => self.link.answered_by_delivery = true,
+        }
+        next
+    }
+
     fn unpark(&mut self, w: &mut Worker, timed_out: bool) -> Next {
         let shared = w.shared.clone();
         let Phase::Parked(p) = &self.phase else {

@@ -32,7 +32,16 @@ const EXPOSE: &str = "Last-Modified, Etag, Content-Type";
 
 /// `TIME:TAG` of a `seq`.
 pub fn message_id(seq: u64) -> String {
-    format!("{}:{}", seq / 1000, seq % 1000)
+    let mut id = String::with_capacity(24);
+    push_message_id(&mut id, seq);
+    id
+}
+
+/// Appends nchan's `TIME:TAG` id of `seq` (`message_id`) to `out`.
+pub fn push_message_id(out: &mut String, seq: u64) {
+    out.push_str(itoa::Buffer::new().format(seq / 1000));
+    out.push(':');
+    out.push_str(itoa::Buffer::new().format(seq % 1000));
 }
 
 /// A cursor from a `TIME:TAG` id: the next message is the first with a greater `seq`.
@@ -109,7 +118,7 @@ fn subscriber_cursor(req: &Request<'_>) -> Result<Option<u64>, Reply> {
 
 /// The request's `Origin`, echoed by nchan's CORS answers.
 fn origin(req: &Request<'_>) -> Option<String> {
-    let o = req.header("origin")?;
+    let o = req.head.origin?.of(req.buf);
     let o = std::str::from_utf8(o).ok()?;
     (!o.is_empty() && !o.bytes().any(|b| b < 0x20 || b == 0x7f)).then(|| o.to_string())
 }
@@ -234,7 +243,7 @@ fn queue_not_deleted() -> Reply {
 
 /// The publisher: `POST`/`PUT` publish, `GET` reports, `DELETE` deletes.
 fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>) -> Action {
-    let accept = req.header("accept");
+    let accept = req.head.accept.map(|s| s.of(req.buf));
     match upgrade(req) {
         Upgrade::No => {}
         Upgrade::Refuse(why) => {
@@ -269,7 +278,11 @@ fn publish(ctx: &Ctx<'_>, req: &Request<'_>, channel: &str, origin: Option<&str>
                 let text = |v: &[u8]| std::str::from_utf8(v).ok().map(str::to_string);
                 let draft = Draft {
                     content_type: req.head.content_type.and_then(|s| text(s.of(req.buf))),
-                    event: req.header("x-eventsource-event").and_then(text),
+                    event: req
+                        .head
+                        .eventsource_event
+                        .map(|s| s.of(req.buf))
+                        .and_then(text),
                     ..Draft::with_body(req.body)
                 };
                 match ctx.publish_with_info(channel, draft, Origin::Nchan) {
@@ -354,27 +367,78 @@ pub fn info_format(accept: Option<&[u8]>) -> InfoFormat {
 
 /// The channel info body in a format, with its content type (NCHAN.md 3.4, byte-exact).
 pub fn info_body(info: &ChannelInfo, format: InfoFormat) -> (&'static str, String) {
+    // Pieces pushed, not `format!`: this is rendered for every publish.
     let requested = info.requested.map_or(-1, |d| d.as_secs() as i64);
-    let id = info.last_seq.map_or_else(|| "0:0".to_string(), message_id);
-    let (m, s) = (info.messages, info.subscribers);
-    match format {
+    let mut id = String::with_capacity(24);
+    match info.last_seq {
+        Some(seq) => push_message_id(&mut id, seq),
+        None => id.push_str("0:0"),
+    }
+    let mut m = itoa::Buffer::new();
+    let m = m.format(info.messages);
+    let mut r = itoa::Buffer::new();
+    let r = r.format(requested);
+    let mut s = itoa::Buffer::new();
+    let s = s.format(info.subscribers);
+    let (content_type, parts): (&'static str, [&str; 9]) = match format {
         InfoFormat::Plain => (
             "text/plain",
-            format!("queued messages: {m}\r\nlast requested: {requested} sec. ago\r\nactive subscribers: {s}\r\nlast message id: {id}"),
+            [
+                "queued messages: ",
+                m,
+                "\r\nlast requested: ",
+                r,
+                " sec. ago\r\nactive subscribers: ",
+                s,
+                "\r\nlast message id: ",
+                &id,
+                "",
+            ],
         ),
         InfoFormat::Json => (
             "text/json",
-            format!("{{\"messages\": {m}, \"requested\": {requested}, \"subscribers\": {s}, \"last_message_id\": \"{id}\" }}"),
+            [
+                "{\"messages\": ",
+                m,
+                ", \"requested\": ",
+                r,
+                ", \"subscribers\": ",
+                s,
+                ", \"last_message_id\": \"",
+                &id,
+                "\" }",
+            ],
         ),
         InfoFormat::Yaml => (
             "text/yaml",
-            format!("---\r\nmessages: {m}\r\nrequested: {requested}\r\nsubscribers: {s}\r\nlast_message_id: \"{id}\"\r\n\r\n"),
+            [
+                "---\r\nmessages: ",
+                m,
+                "\r\nrequested: ",
+                r,
+                "\r\nsubscribers: ",
+                s,
+                "\r\nlast_message_id: \"",
+                &id,
+                "\"\r\n\r\n",
+            ],
         ),
         InfoFormat::Xml => (
             "text/xml",
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\r\n<channel>\r\n  <messages>{m}</messages>\r\n  <requested>{requested}</requested>\r\n  <subscribers>{s}</subscribers>\r\n  <last_message_id>{id}</last_message_id>\r\n</channel>"),
+            [
+                "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\r\n<channel>\r\n  <messages>",
+                m,
+                "</messages>\r\n  <requested>",
+                r,
+                "</requested>\r\n  <subscribers>",
+                s,
+                "</subscribers>\r\n  <last_message_id>",
+                &id,
+                "</last_message_id>\r\n</channel>",
+            ],
         ),
-    }
+    };
+    (content_type, parts.concat())
 }
 
 fn info_reply(status: u16, info: &ChannelInfo, accept: Option<&[u8]>) -> Reply {

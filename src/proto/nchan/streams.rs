@@ -31,7 +31,7 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Picks the transport after WebSocket, in nchan's order.
 pub fn transport(req: &Request<'_>) -> Transport {
-    let accept = req.header("accept").unwrap_or(b"");
+    let accept = req.head.accept.map(|s| s.of(req.buf)).unwrap_or(b"");
     if contains_ignore_case(accept, b"text/event-stream") {
         return Transport::EventSource;
     }
