@@ -79,9 +79,6 @@ pub struct Reactor {
     /// Set once shutdown began: the time by which the worker exits.
     stop_by: Option<u64>,
     next_sweep: u64,
-    /// Tokens of connections answered by a delivery whose next request came while the
-    /// pass's writes were still pending: read once they are done (`flush_pending`).
-    after_pass: Vec<usize>,
 }
 
 /// The generation of a new connection (never 0).
@@ -120,7 +117,6 @@ impl Reactor {
             epoch: Instant::now(),
             stop_by: None,
             next_sweep: SWEEP_EVERY_MS,
-            after_pass: Vec::new(),
         })
     }
 
@@ -151,18 +147,12 @@ impl Reactor {
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             let closed = event.is_read_closed() || event.is_error();
-                            let conn = &mut self.conns[key];
-                            if closed {
-                                conn.note_read_closed();
-                            }
-                            if conn.answered_by_delivery() && !self.worker.pending.is_empty() {
-                                // A long-poll's re-poll, provoked by the pass under way:
-                                // read it once the pass's writes are done, so the pass is
-                                // not stretched by the requests it provokes.
-                                self.after_pass.push(t);
-                            } else {
-                                self.with_conn(key, |c, l| c.on_readable(l));
-                            }
+                            self.with_conn(key, |c, l| {
+                                if closed {
+                                    c.note_read_closed();
+                                }
+                                c.on_readable(l)
+                            });
                         }
                         if event.is_writable() {
                             self.with_conn(key, |c, l| c.flush(l));
@@ -484,14 +474,6 @@ impl Reactor {
             self.with_conn(key, |c, l| c.flush(l));
         }
         self.worker.wake_cache.clear();
-        if rest.is_empty() && !self.after_pass.is_empty() {
-            // The pass is written: its subscribers' next requests are read next turn.
-            for t in std::mem::take(&mut self.after_pass) {
-                if let Some(key) = self.live(t) {
-                    self.worker.again.push(key);
-                }
-            }
-        }
         if !rest.is_empty() {
             // The rest go first next turn (they stay marked pending), before what this
             // turn's flushes queued again.

@@ -5,7 +5,7 @@
 
 pub use crate::http::Seg;
 use crate::http::{self, Framing, Method, ResponseHead};
-use crate::proto::Reply;
+use crate::proto::{Form, Reply};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
@@ -40,21 +40,12 @@ impl Out {
             });
             return;
         }
-        let head = ResponseHead {
-            status: reply.status,
-            date: w.date.get(),
-            cors_origin: reply
-                .cors
-                .as_deref()
-                .unwrap_or(&w.shared.config.cors_origin),
-            content_type: reply.content_type,
-            framing: Framing::Length(reply.body.len()),
-            headers: &reply.headers,
-            keep_alive,
+        let form = Form {
+            method,
             minor,
+            keep_alive,
         };
-        let mut out = Vec::new();
-        http::encode_response(&head, method, &reply.body, &mut out);
+        let out = encode_reply(&reply, form, w.date.get(), &w.shared.config.cors_origin);
         self.push(Seg::Owned(out));
     }
 
@@ -119,6 +110,28 @@ impl Out {
         self.offset = 0;
         self.len = 0;
     }
+}
+
+/// A reply's whole response (a raw one's bytes as they are): its head (a status line, `date`, CORS, the reply's
+/// headers and framing) and its body, as a request of `form` gets it. `default_cors`:
+/// `--cors-origin`, for a reply that does not name its own.
+pub fn encode_reply(reply: &Reply, form: Form, date: &[u8], default_cors: &str) -> Vec<u8> {
+    if reply.raw {
+        return reply.body.to_vec();
+    }
+    let head = ResponseHead {
+        status: reply.status,
+        date,
+        cors_origin: reply.cors.as_deref().unwrap_or(default_cors),
+        content_type: reply.content_type,
+        framing: Framing::Length(reply.body.len()),
+        headers: &reply.headers,
+        keep_alive: form.keep_alive,
+        minor: form.minor,
+    };
+    let mut out = Vec::new();
+    http::encode_response(&head, form.method, &reply.body, &mut out);
+    out
 }
 
 #[cfg(test)]

@@ -356,9 +356,10 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
 }
 
 /// The answer last given to a parked request whose answer depends only on its channel,
-/// cursor and callback (a comet `get`), reused for the other such requests woken by the same
-/// delivery (DESIGN rule 3: render once, share). A worker keeps one and clears it before and
-/// after each delivered message.
+/// cursor and callback (a comet `get`, an nchan long-poll), reused for the other such
+/// requests woken by the same delivery (DESIGN rule 3: render once, share): as the same
+/// response bytes for those whose request had the same form. A worker keeps one for the
+/// flushes of one turn (the cached `Date` is the same for all of them).
 #[derive(Default)]
 pub struct WakeCache {
     entry: Option<WakeEntry>,
@@ -370,6 +371,16 @@ struct WakeEntry {
     cursor: u64,
     text: Option<String>,
     reply: Reply,
+    /// `reply` encoded for requests of this form.
+    encoded: Option<(Form, Arc<[u8]>)>,
+}
+
+/// What of a request its response's bytes depend on, besides the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Form {
+    pub method: Method,
+    pub minor: u8,
+    pub keep_alive: bool,
 }
 
 impl WakeCache {
@@ -378,36 +389,58 @@ impl WakeCache {
         self.entry = None;
     }
 
-    /// `resume` through the cache: a woken comet `get` or nchan long-poll whose channel and
-    /// key (`Park::shared_answer`) match the cached answer gets a copy of it; the first one
-    /// renders and fills it. A timeout is always answered fresh.
-    pub fn resume(&mut self, ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
+    /// `resume` through the cache, as the response's status and bytes (`encode` makes them
+    /// from a reply): a woken comet `get` or nchan long-poll whose channel and key
+    /// (`Park::shared_answer`) match the cached answer gets its bytes, shared when its
+    /// request had the same form; the first one renders and fills it. A timeout is always
+    /// answered fresh.
+    pub fn answer(
+        &mut self,
+        ctx: &Ctx<'_>,
+        park: &Park,
+        timed_out: bool,
+        form: Form,
+        encode: impl FnOnce(&Reply) -> Vec<u8>,
+    ) -> Option<(u16, http::Seg)> {
         let key = if timed_out {
             None
         } else {
             park.shared_answer()
         };
         let Some(key) = key else {
-            return resume(ctx, park, timed_out);
+            let reply = resume(ctx, park, timed_out)?;
+            return Some((reply.status, http::Seg::Owned(encode(&reply))));
         };
-        if let Some(e) = &self.entry {
-            if e.channel == park.channel && key.matches(e) {
+        let hit = self
+            .entry
+            .as_mut()
+            .filter(|e| e.channel == park.channel && key.matches(e));
+        let e = match hit {
+            Some(e) => {
                 if key.nchan {
                     // Counted per answer, as `nchan::resume` counts the first.
                     ctx.metrics.messages_delivered.inc();
                 }
-                return Some(e.reply.clone());
+                e
             }
-        }
-        let reply = resume(ctx, park, timed_out)?;
-        self.entry = Some(WakeEntry {
-            channel: park.channel.clone(),
-            nchan: key.nchan,
-            cursor: key.cursor,
-            text: key.text.map(str::to_string),
-            reply: reply.clone(),
-        });
-        Some(reply)
+            None => self.entry.insert(WakeEntry {
+                channel: park.channel.clone(),
+                nchan: key.nchan,
+                cursor: key.cursor,
+                text: key.text.map(str::to_string),
+                reply: resume(ctx, park, timed_out)?,
+                encoded: None,
+            }),
+        };
+        let bytes = match &e.encoded {
+            Some((f, bytes)) if *f == form => bytes.clone(),
+            _ => {
+                let bytes: Arc<[u8]> = Arc::from(encode(&e.reply));
+                e.encoded = Some((form, bytes.clone()));
+                bytes
+            }
+        };
+        Some((e.reply.status, http::Seg::Shared(bytes)))
     }
 }
 

@@ -11,7 +11,7 @@ mod streaming;
 
 use std::sync::Arc;
 
-use super::out::Out;
+use super::out::{self, Out};
 pub use super::phase::{Forwarded, Parked, Phase, Syncing};
 use super::phase::{Step, FORWARD_SLACK_MS};
 use super::readbuf::ReadBuf;
@@ -22,7 +22,7 @@ use crate::debug;
 use crate::http::{self, HttpError, Method, Seg};
 use crate::hub::{HubError, Mail, Subscribe, WaiterRef};
 use crate::metrics::Proto;
-use crate::proto::{self, Action, ParkKind, Reply, Request};
+use crate::proto::{self, Action, Form, ParkKind, Reply, Request};
 use crate::storage::SyncState;
 use crate::worker::Worker;
 
@@ -620,22 +620,21 @@ impl HttpConn {
         Ok(())
     }
 
-    /// Re-checks a parked request (its channel changed, or it timed out) and answers it
-    /// when there is something to say.
     /// A parked request a delivery woke (`deliver`) is answered now, as its connection is
-    /// flushed; the client's next request then waits for the pass (`answered_by_delivery`).
+    /// flushed.
     pub fn answer_woken(&mut self, w: &mut Worker) -> Next {
         if !matches!(&self.phase, Phase::Parked(p) if p.woken) {
             return Next::Keep;
         }
         let next = self.unpark(w, false);
-        match &mut self.phase {
-            Phase::Parked(p) => p.woken = false,
-            _ => self.link.answered_by_delivery = true,
+        if let Phase::Parked(p) = &mut self.phase {
+            p.woken = false;
         }
         next
     }
 
+    /// Re-checks a parked request (its channel changed, or it timed out) and answers it
+    /// when there is something to say.
     fn unpark(&mut self, w: &mut Worker, timed_out: bool) -> Next {
         let shared = w.shared.clone();
         let Phase::Parked(p) = &self.phase else {
@@ -644,7 +643,16 @@ impl HttpConn {
         if matches!(p.park.kind, ParkKind::Qst(_)) && shared.hub.shared_in_redis(&p.park.channel) {
             return self.pull_again_via_redis(w, timed_out);
         }
-        let Some(reply) = w.wake_cache.resume(&shared.ctx(), &p.park, timed_out) else {
+        let form = Form {
+            method: p.method,
+            minor: p.minor,
+            keep_alive: p.keep_alive && !w.shutting_down,
+        };
+        let (cache, date) = (&mut w.wake_cache, w.date.get());
+        let cors = shared.config.cors_origin.as_str();
+        let encode = |reply: &Reply| out::encode_reply(reply, form, date, cors);
+        let Some((status, answer)) = cache.answer(&shared.ctx(), &p.park, timed_out, form, encode)
+        else {
             return Next::Keep;
         };
         let proto = match p.park.kind {
@@ -652,8 +660,12 @@ impl HttpConn {
             ParkKind::Qst(_) => Proto::Qst,
             ParkKind::Nchan(_) => Proto::Nchan,
         };
-        shared.metrics.request(proto, reply.status);
-        self.answer_parked(reply, w)
+        shared.metrics.request(proto, status);
+        if self.leave_park(w).is_none() {
+            return Next::Keep;
+        }
+        self.out.push(answer);
+        self.answered(form.keep_alive, w)
     }
 
     /// With `--redis`, a parked QST pull woken or timed out: it leaves its channel and waits
@@ -736,6 +748,12 @@ impl HttpConn {
     ) -> Next {
         let keep_alive = keep_alive && !w.shutting_down;
         self.out.push_reply(reply, method, minor, keep_alive, w);
+        self.answered(keep_alive, w)
+    }
+
+    /// A held request's answer is queued: the connection waits for the next request (or
+    /// closes after this one) and serves what was pipelined.
+    fn answered(&mut self, keep_alive: bool, w: &mut Worker) -> Next {
         if keep_alive {
             let t = w.after(w.shared.config.idle_timeout);
             self.link.set_deadline(t, w);
@@ -816,12 +834,20 @@ impl HttpConn {
 
     /// Answers the parked request and returns the connection to reading requests.
     fn answer_parked(&mut self, reply: Reply, w: &mut Worker) -> Next {
-        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+        let Some(p) = self.leave_park(w) else {
             return Next::Keep;
+        };
+        self.answer_held(reply, p.method, p.minor, p.keep_alive, w)
+    }
+
+    /// A parked request leaves its channel: the connection reads requests again.
+    fn leave_park(&mut self, w: &mut Worker) -> Option<Box<Parked>> {
+        let Phase::Parked(p) = std::mem::replace(&mut self.phase, Phase::Head) else {
+            return None;
         };
         w.leave_channel(&p.channel, self.link.key, self.link.token(), None);
         w.shared.metrics.parked.dec();
-        self.answer_held(reply, p.method, p.minor, p.keep_alive, w)
+        Some(p)
     }
 
     /// The server is stopping: end streams with their final bytes, answer parked requests,
