@@ -376,3 +376,48 @@ fn channel_ids_are_percent_decoded() {
         None,
     );
 }
+
+/// One publish wakes long-polls whose requests differ in form: each answer is the same
+/// message under the head its own request asks for (the woken parks share one rendered
+/// answer per form): keep-alive or `Connection: close`, HTTP/1.0, CORS with `Origin`. A
+/// keep-alive connection then serves its next long-poll.
+#[test]
+fn one_publish_answers_each_form_of_long_poll_with_its_own_head() {
+    let server = start();
+    let mut plain = [
+        long_poll(&server, "/sub/forms", &[]),
+        long_poll(&server, "/sub/forms", &[]),
+    ];
+    let mut close = long_poll(&server, "/sub/forms", &[("Connection", "close")]);
+    let mut old = server.connect();
+    old.send(b"GET /sub/forms HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut cors = long_poll(&server, "/sub/forms", &[("Origin", "http://x.example")]);
+    server.wait_parked(5);
+    let id = publish_id(&server, "forms", "m");
+    for c in &mut plain {
+        let r = c.read_response();
+        assert_message(&r, "m", &id, None);
+        assert!(!r.has_line("Connection: close"), "{}", r.show());
+        assert_eq!(r.header("Access-Control-Allow-Origin"), None, "{}", r.show());
+    }
+    for c in [&mut close, &mut old] {
+        let r = c.read_response();
+        assert_message(&r, "m", &id, None);
+        assert!(r.has_line("Connection: close"), "{}", r.show());
+        c.expect_closed();
+    }
+    let r = cors.read_response();
+    assert_message(&r, "m", &id, None);
+    assert!(
+        r.has_line("Access-Control-Allow-Origin: http://x.example"),
+        "{}",
+        r.show()
+    );
+    // The keep-alive connections go on: a long-poll after `m` waits for the next message.
+    let [first, _] = &mut plain;
+    let cursor = after(&id);
+    first.send_request("GET", "/sub/forms", &hdrs(&cursor), b"");
+    server.wait_parked(1);
+    let id2 = publish_id(&server, "forms", "n");
+    assert_message(&first.read_response(), "n", &id2, None);
+}
