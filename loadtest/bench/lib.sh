@@ -221,14 +221,22 @@ timed_run() {
 
 # cpu_us PID[,PID…]: user + system CPU time of the processes, summed, in µs
 cpu_us() {
-    local tck sum=0 p t
+    local user sys
+    read -r user sys < <(cpu_us_split "$1")
+    echo $((user + sys))
+}
+
+# cpu_us_split PID[,PID…]: "USER SYSTEM", the CPU time of the processes in each, in µs
+cpu_us_split() {
+    local tck user=0 sys=0 p u s
     tck=$(getconf CLK_TCK)
     for p in ${1//,/ }; do
-        # fields after the command name, which may hold spaces: utime is the 12th
-        t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')
-        sum=$((sum + ${t:-0}))
+        # fields after the command name, which may hold spaces: utime is the 12th, stime the 13th
+        read -r u s < <(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}')
+        user=$((user + ${u:-0}))
+        sys=$((sys + ${s:-0}))
     done
-    echo $((sum * 1000000 / tck))
+    echo $((user * 1000000 / tck)) $((sys * 1000000 / tck))
 }
 
 run() { echo "\$ $*"; "$@" 2>&1; }

@@ -98,21 +98,26 @@ sub_run() {
 
 # pub_run SERVER ROUND: wrk publishing to /pub/bench
 pub_run() {
-    local who=$1 r=$2 log c0 c1 n rps la cpu
+    local who=$1 r=$2 log u0 s0 u1 s1 n rps la cpu=na
     log=$OUT/r$r-pub-$who.log
     start "$who"
     la=$(loadavg)
-    c0=$(cpu_us "$SPIDS")
+    read -r u0 s0 < <(cpu_us_split "$SPIDS")
     $CL wrk -t1 -c"$WRK_CONNS" -d"${WRK_SECS}s" --latency -s "$WORK/post.lua" \
         "http://127.0.0.1:$P/pub/bench" > "$log" 2>&1
-    c1=$(cpu_us "$SPIDS")
+    read -r u1 s1 < <(cpu_us_split "$SPIDS")
     stop "$who"
     n=$(awk '/requests in/{print $1}' "$log")
     rps=$(awk '/^Requests\/sec/{printf "%.0f", $2}' "$log")
     put pub "$who" "$r" loadavg1 "$la"
     put pub "$who" "$r" publishes_per_s "$rps"
-    cpu=na
-    [ "${n:-0}" -gt 0 ] && cpu=$(awk -v c=$((c1 - c0)) -v n="$n" 'BEGIN{printf "%.2f", c / n}')
+    if [ "${n:-0}" -gt 0 ]; then
+        per() { awk -v c="$1" -v n="$n" 'BEGIN{printf "%.2f", c / n}'; }
+        cpu=$(per $((u1 - u0 + s1 - s0)))
+        # user space (the server's own code) and kernel (mostly loopback TCP) apart
+        put pub "$who" "$r" cpu_user_us_per_publish "$(per $((u1 - u0)))"
+        put pub "$who" "$r" cpu_system_us_per_publish "$(per $((s1 - s0)))"
+    fi
     put pub "$who" "$r" cpu_us_per_publish "$cpu"
     put pub "$who" "$r" latency_p99_ms "$(awk '$1 == "99%" {v = $2 + 0; if ($2 ~ /us$/) v /= 1000; else if ($2 ~ /[^m]s$/) v *= 1000; print v}' "$log")"
     put pub "$who" "$r" non2xx "$(awk '/Non-2xx/{print $5}' "$log")"

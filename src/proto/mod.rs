@@ -116,12 +116,11 @@ impl Ctx<'_> {
         if !here || !self.may_follow_fanout.get() || self.wait.get() != 0 {
             return;
         }
-        let answer = Ok(crate::hub::Answer::Stored { seq });
         self.hub.send(
             p.worker,
-            crate::hub::Mail::Synced {
+            crate::hub::Mail::AfterFanout {
                 token: p.token,
-                result: answer,
+                seq,
             },
         );
         self.by_mail.set(true);

@@ -621,14 +621,15 @@ impl HttpConn {
     }
 
     /// A parked request a delivery woke (`deliver`) is answered now, as its connection is
-    /// flushed.
+    /// flushed; the client's next request then waits for the pass (`answered_by_delivery`).
     pub fn answer_woken(&mut self, w: &mut Worker) -> Next {
         if !matches!(&self.phase, Phase::Parked(p) if p.woken) {
             return Next::Keep;
         }
         let next = self.unpark(w, false);
-        if let Phase::Parked(p) = &mut self.phase {
-            p.woken = false;
+        match &mut self.phase {
+            Phase::Parked(p) => p.woken = false,
+            _ => self.link.answered_by_delivery = true,
         }
         next
     }
