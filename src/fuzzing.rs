@@ -577,10 +577,6 @@ impl Driver {
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
                 Mail::Synced { token, result } => self.route(token, |m, w| m.synced(result, w)),
-                Mail::AfterFanout { token, seq } => {
-                    let result = Ok(crate::hub::Answer::Stored { seq });
-                    self.route(token, |m, w| m.synced(result, w))
-                }
                 Mail::Shutdown
                 | Mail::Stanza { .. }
                 | Mail::Replaced { .. }

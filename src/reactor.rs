@@ -79,14 +79,6 @@ pub struct Reactor {
     /// Set once shutdown began: the time by which the worker exits.
     stop_by: Option<u64>,
     next_sweep: u64,
-    /// Tokens of long-polls answered by the pass under way whose next request came before
-    /// its writes were done, and publishers' answers (token, seq) held for the same end:
-    /// see `flush_pending`.
-    after_pass: Vec<usize>,
-    answers_after_pass: Vec<(usize, u64)>,
-    /// Publishers' answers released by the last pass's end, given after the re-polls it
-    /// released are read.
-    answers_now: Vec<(usize, u64)>,
 }
 
 /// The generation of a new connection (never 0).
@@ -125,9 +117,6 @@ impl Reactor {
             epoch: Instant::now(),
             stop_by: None,
             next_sweep: SWEEP_EVERY_MS,
-            after_pass: Vec::new(),
-            answers_after_pass: Vec::new(),
-            answers_now: Vec::new(),
         })
     }
 
@@ -158,15 +147,12 @@ impl Reactor {
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             let closed = event.is_read_closed() || event.is_error();
-                            let conn = &mut self.conns[key];
-                            if closed {
-                                conn.note_read_closed();
-                            }
-                            if self.worker.pass_has_parks && conn.answered_by_delivery() {
-                                self.after_pass.push(t);
-                            } else {
-                                self.with_conn(key, |c, l| c.on_readable(l));
-                            }
+                            self.with_conn(key, |c, l| {
+                                if closed {
+                                    c.note_read_closed();
+                                }
+                                c.on_readable(l)
+                            });
                         }
                         if event.is_writable() {
                             self.with_conn(key, |c, l| c.flush(l));
@@ -181,9 +167,6 @@ impl Reactor {
             }
             for key in std::mem::take(&mut self.worker.again) {
                 self.with_conn(key, |c, l| c.on_readable(l));
-            }
-            for (token, seq) in std::mem::take(&mut self.answers_now) {
-                self.answer_publisher(token, seq);
             }
             self.drain_mailbox();
             self.expire_timers();
@@ -218,7 +201,6 @@ impl Reactor {
         let accept_again = self.listeners.iter().any(|l| l.again);
         if accept_again
             || !self.worker.again.is_empty()
-            || !self.answers_now.is_empty()
             || !self.worker.pending.is_empty()
             || !self.worker.local.is_empty()
         {
@@ -386,13 +368,6 @@ impl Reactor {
                         self.with_conn(key, |c, w| c.deliver_stanza(&stanza, w));
                     }
                 }
-                Mail::AfterFanout { token, seq } => {
-                    if self.worker.pass_has_parks {
-                        self.answers_after_pass.push((token, seq));
-                    } else {
-                        self.answer_publisher(token, seq);
-                    }
-                }
                 Mail::Synced { token, result } => {
                     let (key, gen) = untoken(token);
                     if self.conns.get(key).is_some_and(|c| c.gen() == gen) {
@@ -428,14 +403,6 @@ impl Reactor {
                 }
                 Mail::Shutdown => self.begin_shutdown(),
             }
-        }
-    }
-
-    /// A publisher answered after the fan-out of its message (`Mail::AfterFanout`).
-    fn answer_publisher(&mut self, token: usize, seq: u64) {
-        if let Some(key) = self.live(token) {
-            let result = Ok(crate::hub::Answer::Stored { seq });
-            self.with_conn(key, |c, w| c.synced(result, w));
         }
     }
 
@@ -507,19 +474,6 @@ impl Reactor {
             self.with_conn(key, |c, l| c.flush(l));
         }
         self.worker.wake_cache.clear();
-        if rest.is_empty() && self.worker.pass_has_parks {
-            // A pass that answered parked requests is written. Their clients' next
-            // requests, which came meanwhile, are read next turn, and only then are the
-            // publishers answered: a long-poll asks again before the next message comes,
-            // and waits for it parked (joining its pass) rather than finding it there.
-            self.worker.pass_has_parks = false;
-            for t in std::mem::take(&mut self.after_pass) {
-                if let Some(key) = self.live(t) {
-                    self.worker.again.push(key);
-                }
-            }
-            self.answers_now.append(&mut self.answers_after_pass);
-        }
         if !rest.is_empty() {
             // The rest go first next turn (they stay marked pending), before what this
             // turn's flushes queued again.

@@ -108,9 +108,6 @@ pub struct Worker {
     pub shutting_down: bool,
     /// Answers shared by the comet `get`s one delivery wakes.
     pub wake_cache: WakeCache,
-    /// A delivery woke parked requests whose answers are not all written yet (see the
-    /// reactor's `flush_pending`).
-    pub pass_has_parks: bool,
     /// Mail from this worker's connections to others of the same worker (a BOSH request and
     /// its answer): drained with the mailbox, without waking anything.
     pub local: Vec<Mail>,
@@ -136,7 +133,6 @@ impl Worker {
             date: DateCache::default(),
             shutting_down: false,
             wake_cache: WakeCache::default(),
-            pass_has_parks: false,
             scratch: vec![0; crate::conn::socket::READ_CHUNK].into_boxed_slice(),
             delivering: None,
             left: Vec::new(),

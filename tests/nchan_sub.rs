@@ -398,7 +398,12 @@ fn one_publish_answers_each_form_of_long_poll_with_its_own_head() {
         let r = c.read_response();
         assert_message(&r, "m", &id, None);
         assert!(!r.has_line("Connection: close"), "{}", r.show());
-        assert_eq!(r.header("Access-Control-Allow-Origin"), None, "{}", r.show());
+        assert_eq!(
+            r.header("Access-Control-Allow-Origin"),
+            None,
+            "{}",
+            r.show()
+        );
     }
     for c in [&mut close, &mut old] {
         let r = c.read_response();

@@ -98,9 +98,6 @@ pub struct Link {
     armed: u64,
     /// On the worker's pending-write list already.
     queued: bool,
-    /// A delivery answered this connection's parked request, and it has not been read
-    /// since: its next request (a long-poll's re-poll) waits for the pass's writes.
-    pub answered_by_delivery: bool,
 }
 
 impl Link {
@@ -111,7 +108,6 @@ impl Link {
             deadline: 0,
             armed: 0,
             queued: false,
-            answered_by_delivery: false,
         }
     }
 
@@ -319,17 +315,8 @@ impl Conn {
         }
     }
 
-    /// A delivery answered this connection's parked request and its socket has not been
-    /// read since (see the reactor's `flush_pending`).
-    pub fn answered_by_delivery(&self) -> bool {
-        matches!(&self.machine, Machine::Http(m) if m.link.answered_by_delivery)
-    }
-
     /// The socket is readable (or its peer hung up).
     pub fn on_readable(&mut self, w: &mut Worker) -> Next {
-        if let Machine::Http(m) = &mut self.machine {
-            m.link.answered_by_delivery = false;
-        }
         let (Some(sock), Some(m)) = (
             self.sock.as_mut(),
             match &mut self.machine {

@@ -351,10 +351,6 @@ impl Sim {
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
                 Mail::Synced { token, result } => self.route(token, |m, w| m.synced(result, w)),
-                Mail::AfterFanout { token, seq } => {
-                    let result = Ok(crate::hub::Answer::Stored { seq });
-                    self.route(token, |m, w| m.synced(result, w))
-                }
                 // The simulation has no XMPP or BOSH sessions.
                 Mail::Shutdown
                 | Mail::Stanza { .. }

@@ -58,10 +58,6 @@ pub enum Mail {
         token: usize,
         result: Result<super::Answer, super::HubError>,
     },
-    /// The publish of connection `token` is stored as `seq` and this worker holds
-    /// subscribers of its channel: answer it once their deliveries are written (and the
-    /// long-polls they answered have asked again), as nchan answers after its fan-out.
-    AfterFanout { token: usize, seq: u64 },
     /// A BOSH request body for the session `token` (`None`: open a new session on this
     /// worker), forwarded by the HTTP connection `from`, which waits for a `BoshAnswer`.
     BoshRequest {

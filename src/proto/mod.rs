@@ -116,11 +116,12 @@ impl Ctx<'_> {
         if !here || !self.may_follow_fanout.get() || self.wait.get() != 0 {
             return;
         }
+        let answer = Ok(crate::hub::Answer::Stored { seq });
         self.hub.send(
             p.worker,
-            crate::hub::Mail::AfterFanout {
+            crate::hub::Mail::Synced {
                 token: p.token,
-                seq,
+                result: answer,
             },
         );
         self.by_mail.set(true);

@@ -621,15 +621,14 @@ impl HttpConn {
     }
 
     /// A parked request a delivery woke (`deliver`) is answered now, as its connection is
-    /// flushed; the client's next request then waits for the pass (`answered_by_delivery`).
+    /// flushed.
     pub fn answer_woken(&mut self, w: &mut Worker) -> Next {
         if !matches!(&self.phase, Phase::Parked(p) if p.woken) {
             return Next::Keep;
         }
         let next = self.unpark(w, false);
-        match &mut self.phase {
-            Phase::Parked(p) => p.woken = false,
-            _ => self.link.answered_by_delivery = true,
+        if let Phase::Parked(p) = &mut self.phase {
+            p.woken = false;
         }
         next
     }

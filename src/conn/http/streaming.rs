@@ -96,7 +96,6 @@ impl HttpConn {
             // Answered when flushed (`answer_woken`), in the pass's write order: the first
             // answers of a long fan-out go out before the last ones are rendered.
             p.woken = true;
-            w.pass_has_parks = true;
             self.link.mark_pending(w);
             return Next::Keep;
         }
