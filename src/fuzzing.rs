@@ -510,10 +510,6 @@ impl Driver {
         let Some(m) = client.machine.as_mut() else {
             return;
         };
-        if m.answer_woken(&mut self.w) == Next::Close {
-            self.act(c, Next::Close);
-            return;
-        }
         let mut sock = Window {
             room: &mut client.window,
         };
@@ -566,6 +562,7 @@ impl Driver {
                     let Some((name, keys)) = self.w.begin_delivery(&channel) else {
                         continue;
                     };
+                    self.w.wake_cache.clear();
                     for &key in &keys {
                         let Some(client) = self.clients.get(key) else {
                             continue;
@@ -573,6 +570,7 @@ impl Driver {
                         let tok = token(key, client.gen);
                         self.route(tok, |m, w| m.deliver(&msg, w));
                     }
+                    self.w.wake_cache.clear();
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
@@ -588,11 +586,9 @@ impl Driver {
         while let Some((key, gen, entry)) = self.w.timers.pop_due(self.w.now) {
             self.route(token(key, gen), |m, w| m.on_timer(entry, w));
         }
-        self.w.wake_cache.clear();
         for key in std::mem::take(&mut self.w.pending) {
             self.writable(key);
         }
-        self.w.wake_cache.clear();
     }
 
     fn begin_shutdown(&mut self) {

@@ -342,11 +342,13 @@ impl Reactor {
                     let Some((name, keys)) = self.worker.begin_delivery(&channel) else {
                         continue;
                     };
+                    self.worker.wake_cache.clear();
                     // No connection can take a key of the set during the delivery: accepts
                     // happen elsewhere in the loop.
                     for &key in &keys {
                         self.with_conn(key, |c, w| c.deliver(&name, &msg, w));
                     }
+                    self.worker.wake_cache.clear();
                     self.worker.end_delivery(name, keys);
                 }
                 Mail::Deleted { channel } => {
@@ -467,13 +469,9 @@ impl Reactor {
         } else {
             Vec::new()
         };
-        // Woken long-polls are answered as they are flushed; one answer serves the parks
-        // with the same channel and cursor among this turn's flushes, no later ones.
-        self.worker.wake_cache.clear();
         for key in pending {
             self.with_conn(key, |c, l| c.flush(l));
         }
-        self.worker.wake_cache.clear();
         if !rest.is_empty() {
             // The rest go first next turn (they stay marked pending), before what this
             // turn's flushes queued again.

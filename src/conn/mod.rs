@@ -349,9 +349,6 @@ impl Conn {
             (_, Machine::Bosh(m)) => return m.flush(w),
             (None, _) => return Next::Keep,
             (Some(sock), Machine::Http(m)) => {
-                if m.answer_woken(w) == Next::Close {
-                    return Next::Close;
-                }
                 if m.take_stream_started() {
                     // What a reader that stopped reading can park in the kernel is bounded too.
                     let size = w.shared.config.stream_send_buffer;

@@ -22,8 +22,6 @@ pub struct Parked {
     pub(super) method: Method,
     pub(super) minor: u8,
     pub(super) keep_alive: bool,
-    /// A message came for it: it is answered when the connection is next flushed.
-    pub(super) woken: bool,
 }
 
 impl Parked {
@@ -35,7 +33,6 @@ impl Parked {
             method,
             minor,
             keep_alive,
-            woken: false,
         }
     }
 }

@@ -286,14 +286,6 @@ impl Sim {
         let Some(m) = client.machine.as_mut() else {
             return;
         };
-        if m.answer_woken(&mut self.w) == Next::Close {
-            self.act(c, Next::Close);
-            return;
-        }
-        let client = &mut self.clients[c];
-        let Some(m) = client.machine.as_mut() else {
-            return;
-        };
         let mut reader = Reader {
             into: &mut client.received,
             room,
@@ -343,10 +335,12 @@ impl Sim {
                     let Some((name, keys)) = self.w.begin_delivery(&channel) else {
                         continue;
                     };
+                    self.w.wake_cache.clear();
                     for &key in &keys {
                         let token = super::token(key, self.gens[&key]);
                         self.route(token, |m, w| m.deliver(&msg, w));
                     }
+                    self.w.wake_cache.clear();
                     self.w.end_delivery(name, keys);
                 }
                 Mail::EndStream { token } => self.route(token, |m, w| m.end_stream(w)),
@@ -366,14 +360,12 @@ impl Sim {
         for key in std::mem::take(&mut self.w.again) {
             self.send(key);
         }
-        self.w.wake_cache.clear();
         for key in std::mem::take(&mut self.w.pending) {
             if let Some(m) = self.clients[key].machine.as_mut() {
                 m.link.flushed();
             }
             self.flush(key);
         }
-        self.w.wake_cache.clear();
     }
 
     fn run(&mut self) {

@@ -358,8 +358,8 @@ pub fn resume(ctx: &Ctx<'_>, park: &Park, timed_out: bool) -> Option<Reply> {
 /// The answer last given to a parked request whose answer depends only on its channel,
 /// cursor and callback (a comet `get`, an nchan long-poll), reused for the other such
 /// requests woken by the same delivery (DESIGN rule 3: render once, share): as the same
-/// response bytes for those whose request had the same form. A worker keeps one for the
-/// flushes of one turn (the cached `Date` is the same for all of them).
+/// response bytes for those whose request had the same form. A worker keeps one and clears
+/// it before and after each delivered message (the cached `Date` is the same meanwhile).
 #[derive(Default)]
 pub struct WakeCache {
     entry: Option<WakeEntry>,

@@ -620,19 +620,6 @@ impl HttpConn {
         Ok(())
     }
 
-    /// A parked request a delivery woke (`deliver`) is answered now, as its connection is
-    /// flushed.
-    pub fn answer_woken(&mut self, w: &mut Worker) -> Next {
-        if !matches!(&self.phase, Phase::Parked(p) if p.woken) {
-            return Next::Keep;
-        }
-        let next = self.unpark(w, false);
-        if let Phase::Parked(p) = &mut self.phase {
-            p.woken = false;
-        }
-        next
-    }
-
     /// Re-checks a parked request (its channel changed, or it timed out) and answers it
     /// when there is something to say.
     fn unpark(&mut self, w: &mut Worker, timed_out: bool) -> Next {

@@ -92,12 +92,8 @@ impl HttpConn {
     /// Hands a published message to this connection: a parked request re-checks; a stream
     /// queues its record. Closes a reader whose queued bytes pass `--max-output-bytes`.
     pub fn deliver(&mut self, msg: &Arc<Message>, w: &mut Worker) -> Next {
-        if let Phase::Parked(p) = &mut self.phase {
-            // Answered when flushed (`answer_woken`), in the pass's write order: the first
-            // answers of a long fan-out go out before the last ones are rendered.
-            p.woken = true;
-            self.link.mark_pending(w);
-            return Next::Keep;
+        if matches!(self.phase, Phase::Parked(_)) {
+            return self.unpark(w, false);
         }
         let Phase::Streaming(s) = &mut self.phase else {
             return Next::Keep;
