@@ -106,7 +106,7 @@ pub struct Worker {
     pub pool: BufPool,
     pub date: DateCache,
     pub shutting_down: bool,
-    /// Answers shared by the comet `get`s one delivery wakes.
+    /// Answers shared by the comet `get`s and nchan long-polls one delivery wakes.
     pub wake_cache: WakeCache,
     /// Mail from this worker's connections to others of the same worker (a BOSH request and
     /// its answer): drained with the mailbox, without waking anything.

@@ -112,9 +112,9 @@ impl Out {
     }
 }
 
-/// A reply's whole response (a raw one's bytes as they are): its head (a status line, `date`, CORS, the reply's
-/// headers and framing) and its body, as a request of `form` gets it. `default_cors`:
-/// `--cors-origin`, for a reply that does not name its own.
+/// A reply's whole response as a request of `form` gets it: its head (a status line,
+/// `date`, CORS, the reply's headers and framing) and its body; a raw reply's bytes as they
+/// are. `default_cors`: `--cors-origin`, for a reply that does not name its own.
 pub fn encode_reply(reply: &Reply, form: Form, date: &[u8], default_cors: &str) -> Vec<u8> {
     if reply.raw {
         return reply.body.to_vec();

@@ -434,8 +434,7 @@ impl Hub {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
         let mut h = DefaultHasher::new();
         (self.id_prefix, n).hash(&mut h);
-        let id = uuid_shaped(self.id_prefix, n, h.finish());
-        Id::new(std::str::from_utf8(&id).unwrap_or_default())
+        Id::uuid_shaped(self.id_prefix, n, h.finish())
     }
 
     /// Runs `f` on the channel, creating it if needed.
@@ -980,22 +979,3 @@ impl Hub {
 mod durable_tests;
 #[cfg(test)]
 mod tests;
-
-/// The 36 bytes of `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx` (lower-case hex) for the id prefix
-/// `p`, counter `n` and hash `r`: `p`'s bits first, the variant bits, then `n` mixed with `r`.
-fn uuid_shaped(p: u64, n: u64, r: u64) -> [u8; 36] {
-    fn hex(out: &mut [u8], mut v: u64) {
-        for d in out.iter_mut().rev() {
-            *d = b"0123456789abcdef"[(v & 15) as usize];
-            v >>= 4;
-        }
-    }
-    let mut b = [b'-'; 36];
-    hex(&mut b[0..8], p >> 32);
-    hex(&mut b[9..13], (p >> 16) & 0xffff);
-    b[14] = b'4';
-    hex(&mut b[15..18], p & 0xfff);
-    hex(&mut b[19..23], 0x8000 | ((r >> 48) & 0x3fff));
-    hex(&mut b[24..36], (n ^ (r << 24)) & 0xffff_ffff_ffff);
-    b
-}

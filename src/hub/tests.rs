@@ -280,32 +280,6 @@ fn ids_are_unique_and_uuid_shaped() {
     assert_eq!(id.matches('-').count(), 4);
 }
 
-#[test]
-fn ids_are_the_uuid_layout_digit_by_digit() {
-    // The layout `new_id` had when it was written with `format!`.
-    let reference = |p: u64, n: u64, r: u64| {
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            (p >> 32) as u32,
-            (p >> 16) as u16,
-            (p & 0xfff) as u16,
-            0x8000 | ((r >> 48) as u16 & 0x3fff),
-            (n ^ (r << 24)) & 0xffff_ffff_ffff
-        )
-    };
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    for _ in 0..1000 {
-        x = x.rotate_left(17).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ 0x94d0_49bb;
-        let (p, n, r) = (x, x >> 7, x.wrapping_mul(31));
-        let id = super::uuid_shaped(p, n, r);
-        assert_eq!(std::str::from_utf8(&id).unwrap(), reference(p, n, r));
-    }
-    assert_eq!(
-        std::str::from_utf8(&super::uuid_shaped(0, 0, 0)).unwrap(),
-        "00000000-0000-4000-8000-000000000000"
-    );
-}
-
 fn watch(h: &Hub, ch: &str, worker: usize) {
     h.subscribe(
         ch,

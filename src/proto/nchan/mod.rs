@@ -33,15 +33,10 @@ const EXPOSE: &str = "Last-Modified, Etag, Content-Type";
 /// `TIME:TAG` of a `seq`.
 pub fn message_id(seq: u64) -> String {
     let mut id = String::with_capacity(24);
-    push_message_id(&mut id, seq);
+    id.push_str(itoa::Buffer::new().format(seq / 1000));
+    id.push(':');
+    id.push_str(itoa::Buffer::new().format(seq % 1000));
     id
-}
-
-/// Appends nchan's `TIME:TAG` id of `seq` (`message_id`) to `out`.
-pub fn push_message_id(out: &mut String, seq: u64) {
-    out.push_str(itoa::Buffer::new().format(seq / 1000));
-    out.push(':');
-    out.push_str(itoa::Buffer::new().format(seq % 1000));
 }
 
 /// A cursor from a `TIME:TAG` id: the next message is the first with a greater `seq`.
@@ -369,18 +364,19 @@ pub fn info_format(accept: Option<&[u8]>) -> InfoFormat {
 pub fn info_body(info: &ChannelInfo, format: InfoFormat) -> (&'static str, String) {
     // Pieces pushed, not `format!`: this is rendered for every publish.
     let requested = info.requested.map_or(-1, |d| d.as_secs() as i64);
-    let mut id = String::with_capacity(24);
-    match info.last_seq {
-        Some(seq) => push_message_id(&mut id, seq),
-        None => id.push_str("0:0"),
-    }
+    // `0:0` before any message, as `message_id` otherwise.
+    let seq = info.last_seq.unwrap_or(0);
+    let mut t = itoa::Buffer::new();
+    let t = t.format(seq / 1000);
+    let mut g = itoa::Buffer::new();
+    let g = g.format(seq % 1000);
     let mut m = itoa::Buffer::new();
     let m = m.format(info.messages);
     let mut r = itoa::Buffer::new();
     let r = r.format(requested);
     let mut s = itoa::Buffer::new();
     let s = s.format(info.subscribers);
-    let (content_type, parts): (&'static str, [&str; 9]) = match format {
+    let (content_type, parts): (&'static str, [&str; 11]) = match format {
         InfoFormat::Plain => (
             "text/plain",
             [
@@ -391,7 +387,9 @@ pub fn info_body(info: &ChannelInfo, format: InfoFormat) -> (&'static str, Strin
                 " sec. ago\r\nactive subscribers: ",
                 s,
                 "\r\nlast message id: ",
-                &id,
+                t,
+                ":",
+                g,
                 "",
             ],
         ),
@@ -405,7 +403,9 @@ pub fn info_body(info: &ChannelInfo, format: InfoFormat) -> (&'static str, Strin
                 ", \"subscribers\": ",
                 s,
                 ", \"last_message_id\": \"",
-                &id,
+                t,
+                ":",
+                g,
                 "\" }",
             ],
         ),
@@ -419,7 +419,9 @@ pub fn info_body(info: &ChannelInfo, format: InfoFormat) -> (&'static str, Strin
                 "\r\nsubscribers: ",
                 s,
                 "\r\nlast_message_id: \"",
-                &id,
+                t,
+                ":",
+                g,
                 "\"\r\n\r\n",
             ],
         ),
@@ -433,7 +435,9 @@ pub fn info_body(info: &ChannelInfo, format: InfoFormat) -> (&'static str, Strin
                 "</requested>\r\n  <subscribers>",
                 s,
                 "</subscribers>\r\n  <last_message_id>",
-                &id,
+                t,
+                ":",
+                g,
                 "</last_message_id>\r\n</channel>",
             ],
         ),
